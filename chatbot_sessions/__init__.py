@@ -1,0 +1,59 @@
+"""chatbot-sessions: conversation memory for a RAG chatbot, as a Flask service on Redis."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Flask
+
+from chatbot_sessions.api import init_api
+from chatbot_sessions.chat import ChatService
+from chatbot_sessions.config import Settings, load_settings
+from chatbot_sessions.errors import register_error_handlers
+from chatbot_sessions.redis_client import connect
+from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.store import SessionStore
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    config: Mapping[str, Any] | Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    reply_generator: ReplyGenerator | None = None,
+) -> Flask:
+    """Build the app: settings (env + ``config`` overrides), Redis, generator, blueprints.
+
+    ``config`` uses the environment variable names (``{"SESSION_TTL": 5}``). Tests may
+    inject an existing Redis client or generator instead of having them built here.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False
+    logging.getLogger("chatbot_sessions").setLevel(settings.log_level)
+
+    client = redis_client if redis_client is not None else connect(settings)
+    store = SessionStore(
+        client, ttl=settings.session_ttl, max_messages=settings.max_messages_per_session
+    )
+    generator = reply_generator if reply_generator is not None else _default_generator(settings)
+    app.extensions["redis"] = client
+    app.extensions["session_store"] = store
+    app.extensions["reply_generator"] = generator
+    app.extensions["chat_service"] = ChatService(store, generator, settings.context_messages)
+
+    init_api(app)
+    register_error_handlers(app)
+    return app
+
+
+def _default_generator(settings: Settings) -> ReplyGenerator:
+    from chatbot_sessions.replies.echo import EchoGenerator
+
+    return EchoGenerator()

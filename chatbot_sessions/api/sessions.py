@@ -1,0 +1,58 @@
+"""Session resource: create, read history, validate, delete."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from chatbot_sessions.extensions import get_settings, get_store
+from chatbot_sessions.schemas import (
+    ClearedSchema,
+    CreatedSchema,
+    ErrorSchema,
+    HistoryQuerySchema,
+    HistorySchema,
+    ValidSchema,
+)
+from chatbot_sessions.session_ids import new_session_id
+
+blp = Blueprint("sessions", __name__, url_prefix="/api/session", description="Chat sessions")
+
+
+@blp.route("/create")
+class CreateSession(MethodView):
+    @blp.response(201, CreatedSchema)
+    def post(self):
+        """Start an empty session and return its id."""
+        session_id = new_session_id()
+        get_store().create(session_id)
+        return {"session_id": session_id, "message": "Session created successfully"}
+
+
+@blp.route("/<session_id>/history")
+class SessionHistory(MethodView):
+    @blp.arguments(HistoryQuerySchema, location="query", as_kwargs=True)
+    @blp.response(200, HistorySchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="unknown or expired session")
+    def get(self, session_id: str, limit: int | None = None, before: int | None = None):
+        """Messages oldest first; ``limit`` keeps the newest N, ``before`` pages back."""
+        page_max = get_settings().history_page_max
+        return get_store().read(session_id, limit=min(limit or page_max, page_max), before=before)
+
+
+@blp.route("/<session_id>/validate")
+class ValidateSession(MethodView):
+    @blp.response(200, ValidSchema)
+    def get(self, session_id: str):
+        """Say whether the session exists (and keep it alive if it does)."""
+        return {"valid": get_store().touch(session_id), "session_id": session_id}
+
+
+@blp.route("/<session_id>")
+class Session(MethodView):
+    @blp.response(200, ClearedSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="unknown or expired session")
+    def delete(self, session_id: str):
+        """Delete the session and all its messages."""
+        get_store().delete(session_id)
+        return {"message": "Session cleared successfully"}

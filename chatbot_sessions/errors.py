@@ -1,0 +1,126 @@
+"""The JSON error envelope, and the single place exceptions become HTTP statuses.
+
+Every failure, ours or Flask's (404, 405, 413, ...) or an unexpected crash, leaves as
+``{"success": false, "error": <code>, "message": <sentence>, "details": {...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+STORE_RETRY_AFTER_SECONDS = 1
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Build the envelope; ``details`` is always present so clients need no key checks."""
+    body = {"success": False, "error": error, "message": message, "details": dict(details or {})}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _field_errors(messages: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten webargs' ``{location: {field: [...]}}`` into ``{field: [...]}``."""
+    fields: dict[str, Any] = {}
+    for location, errors in messages.items():
+        if not isinstance(errors, Mapping):
+            fields[location] = errors
+            continue
+        for name, problems in errors.items():
+            fields["body" if name == "_schema" else name] = problems
+    return fields
+
+
+def _describe(fields: Mapping[str, Any]) -> str:
+    parts = []
+    for name, problems in fields.items():
+        text = " ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
+        parts.append(f"{name}: {text}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """Render any werkzeug HTTPException, including webargs' parsing failures."""
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    # Keep what werkzeug would send (Allow on 405, Retry-After on 429), not its HTML type.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    messages = data.get("messages")
+    if isinstance(messages, Mapping) and messages:
+        fields = _field_errors(messages)
+        if status == 400 and "json" in fields:
+            return error_response(
+                400, "invalid_json", "The request body is not valid JSON.", {}, headers
+            )
+        return error_response(
+            status,
+            _CODES.get(status, "bad_request"),
+            _describe(fields),
+            {"fields": fields},
+            headers,
+        )
+    message = data.get("message") or exc.description or exc.name
+    return error_response(status, _CODES.get(status, f"http_{status}"), message, {}, headers)
+
+
+def _session_not_found(exc: SessionNotFound) -> Response:
+    return error_response(
+        404, "session_not_found", "No such session: it may have expired or been deleted."
+    )
+
+
+def _store_unavailable(exc: StoreUnavailable) -> Response:
+    log.error("session store unavailable: %s", exc)
+    return error_response(
+        503,
+        "store_unavailable",
+        "The session store is unavailable; please retry shortly.",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+    )
+
+
+def _unexpected(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return http_exception_response(exc)
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route domain exceptions and every other failure through the envelope."""
+    app.register_error_handler(HTTPException, http_exception_response)
+    app.register_error_handler(SessionNotFound, _session_not_found)
+    app.register_error_handler(StoreUnavailable, _store_unavailable)
+    app.register_error_handler(Exception, _unexpected)

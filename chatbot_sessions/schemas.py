@@ -1,0 +1,130 @@
+"""Marshmallow schemas: request validation, response shape and the OpenAPI document at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+
+class SourceSchema(Schema):
+    """A knowledge-base passage an answer drew on."""
+
+    title = fields.String(required=True)
+    source = fields.String(required=True, metadata={"description": "file path or URL"})
+    score = fields.Float(required=True)
+
+
+class MessageSchema(Schema):
+    """One stored turn, in the seed's shape; assistant turns may carry their sources."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    content = fields.String(required=True)
+    timestamp = fields.String(required=True, metadata={"description": "ISO 8601 UTC"})
+    sources = fields.List(fields.Nested(SourceSchema))
+
+
+class SendMessageSchema(Schema):
+    """Body of POST /api/send-message."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    question = fields.String(required=True, metadata={"description": "the user's question"})
+
+    @validates("question")
+    def _check_question(self, value: str, **_: Any) -> None:
+        if not value.strip():
+            raise ValidationError("must not be blank")
+        limit = current_app.config["SETTINGS"].max_question_chars
+        if len(value) > limit:
+            raise ValidationError(f"must be at most {limit} characters (got {len(value)})")
+
+
+class SessionHeaderSchema(Schema):
+    """The optional ``session-id`` request header of send-message."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    session_id = fields.String(
+        data_key="session-id",
+        load_default=None,
+        metadata={"description": "a session id; unknown, expired or malformed ids get a new one"},
+    )
+
+
+class HistoryQuerySchema(Schema):
+    """Paging of GET /api/session/<id>/history."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(
+        validate=validate.Range(min=1),
+        metadata={"description": "return only the newest N messages (of the page)"},
+    )
+    before = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={"description": "cursor: the nextCursor of a previous page, for older messages"},
+    )
+
+
+class SuccessSchema(Schema):
+    """Fields every successful answer carries."""
+
+    success = fields.Boolean(required=True, dump_default=True)
+
+
+class CreatedSchema(SuccessSchema):
+    """Answer of POST /api/session/create."""
+
+    sessionId = fields.String(required=True, attribute="session_id")
+    message = fields.String(required=True)
+
+
+class HistorySchema(SuccessSchema):
+    """Answer of GET /api/session/<id>/history."""
+
+    sessionId = fields.String(required=True, attribute="session_id")
+    createdAt = fields.String(required=True, attribute="created_at")
+    lastActivity = fields.String(required=True, attribute="last_activity")
+    messages = fields.List(fields.Nested(MessageSchema), required=True)
+    nextCursor = fields.Integer(
+        allow_none=True,
+        attribute="next_cursor",
+        metadata={"description": "pass as ?before= to get older messages; null on the first"},
+    )
+
+
+class ClearedSchema(SuccessSchema):
+    """Answer of DELETE /api/session/<id>."""
+
+    message = fields.String(required=True)
+
+
+class ValidSchema(SuccessSchema):
+    """Answer of GET /api/session/<id>/validate."""
+
+    valid = fields.Boolean(required=True)
+    sessionId = fields.String(required=True, attribute="session_id")
+
+
+class ReplySchema(SuccessSchema):
+    """Answer of POST /api/send-message (``sessionID`` is the seed's spelling, kept)."""
+
+    reply = fields.String(required=True)
+    sessionID = fields.String(required=True)
+    sessionId = fields.String(required=True)
+    sources = fields.List(fields.Nested(SourceSchema), required=True)
+    degraded = fields.Boolean(required=True)
+
+
+class ErrorSchema(Schema):
+    """The one error envelope every failure uses."""
+
+    success = fields.Boolean(required=True, dump_default=False)
+    error = fields.String(required=True, metadata={"description": "machine-readable code"})
+    message = fields.String(required=True)
+    details = fields.Dict()

@@ -1,0 +1,248 @@
+"""The session repository: every Redis key, command and TTL rule of a chat session.
+
+Layout (one Redis Cluster hash tag per session, so multi-key scripts never hit CROSSSLOT):
+
+    chat_session:{<id>}           hash  createdAt, lastActivity (epoch ms), seq (ever appended)
+    chat_session:{<id>}:messages  list  one compact JSON array per message, oldest first
+
+Each public method is exactly one round trip: a server-side Lua script that does the
+access, refreshes the TTL of both keys and updates ``lastActivity`` atomically. The append
+script refuses to recreate a session that expired or was deleted, and trims to the
+maximum in the same step, so concurrent writers can neither lose nor reorder messages.
+This module knows Redis and nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+
+from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.replies.base import Message, Source
+from chatbot_sessions.session_ids import parse_session_id
+
+KEY_PREFIX = "chat_session:"
+_TYPE_CODES = {"user": "u", "assistant": "a"}
+_TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
+
+# KEYS: meta, messages. ARGV: ttl, now_ms. Returns 1 if the session exists (and was touched).
+_TOUCH = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+return 1
+"""
+
+# KEYS: meta, messages. ARGV: ttl, now_ms. Creates an empty session; 0 if the id is taken.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'lastActivity', ARGV[2], 'seq', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: meta, messages. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
+# Returns nil if missing, else {createdAt, first_abs, start_abs, seq, messages...} where
+# message positions are absolute (counted since the session began) so cursors survive trims.
+_READ = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'seq')
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(meta[2]) or len
+local first = seq - len
+local stop = seq
+local before = tonumber(ARGV[4])
+if before >= 0 and before < stop then stop = before end
+local start = first
+local limit = tonumber(ARGV[3])
+if limit > 0 and stop - limit > start then start = stop - limit end
+local result = {meta[1], first, start, seq}
+if stop > start then
+  local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
+  for i = 1, #items do result[#result + 1] = items[i] end
+end
+return result
+"""
+
+# KEYS: meta, messages. ARGV: ttl, now_ms, max_messages, create ('1' = new session), msgs...
+# Returns the new seq, -1 if the session is gone (never resurrected), -2 if create hit an id
+# that already exists.
+_APPEND = """
+local exists = redis.call('EXISTS', KEYS[1])
+if ARGV[4] == '1' then
+  if exists == 1 then return -2 end
+  redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'seq', 0)
+elseif exists == 0 then
+  return -1
+end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 5))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 4)
+redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return seq
+"""
+
+T = TypeVar("T")
+
+
+def session_keys(session_id: str) -> tuple[str, str]:
+    """Return (meta key, messages key) for a canonical id; anything else is not found."""
+    canonical = parse_session_id(session_id)
+    if canonical is None:
+        raise SessionNotFound(session_id)
+    tag = f"{KEY_PREFIX}{{{canonical}}}"
+    return tag, f"{tag}:messages"
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds, the unit every stored timestamp uses."""
+    return time.time_ns() // 1_000_000
+
+
+def iso_from_ms(ms: int | str) -> str:
+    """Render epoch milliseconds as ISO 8601 UTC with a ``Z``, as JavaScript's toISOString."""
+    moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be appended; ``at_ms`` is when it was said."""
+
+    type: str
+    content: str
+    at_ms: int
+    sources: Sequence[Source] = ()
+
+    def encode(self) -> str:
+        """Compact JSON array: about a third of the seed's per-message overhead."""
+        item: list[Any] = [_TYPE_CODES[self.type], self.at_ms, self.content]
+        if self.sources:
+            item.append([[s.title, s.source, round(s.score, 4)] for s in self.sources])
+        return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_message(raw: str) -> Message:
+    """Turn a stored entry back into the wire shape ``{type, content, timestamp[, sources]}``."""
+    item = json.loads(raw)
+    message: dict[str, Any] = {
+        "type": _TYPE_NAMES[item[0]],
+        "content": item[2],
+        "timestamp": iso_from_ms(item[1]),
+    }
+    if len(item) > 3:
+        message["sources"] = [
+            {"title": title, "source": source, "score": score} for title, source, score in item[3]
+        ]
+    return message  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """A session's metadata and one page of its messages, oldest first."""
+
+    session_id: str
+    created_at: str
+    last_activity: str
+    messages: list[Message] = field(default_factory=list)
+    next_cursor: int | None = None
+    total_stored: int = 0
+
+
+class SessionStore:
+    """Thread-safe repository of chat sessions over one shared redis-py client."""
+
+    def __init__(self, client: redis.Redis, *, ttl: int, max_messages: int) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.max_messages = max_messages
+        self._touch = client.register_script(_TOUCH)
+        self._create = client.register_script(_CREATE)
+        self._read = client.register_script(_READ)
+        self._append = client.register_script(_APPEND)
+
+    @contextmanager
+    def _redis_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
+        keys = session_keys(session_id)
+        with self._redis_errors():
+            return script(keys=keys, args=[self.ttl, *args])
+
+    def create(self, session_id: str) -> None:
+        """Create an empty session under a fresh id (see ``session_ids.new_session_id``)."""
+        if not self._run(self._create, session_id, now_ms()):
+            raise ValueError(f"session id {session_id} is already taken")
+
+    def touch(self, session_id: str) -> bool:
+        """Refresh the TTL and lastActivity; return whether the session exists."""
+        try:
+            return bool(self._run(self._touch, session_id, now_ms()))
+        except SessionNotFound:
+            return False
+
+    def read(self, session_id: str, *, limit: int = 0, before: int | None = None) -> SessionPage:
+        """Return the newest ``limit`` messages (all if 0) before absolute position ``before``.
+
+        Raises SessionNotFound for a missing session; the access refreshes its TTL.
+        """
+        at = now_ms()
+        result = self._run(self._read, session_id, at, limit, -1 if before is None else before)
+        if result is None:
+            raise SessionNotFound(session_id)
+        created_at, first, start, seq, *raw = result
+        return SessionPage(
+            session_id=session_id,
+            created_at=iso_from_ms(created_at),
+            last_activity=iso_from_ms(at),
+            messages=[decode_message(item) for item in raw],
+            next_cursor=int(start) if int(start) > int(first) else None,
+            total_stored=int(seq) - int(first),
+        )
+
+    def append(
+        self, session_id: str, messages: Sequence[NewMessage], *, create: bool = False
+    ) -> int:
+        """Append ``messages`` atomically, trimming to the maximum; return the message count.
+
+        Without ``create`` a vanished session raises SessionNotFound instead of coming back;
+        with it, the session must not exist yet and is created with these messages.
+        """
+        encoded = [m.encode() for m in messages]
+        result = self._run(
+            self._append, session_id, now_ms(), self.max_messages, int(create), *encoded
+        )
+        if result == -1:
+            raise SessionNotFound(session_id)
+        if result == -2:
+            raise ValueError(f"session id {session_id} is already taken")
+        return int(result)
+
+    def delete(self, session_id: str) -> None:
+        """Delete every key of the session; SessionNotFound if there was nothing to delete."""
+        keys = session_keys(session_id)
+        with self._redis_errors():
+            removed = self.client.delete(*keys)
+        if not removed:
+            raise SessionNotFound(session_id)
+
+    def ping(self) -> bool:
+        """True when Redis answers PING; StoreUnavailable otherwise."""
+        with self._redis_errors():
+            return bool(self.client.ping())

@@ -1,0 +1,54 @@
+"""Every failure leaves in the JSON envelope: Flask's own errors, Redis outages, crashes."""
+
+from __future__ import annotations
+
+import time
+
+from chatbot_sessions import create_app
+
+
+def assert_envelope(response, status, error):
+    body = response.get_json()
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert body["success"] is False and body["error"] == error
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["details"], dict)
+
+
+def test_unknown_route_is_json_404(client):
+    assert_envelope(client.get("/no/such/route"), 404, "not_found")
+
+
+def test_wrong_method_is_json_405_with_allow(client):
+    response = client.get("/api/send-message")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_unexpected_exception_is_json_500_without_trace(make_app, generator):
+    def boom(question, history):
+        raise RuntimeError("secret internals")
+
+    generator.generate = boom
+    response = make_app().test_client().post("/api/send-message", json={"question": "q"})
+    assert_envelope(response, 500, "internal_error")
+    assert b"secret internals" not in response.data and b"Traceback" not in response.data
+
+
+def test_redis_down_is_fast_503_with_retry_after(generator):
+    from tests.support.processes import free_port
+
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # the client is built as in production
+    app = create_app({"REDIS_URL": nobody, "RATE_LIMIT_ENABLED": "0"}, reply_generator=generator)
+    client = app.test_client()
+    for call in (
+        lambda: client.post("/api/session/create"),
+        lambda: client.get("/api/session/7c3e1bd4-8d2b-4f7e-9a51-2f0e6f6a1c11/history"),
+        lambda: client.post("/api/send-message", json={"question": "q"}),
+    ):
+        started = time.monotonic()
+        response = call()
+        assert time.monotonic() - started < 2
+        assert_envelope(response, 503, "store_unavailable")
+        assert response.headers["Retry-After"] == "1"

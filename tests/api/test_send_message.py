@@ -1,0 +1,129 @@
+"""POST /api/send-message: sessions made on demand, both turns stored, context passed."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chatbot_sessions.store import session_keys
+
+
+def send(client, question, sid=None):
+    headers = {"session-id": sid} if sid is not None else {}
+    return client.post("/api/send-message", json={"question": question}, headers=headers)
+
+
+def test_without_header_creates_a_session(client):
+    response = send(client, "hello")
+    body = response.get_json()
+    assert response.status_code == 200
+    assert body["success"] is True and body["reply"] == "answer to: hello"
+    assert body["sessionID"] == body["sessionId"] == response.headers["session-id"]
+    assert uuid.UUID(body["sessionId"]).version == 4
+    assert body["sources"] == [{"title": "Guide", "source": "guide.md", "score": 1.5}]
+    assert body["degraded"] is False
+
+
+@pytest.mark.parametrize("header", ["", "garbage", "00000000-0000-0000-0000-000000000000", None])
+def test_unknown_or_malformed_ids_get_a_new_session(client, header):
+    headers = {} if header is None else {"session-id": header}
+    known = str(uuid.uuid4())
+    for sid in (header, known):
+        response = client.post(
+            "/api/send-message",
+            json={"question": "q"},
+            headers=headers if sid == header else {"session-id": known},
+        )
+        body = response.get_json()
+        assert response.status_code == 200
+        assert body["sessionId"] not in (header, known)
+        history = client.get(f"/api/session/{body['sessionId']}/history").get_json()
+        assert [m["content"] for m in history["messages"]] == ["q", "answer to: q"]
+
+
+def test_existing_session_keeps_its_id_and_gets_context(client, generator):
+    first = send(client, "first").get_json()["sessionId"]
+    second = send(client, "second", first).get_json()
+    assert second["sessionId"] == first
+    question, history = generator.calls[-1]
+    assert question == "second"
+    assert [m["content"] for m in history] == ["first", "answer to: first"]
+
+
+def test_context_is_limited_to_context_messages(make_app, generator):
+    client = make_app({"CONTEXT_MESSAGES": 3}).test_client()
+    sid = send(client, "q0").get_json()["sessionId"]
+    for n in range(1, 4):
+        send(client, f"q{n}", sid)
+    assert [m["content"] for m in generator.calls[-1][1]] == [
+        "answer to: q1",
+        "q2",
+        "answer to: q2",
+    ]
+
+
+def test_bad_bodies_store_nothing(client, fake_redis):
+    cases = [
+        ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json", None),
+        ({"json": ["q"]}, 422, "validation_error", "body"),
+        ({"json": "just a string"}, 422, "validation_error", "body"),
+        ({"json": {}}, 422, "validation_error", "question"),
+        ({"json": {"question": ""}}, 422, "validation_error", "question"),
+        ({"json": {"question": " \n\t "}}, 422, "validation_error", "question"),
+        ({"json": {"question": 42}}, 422, "validation_error", "question"),
+        ({"json": {"question": None}}, 422, "validation_error", "question"),
+        ({"json": {"question": ["a"]}}, 422, "validation_error", "question"),
+        ({"data": "question=hi"}, 422, "validation_error", "question"),
+    ]
+    for kwargs, status, error, field in cases:
+        response = client.post("/api/send-message", **kwargs)
+        body = response.get_json()
+        assert response.status_code == status, kwargs
+        assert body["success"] is False and body["error"] == error and body["message"]
+        if field:
+            assert field in body["details"]["fields"]
+    assert fake_redis.dbsize() == 0
+
+
+def test_question_length_limit(make_app, fake_redis):
+    client = make_app({"MAX_QUESTION_CHARS": 10}).test_client()
+    assert send(client, "x" * 10).status_code == 200
+    keys_before = fake_redis.dbsize()
+    response = send(client, "x" * 11)
+    assert response.status_code == 422
+    assert "at most 10" in response.get_json()["details"]["fields"]["question"][0]
+    assert fake_redis.dbsize() == keys_before
+
+
+def test_oversized_body_is_413_json(make_app, fake_redis):
+    client = make_app({"MAX_CONTENT_LENGTH": 2048}).test_client()
+    response = client.post("/api/send-message", json={"question": "x" * 5000})
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "payload_too_large"
+    assert fake_redis.dbsize() == 0
+
+
+def test_untrusted_content_is_stored_verbatim(client):
+    payload = '<img src=x onerror=alert(1)> "quotes" \u2603 \x00?'
+    sid = send(client, payload).get_json()["sessionId"]
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    assert messages[0]["content"] == payload
+
+
+def test_session_deleted_during_generation_keeps_the_turn_in_a_new_session(
+    client, fake_redis, generator
+):
+    sid = send(client, "first").get_json()["sessionId"]
+    original = generator.generate
+
+    def delete_then_answer(question, history):
+        fake_redis.delete(*session_keys(sid))
+        return original(question, history)
+
+    generator.generate = delete_then_answer
+    body = send(client, "second", sid).get_json()
+    assert body["sessionId"] != sid
+    assert fake_redis.exists(*session_keys(sid)) == 0  # not resurrected
+    messages = client.get(f"/api/session/{body['sessionId']}/history").get_json()["messages"]
+    assert [m["content"] for m in messages] == ["second", "answer to: second"]

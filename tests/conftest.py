@@ -1,0 +1,123 @@
+"""Shared fixtures: apps on fakeredis for unit tests, real Redis and gunicorn for integration.
+
+A test that needs a real server skips with a reason when none can be had on a developer's
+machine, but under ``CI=true`` the same situation fails: a skipped test is not a passed one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+import fakeredis
+import pytest
+import redis
+
+from chatbot_sessions import create_app
+from chatbot_sessions.replies.base import Message, Reply, Source
+from tests.support.processes import GunicornServer, RedisServer
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false, except in CI, where it is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this test must run, not skip)")
+    pytest.skip(reason)
+
+
+class RecordingGenerator:
+    """A deterministic generator that remembers what it was asked, for asserting context."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Message]]] = []
+        self._lock = threading.Lock()
+
+    def generate(self, question: str, history: Sequence[Message]) -> Reply:
+        with self._lock:
+            self.calls.append((question, list(history)))
+        return Reply(
+            text=f"answer to: {question}",
+            sources=(Source(title="Guide", source="guide.md", score=1.5),),
+        )
+
+
+@pytest.fixture
+def generator() -> RecordingGenerator:
+    return RecordingGenerator()
+
+
+@pytest.fixture
+def fake_redis() -> redis.Redis:
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+
+
+@pytest.fixture
+def make_app(fake_redis, generator) -> Callable:
+    """Build an app on fakeredis (or the given client) with the recording generator."""
+
+    def _make(overrides: dict | None = None, client: redis.Redis | None = None):
+        config = {"RATE_LIMIT_ENABLED": "0", **(overrides or {})}
+        return create_app(
+            config, redis_client=client if client is not None else fake_redis,
+            reply_generator=generator,
+        )  # fmt: skip
+
+    return _make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis: ``REDIS_URL`` if the environment names one, else our own redis-server."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    require(RedisServer.binary is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def real_redis(redis_server) -> redis.Redis:
+    """A client of the real Redis; our own server is flushed first, an external one never."""
+    client = redis.Redis.from_url(redis_server, decode_responses=True, socket_timeout=5)
+    if not os.environ.get("REDIS_URL"):
+        client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path, redis_server):
+    """Factory: the service under real gunicorn against the real Redis, stopped afterwards."""
+    servers: list[GunicornServer] = []
+
+    def _start(**env: str) -> GunicornServer:
+        server = GunicornServer({"REDIS_URL": redis_server, **env}, tmp_path).start()
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,1 @@
+"""Helpers the tests share: real server processes on free loopback ports."""

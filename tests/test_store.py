@@ -1,0 +1,202 @@
+"""The repository on fakeredis and on a real Redis: atomicity, TTLs, trimming, paging."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.replies.base import Source
+from chatbot_sessions.session_ids import new_session_id
+from chatbot_sessions.store import NewMessage, SessionStore, now_ms, session_keys
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def redis_client(request):
+    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
+
+
+@pytest.fixture
+def store(redis_client) -> SessionStore:
+    return SessionStore(redis_client, ttl=300, max_messages=6)
+
+
+def pair(n: int) -> list[NewMessage]:
+    at = now_ms()
+    return [NewMessage("user", f"q{n}", at), NewMessage("assistant", f"a{n}", at + 1)]
+
+
+def test_keys_share_one_cluster_hash_tag_and_prefix():
+    sid = new_session_id()
+    meta, messages = session_keys(sid)
+    assert meta == f"chat_session:{{{sid}}}" and messages == f"chat_session:{{{sid}}}:messages"
+
+
+@pytest.mark.parametrize("bad", ["*", "chat_session:*", "", "not-a-uuid", "{x}", "1" * 36])
+def test_non_canonical_ids_never_become_keys(store, redis_client, bad):
+    with pytest.raises(SessionNotFound):
+        store.read(bad)
+    with pytest.raises(SessionNotFound):
+        store.delete(bad)
+    assert store.touch(bad) is False
+    assert redis_client.keys("*") == []
+
+
+def test_create_then_read_empty_session(store):
+    sid = new_session_id()
+    store.create(sid)
+    page = store.read(sid)
+    assert page.messages == [] and page.next_cursor is None
+    assert page.created_at.endswith("Z") and page.last_activity >= page.created_at
+
+
+def test_append_keeps_order_and_shape(store):
+    sid = new_session_id()
+    store.create(sid)
+    store.append(sid, pair(1))
+    store.append(
+        sid,
+        [
+            NewMessage("user", "q2", now_ms()),
+            NewMessage("assistant", "a2", now_ms(), (Source("T", "t.md", 1.23456),)),
+        ],
+    )
+    messages = store.read(sid).messages
+    assert [m["content"] for m in messages] == ["q1", "a1", "q2", "a2"]
+    assert [m["type"] for m in messages] == ["user", "assistant"] * 2
+    assert set(messages[0]) == {"type", "content", "timestamp"}
+    assert messages[3]["sources"] == [{"title": "T", "source": "t.md", "score": 1.2346}]
+
+
+def test_append_to_missing_session_does_not_resurrect_it(store, redis_client):
+    sid = new_session_id()
+    store.create(sid)
+    store.delete(sid)
+    with pytest.raises(SessionNotFound):
+        store.append(sid, pair(1))
+    assert redis_client.exists(*session_keys(sid)) == 0
+
+
+def test_append_with_create_refuses_an_existing_id(store):
+    sid = new_session_id()
+    store.create(sid)
+    with pytest.raises(ValueError):
+        store.append(sid, pair(1), create=True)
+    assert store.read(sid).messages == []
+
+
+def test_trims_oldest_beyond_maximum_atomically(store, redis_client):
+    sid = new_session_id()
+    store.append(sid, pair(0), create=True)
+    for n in range(1, 5):
+        store.append(sid, pair(n))
+    page = store.read(sid)
+    assert [m["content"] for m in page.messages] == ["q2", "a2", "q3", "a3", "q4", "a4"]
+    assert redis_client.llen(session_keys(sid)[1]) == 6
+    assert page.next_cursor is None  # nothing older is still stored
+
+
+def test_every_access_refreshes_ttl_of_all_keys(redis_client):
+    store = SessionStore(redis_client, ttl=100, max_messages=10)
+    sid = new_session_id()
+    store.append(sid, pair(1), create=True)
+    keys = session_keys(sid)
+    for key in keys:
+        redis_client.expire(key, 5)
+    for access in (
+        lambda: store.read(sid),
+        lambda: store.touch(sid),
+        lambda: store.append(sid, pair(2)),
+    ):
+        for key in keys:
+            redis_client.expire(key, 5)
+        access()
+        assert all(95 <= redis_client.ttl(key) <= 100 for key in keys)
+
+
+def test_no_session_key_exists_without_ttl(store, redis_client):
+    sid = new_session_id()
+    store.create(sid)
+    store.append(sid, pair(1))
+    store.read(sid)
+    for key in redis_client.keys("chat_session:*"):
+        assert redis_client.ttl(key) > 0, key
+
+
+def test_read_updates_last_activity(store):
+    sid = new_session_id()
+    store.create(sid)
+    first = store.read(sid).last_activity
+    time.sleep(0.01)
+    assert store.read(sid).last_activity > first
+
+
+def test_paging_with_limit_and_cursor_survives_appends(redis_client):
+    store = SessionStore(redis_client, ttl=300, max_messages=100)
+    sid = new_session_id()
+    store.append(sid, pair(0), create=True)
+    for n in range(1, 5):
+        store.append(sid, pair(n))  # 10 messages: q0 a0 ... q4 a4
+    newest = store.read(sid, limit=4)
+    assert [m["content"] for m in newest.messages] == ["q3", "a3", "q4", "a4"]
+    store.append(sid, pair(5))  # a new pair must not shift the cursor
+    older = store.read(sid, limit=4, before=newest.next_cursor)
+    assert [m["content"] for m in older.messages] == ["q1", "a1", "q2", "a2"]
+    oldest = store.read(sid, limit=4, before=older.next_cursor)
+    assert [m["content"] for m in oldest.messages] == ["q0", "a0"]
+    assert oldest.next_cursor is None
+
+
+def test_delete_removes_every_key(store, redis_client):
+    sid = new_session_id()
+    store.append(sid, pair(1), create=True)
+    store.delete(sid)
+    assert redis_client.exists(*session_keys(sid)) == 0
+    with pytest.raises(SessionNotFound):
+        store.delete(sid)
+
+
+def test_concurrent_appends_lose_and_reorder_nothing(redis_client):
+    store = SessionStore(redis_client, ttl=300, max_messages=1000)
+    sid = new_session_id()
+    store.create(sid)
+
+    def writer(t: int) -> None:
+        for i in range(20):
+            at = now_ms()
+            store.append(
+                sid, [NewMessage("user", f"{t}:{i}", at), NewMessage("assistant", f"{t}:{i}", at)]
+            )
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    messages = store.read(sid).messages
+    assert len(messages) == 8 * 20 * 2
+    for user, assistant in zip(messages[::2], messages[1::2], strict=True):
+        assert user["type"] == "user" and assistant["type"] == "assistant"
+        assert user["content"] == assistant["content"]  # pairs never interleave
+    for t in range(8):
+        mine = [
+            int(m["content"].split(":")[1])
+            for m in messages[::2]
+            if m["content"].startswith(f"{t}:")
+        ]
+        assert mine == list(range(20))
+
+
+def test_redis_errors_become_store_unavailable():
+    import redis as redis_lib
+
+    dead = redis_lib.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True
+    )
+    store = SessionStore(dead, ttl=10, max_messages=10)
+    with pytest.raises(StoreUnavailable):
+        store.read(new_session_id())
+    with pytest.raises(StoreUnavailable):
+        store.create(new_session_id())
