@@ -13,8 +13,8 @@ blp = Blueprint("messages", __name__, url_prefix="/api", description="Chat turns
 
 @blp.route("/send-message")
 class SendMessage(MethodView):
-    @blp.arguments(SessionHeaderSchema, location="headers", as_kwargs=True)
-    @blp.arguments(SendMessageSchema)
+    @blp.arguments(SessionHeaderSchema(), location="headers", as_kwargs=True)
+    @blp.arguments(SendMessageSchema())
     @blp.response(200, ReplySchema)
     def post(self, body: dict, session_id: str | None = None):
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""

@@ -31,7 +31,7 @@ class CreateSession(MethodView):
 
 @blp.route("/<session_id>/history")
 class SessionHistory(MethodView):
-    @blp.arguments(HistoryQuerySchema, location="query", as_kwargs=True)
+    @blp.arguments(HistoryQuerySchema(), location="query", as_kwargs=True)
     @blp.response(200, HistorySchema)
     @blp.alt_response(404, schema=ErrorSchema, description="unknown or expired session")
     def get(self, session_id: str, limit: int | None = None, before: int | None = None):

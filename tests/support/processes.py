@@ -98,7 +98,16 @@ class RedisServer:
 class GunicornServer:
     """The real service under gunicorn (``gunicorn.conf.py`` + ``wsgi:app``) on loopback."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workdir: Path,
+        port: int | None = None,
+        app: str = "wsgi:app",
+        ready_path: str = "/api/session/00000000/validate",
+    ) -> None:
+        self.app = app
+        self.ready_path = ready_path
         self.port = port or free_port()
         self.workdir = Path(workdir)
         self.env = {
@@ -121,7 +130,7 @@ class GunicornServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -132,9 +141,7 @@ class GunicornServer:
         def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
-            with urllib.request.urlopen(
-                f"{self.base_url}/api/session/00000000/validate", timeout=2
-            ):
+            with urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=2):
                 return True
 
         wait_until(answers, timeout, what="gunicorn answering")
