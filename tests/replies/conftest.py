@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
+from chatbot_sessions.replies.retriever import Retriever
+
 
 @pytest.fixture
 def make_kb(tmp_path: Path) -> Callable[[dict[str, str | bytes]], Path]:
@@ -25,3 +28,9 @@ def make_kb(tmp_path: Path) -> Callable[[dict[str, str | bytes]], Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def corpus_retriever() -> Retriever:
+    """One retriever over the shipped documentation, shared because it is read-only."""
+    return Retriever(load_knowledge_base(shipped_corpus_dir()))

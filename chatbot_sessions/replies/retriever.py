@@ -1,0 +1,156 @@
+"""BM25 retrieval over knowledge chunks, with follow-up questions resolved from history.
+
+The index is built once, when the retriever is constructed, and only read afterwards,
+so one retriever serves every request thread. Scoring is bm25s's (eager sparse BM25):
+we only decide what text is indexed for a chunk and how a query is weighted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import bm25s
+import numpy as np
+
+from chatbot_sessions.replies.base import Message
+from chatbot_sessions.replies.documents import Chunk
+from chatbot_sessions.replies.knowledge import KnowledgeBase, SkippedFile
+from chatbot_sessions.replies.tokens import terms
+
+log = logging.getLogger(__name__)
+
+#: How much each earlier user turn counts relative to the question, newest first.
+#: Enough for "and what about the second one?" to inherit its topic, small enough
+#: that a fresh, self-contained question is not dragged back to the old one.
+CONTEXT_WEIGHTS = (0.35, 0.2)
+
+
+@dataclass(frozen=True)
+class Query:
+    """Weighted query terms: the question's at 1.0, earlier user turns' lower."""
+
+    weights: Mapping[str, float]
+
+    @classmethod
+    def build(cls, question: str, context: Sequence[str] = ()) -> Query:
+        """Combine ``question`` with ``context`` (earlier user turns, newest first)."""
+        weights: dict[str, float] = {}
+        for text, weight in zip(context, CONTEXT_WEIGHTS, strict=False):
+            for term in terms(text):
+                weights[term] = max(weights.get(term, 0.0), weight)
+        for term in terms(question):
+            weights[term] = 1.0
+        return cls(weights)
+
+
+def previous_user_turns(
+    history: Sequence[Message], limit: int = len(CONTEXT_WEIGHTS)
+) -> list[str]:
+    """The last ``limit`` user messages of ``history`` (oldest first), newest first."""
+    turns = [m["content"] for m in reversed(history) if m.get("type") == "user"]
+    return turns[:limit]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk and its BM25 score for the query."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """What ``flask kb stats`` reports about the loaded knowledge base and its index."""
+
+    directory: str
+    documents: int
+    chunks: int
+    skipped: tuple[SkippedFile, ...]
+    skipped_lines: int
+    load_seconds: float
+    index_seconds: float
+
+    @property
+    def files_skipped(self) -> int:
+        """How many files were left out (each was logged with its reason)."""
+        return len(self.skipped)
+
+
+def _index_text(chunk: Chunk) -> str:
+    # The heading is repeated so a chunk whose section is *about* the query term
+    # outranks one that merely mentions it in passing.
+    return f"{chunk.doc_title}\n{chunk.heading}\n{chunk.heading}\n{chunk.text}"
+
+
+class Retriever:
+    """Ranks the chunks of a knowledge base against a question. Thread-safe after construction."""
+
+    def __init__(self, knowledge: KnowledgeBase) -> None:
+        self.knowledge = knowledge
+        self.chunks: tuple[Chunk, ...] = tuple(knowledge.chunks)
+        started = time.perf_counter()
+        self._bm25: bm25s.BM25 | None = None
+        if self.chunks:
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(
+                [terms(_index_text(c)) for c in self.chunks], show_progress=False
+            )
+        index_seconds = time.perf_counter() - started
+        self.stats = IndexStats(
+            directory=knowledge.directory,
+            documents=knowledge.documents,
+            chunks=len(self.chunks),
+            skipped=tuple(knowledge.skipped),
+            skipped_lines=knowledge.skipped_lines,
+            load_seconds=knowledge.load_seconds,
+            index_seconds=index_seconds,
+        )
+        log.info(
+            "knowledge base: %d documents, %d chunks, %d files skipped, indexed in %.3fs",
+            self.stats.documents,
+            self.stats.chunks,
+            self.stats.files_skipped,
+            index_seconds,
+        )
+
+    def scores(self, query: Query) -> np.ndarray:
+        """BM25 score of every chunk for ``query`` (zeros where nothing matches)."""
+        total = np.zeros(len(self.chunks), dtype=np.float32)
+        if self._bm25 is None:
+            return total
+        vocab = self._bm25.vocab_dict
+        by_weight: dict[float, list[str]] = {}
+        for term, weight in query.weights.items():
+            if term in vocab:
+                by_weight.setdefault(weight, []).append(term)
+        for weight, group in by_weight.items():
+            total += np.float32(weight) * self._bm25.get_scores(group)
+        return total
+
+    def search(
+        self, question: str, top_k: int = 5, *, context: Sequence[str] = ()
+    ) -> list[Passage]:
+        """The ``top_k`` best chunks for ``question`` (and earlier ``context`` turns), best first.
+
+        Chunks that share no term with the query are never returned, so an empty list
+        means "nothing in the knowledge base is about this".
+        """
+        return self.search_query(Query.build(question, context), top_k)
+
+    def search_query(self, query: Query, top_k: int = 5) -> list[Passage]:
+        """Like ``search`` for an already built ``Query``."""
+        if top_k <= 0 or not self.chunks:
+            return []
+        scores = self.scores(query)
+        candidates = np.flatnonzero(scores > 0)
+        if candidates.size > top_k:
+            # Partial selection first: sorting all of a large corpus per query is waste.
+            keep = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
+            candidates = candidates[keep]
+        # Ties are broken by corpus order, so results are deterministic.
+        order = np.lexsort((candidates, -scores[candidates]))
+        return [Passage(self.chunks[i], float(scores[i])) for i in candidates[order]]
