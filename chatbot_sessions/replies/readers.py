@@ -27,16 +27,23 @@ def title_from_name(name: str) -> str:
 
 
 def read_markdown(text: str, source: str) -> list[Document]:
-    """Split Markdown at ATX headings (``#`` .. ``######``), ignoring ``#`` in code fences."""
+    """Split Markdown at ATX headings (``#`` .. ``######``), ignoring ``#`` in code fences.
+
+    A subsection's heading keeps its parents' (``Sending a message › The response``):
+    "The response" alone says little to a reader of a citation, or to BM25.
+    """
     title = ""
     sections: list[Section] = []
-    heading = ""
+    trail: list[tuple[int, str]] = []  # (level, text) of the headings above the text
     lines: list[str] = []
     in_fence = False
 
     def flush() -> None:
         body = "\n".join(lines).strip()
         if body:
+            heading = " › ".join(h for level, h in trail if level > 1) or (
+                trail[-1][1] if trail else ""
+            )
             sections.append(Section(heading, body))
         lines.clear()
 
@@ -48,8 +55,11 @@ def read_markdown(text: str, source: str) -> list[Document]:
             lines.append(line)
             continue
         flush()
-        heading = match.group(2).strip()
-        if len(match.group(1)) == 1 and not title:
+        level, heading = len(match.group(1)), match.group(2).strip()
+        while trail and trail[-1][0] >= level:
+            trail.pop()
+        trail.append((level, heading))
+        if level == 1 and not title:
             title = heading
     flush()
     return [Document(title or title_from_name(source), source, tuple(sections))]

@@ -19,7 +19,12 @@ def test_markdown_sections_follow_headings_and_ignore_hashes_in_code() -> None:
     )
     [doc] = read_markdown(text, "guide.md")
     assert doc.title == "Guide"
-    assert [s.heading for s in doc.sections] == ["Guide", "Install", "Deep", "Last"]
+    assert [s.heading for s in doc.sections] == [
+        "Guide",
+        "Install",
+        "Install › Deep",
+        "Last",
+    ]
     assert "# not a heading" in doc.sections[1].text
 
 
