@@ -8,9 +8,11 @@ we only decide what text is indexed for a chunk and how a query is weighted.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bm25s
 import numpy as np
@@ -33,6 +35,7 @@ class Query:
     """Weighted query terms: the question's at 1.0, earlier user turns' lower."""
 
     weights: Mapping[str, float]
+    question_terms: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def build(cls, question: str, context: Sequence[str] = ()) -> Query:
@@ -41,9 +44,15 @@ class Query:
         for text, weight in zip(context, CONTEXT_WEIGHTS, strict=False):
             for term in terms(text):
                 weights[term] = max(weights.get(term, 0.0), weight)
-        for term in terms(question):
+        own = terms(question)
+        for term in own:
             weights[term] = 1.0
-        return cls(weights)
+        return cls(weights, frozenset(own))
+
+    @classmethod
+    def for_conversation(cls, question: str, history: Sequence[Message]) -> Query:
+        """The query for ``question`` asked after ``history`` (oldest first)."""
+        return cls.build(question, previous_user_turns(history))
 
 
 def previous_user_turns(
@@ -94,11 +103,14 @@ class Retriever:
         self.chunks: tuple[Chunk, ...] = tuple(knowledge.chunks)
         started = time.perf_counter()
         self._bm25: bm25s.BM25 | None = None
+        corpus_terms = [terms(_index_text(c)) for c in self.chunks]
+        # Document frequencies, for weighting sentences when answers are extracted.
+        self._df: Counter[str] = Counter(
+            t for chunk in corpus_terms for t in set(chunk)
+        )
         if self.chunks:
             self._bm25 = bm25s.BM25()
-            self._bm25.index(
-                [terms(_index_text(c)) for c in self.chunks], show_progress=False
-            )
+            self._bm25.index(corpus_terms, show_progress=False)
         index_seconds = time.perf_counter() - started
         self.stats = IndexStats(
             directory=knowledge.directory,
@@ -117,18 +129,38 @@ class Retriever:
             index_seconds,
         )
 
+    def idf(self, term: str) -> float:
+        """How rare ``term`` is in the corpus (BM25's idf; 0 for unknown terms)."""
+        df = self._df.get(term, 0)
+        if not df:
+            return 0.0
+        n = len(self.chunks)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def knows(self, term: str) -> bool:
+        """Whether ``term`` occurs anywhere in the knowledge base."""
+        return term in self._df
+
     def scores(self, query: Query) -> np.ndarray:
-        """BM25 score of every chunk for ``query`` (zeros where nothing matches)."""
+        """BM25 score of every chunk for ``query`` (zeros where nothing matches).
+
+        Earlier turns only re-rank chunks that contain a word of the question itself:
+        they say which "timeout" the user means, but must not pull in passages about
+        the previous topic that do not address the new question at all.
+        """
         total = np.zeros(len(self.chunks), dtype=np.float32)
         if self._bm25 is None:
             return total
         vocab = self._bm25.vocab_dict
         by_weight: dict[float, list[str]] = {}
         for term, weight in query.weights.items():
-            if term in vocab:
+            if term and term in vocab:  # "" is bm25s's placeholder token, not a word
                 by_weight.setdefault(weight, []).append(term)
+        own = [t for t in query.question_terms if t in vocab]
         for weight, group in by_weight.items():
             total += np.float32(weight) * self._bm25.get_scores(group)
+        if own and len(by_weight) > 1:
+            total[self._bm25.get_scores(own) == 0] = 0
         return total
 
     def search(
@@ -137,13 +169,19 @@ class Retriever:
         """The ``top_k`` best chunks for ``question`` (and earlier ``context`` turns), best first.
 
         Chunks that share no term with the query are never returned, so an empty list
-        means "nothing in the knowledge base is about this".
+        means "nothing in the knowledge base is about this". So does a question none
+        of whose own words the knowledge base knows ("thanks!", "weather in Paris?"):
+        earlier turns then must not make it look answerable.
         """
         return self.search_query(Query.build(question, context), top_k)
 
     def search_query(self, query: Query, top_k: int = 5) -> list[Passage]:
         """Like ``search`` for an already built ``Query``."""
         if top_k <= 0 or not self.chunks:
+            return []
+        if query.question_terms and not any(
+            self.knows(t) for t in query.question_terms
+        ):
             return []
         scores = self.scores(query)
         candidates = np.flatnonzero(scores > 0)

@@ -47,7 +47,8 @@ def words(text: str) -> list[str]:
             parts = [p for p in re.split(r"[_-]", word) if p and p not in STOPWORDS]
             out.append(word)
             out.extend(parts)
-        elif word not in STOPWORDS:
+        elif word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
+            # Single letters are left-overs of "what's" or "don't", not topics.
             out.append(word)
     return out
 

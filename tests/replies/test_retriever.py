@@ -106,3 +106,20 @@ def test_concurrent_searches_agree_with_sequential(corpus_retriever) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_context_only_reranks_chunks_that_match_the_question(make_kb) -> None:
+    retriever = Retriever(load_knowledge_base(make_kb(PETS)))
+    results = retriever.search("what about water?", top_k=5, context=["cats food"])
+    # cats chunks match the context strongly but never mention water
+    assert [p.chunk.source for p in results] == ["fish.md"]
+
+
+def test_question_of_unknown_words_gets_nothing_despite_context(make_kb) -> None:
+    retriever = Retriever(load_knowledge_base(make_kb(PETS)))
+    assert retriever.search("thanks!", context=["What do cats eat?"]) == []
+    # while a follow-up with no content words of its own leans on the context
+    assert (
+        retriever.search("and them?", context=["cats food"])[0].chunk.source
+        == "cats.md"
+    )

@@ -46,3 +46,7 @@ def test_terms_is_consistent_across_threads() -> None:
     for t in threads:
         t.join()
     assert len(results) == 1200 and all(r == expected for r in results)
+
+
+def test_single_letters_from_contractions_are_dropped() -> None:
+    assert words("What's up? Don't 2 x") == ["up", "don", "2"]
