@@ -52,7 +52,24 @@ class Query:
     @classmethod
     def for_conversation(cls, question: str, history: Sequence[Message]) -> Query:
         """The query for ``question`` asked after ``history`` (oldest first)."""
-        return cls.build(question, previous_user_turns(history))
+        return cls.build(
+            question, previous_user_turns(prior_history(question, history))
+        )
+
+
+def prior_history(question: str, history: Sequence[Message]) -> Sequence[Message]:
+    """``history`` without a trailing copy of ``question`` itself.
+
+    Callers may store the question before asking for the reply; it must then not
+    count as its own "previous turn", nor reach an LLM twice.
+    """
+    if (
+        history
+        and history[-1].get("type") == "user"
+        and history[-1].get("content") == question
+    ):
+        return history[:-1]
+    return history
 
 
 def previous_user_turns(

@@ -123,3 +123,9 @@ def test_question_of_unknown_words_gets_nothing_despite_context(make_kb) -> None
         retriever.search("and them?", context=["cats food"])[0].chunk.source
         == "cats.md"
     )
+
+
+def test_a_question_already_stored_is_not_its_own_context() -> None:
+    history = turns(("user", "cats food"), ("assistant", "…"), ("user", "dogs walks"))
+    stored_first = Query.for_conversation("dogs walks", history)
+    assert stored_first == Query.build("dogs walks", ["cats food"])
