@@ -75,7 +75,7 @@ def prior_history(question: str, history: Sequence[Message]) -> Sequence[Message
 def previous_user_turns(
     history: Sequence[Message], limit: int = len(CONTEXT_WEIGHTS)
 ) -> list[str]:
-    """The last ``limit`` user messages of ``history`` (oldest first), newest first."""
+    """Contents of the last ``limit`` user messages of ``history``, newest first."""
     turns = [m["content"] for m in reversed(history) if m.get("type") == "user"]
     return turns[:limit]
 

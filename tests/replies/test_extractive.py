@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from chatbot_sessions.replies.extractive import NO_INFORMATION, ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base
 from chatbot_sessions.replies.retriever import Retriever
@@ -93,3 +95,28 @@ def test_answer_on_shipped_docs_is_short_and_cites(corpus_retriever) -> None:
         c.text for c in corpus_retriever.chunks if c.source == "configuration.md"
     )
     assert len(reply.text) < len(page) / 4
+
+
+def test_concurrent_generate_calls_match_sequential(corpus_retriever) -> None:
+    gen = ExtractiveGenerator(corpus_retriever)
+    questions = [
+        "How long are sessions kept?",
+        "How do I put nginx in front of the app?",
+        "Which file types can I put in the knowledge folder?",
+        "What happens when a client sends too many requests?",
+    ]
+    expected = {q: gen.generate(q, []) for q in questions}
+    mismatches: list[str] = []
+
+    def work() -> None:
+        for _ in range(15):
+            for q in questions:
+                if gen.generate(q, []) != expected[q]:
+                    mismatches.append(q)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == []
