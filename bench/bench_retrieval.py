@@ -63,29 +63,20 @@ def synthetic_corpus(n_chunks: int, seed: int) -> KnowledgeBase:
     """``n_chunks`` chunks in 10-chunk documents, with Zipf-distributed word frequencies."""
     rng = random.Random(seed)
     words = vocabulary(rng, 20_000)
-    cumulative = list(
-        itertools.accumulate(1 / rank for rank in range(1, len(words) + 1))
-    )
+    cumulative = list(itertools.accumulate(1 / rank for rank in range(1, len(words) + 1)))
     chunks = []
     for i in range(n_chunks):
         body = rng.choices(words, cum_weights=cumulative, k=rng.randint(60, 180))
-        sentences = [
-            " ".join(body[j : j + 12]).capitalize() + "."
-            for j in range(0, len(body), 12)
-        ]
+        sentences = [" ".join(body[j : j + 12]).capitalize() + "." for j in range(0, len(body), 12)]
         chunks.append(
             Chunk(
                 doc_title=f"Document {i // 10}",
-                heading=" ".join(
-                    rng.choices(words, cum_weights=cumulative, k=3)
-                ).title(),
+                heading=" ".join(rng.choices(words, cum_weights=cumulative, k=3)).title(),
                 source=f"doc-{i // 10:05d}.md",
                 text=" ".join(sentences),
             )
         )
-    return KnowledgeBase(
-        directory="<synthetic>", chunks=chunks, documents=(n_chunks + 9) // 10
-    )
+    return KnowledgeBase(directory="<synthetic>", chunks=chunks, documents=(n_chunks + 9) // 10)
 
 
 def queries(kb: KnowledgeBase, n: int, seed: int) -> list[str]:
@@ -118,9 +109,7 @@ def timed(fn: Callable[[str], object], items: Sequence[str]) -> list[float]:
 
 def main() -> None:
     """Build the corpus and index, run the queries, print the figures."""
-    parser = argparse.ArgumentParser(
-        description="Retrieval benchmark (synthetic corpus)."
-    )
+    parser = argparse.ArgumentParser(description="Retrieval benchmark (synthetic corpus).")
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--top-k", type=int, default=5)

@@ -48,11 +48,7 @@ def paragraphs(text: str) -> list[str]:
 def sentences(text: str) -> list[str]:
     """Sentences of a prose paragraph (a heuristic split, good enough for English docs)."""
     protected = _ABBREVIATIONS.sub(lambda m: m.group().replace(". ", ".\x00"), text)
-    return [
-        s.replace("\x00", " ").strip()
-        for s in _SENTENCE_END.split(protected)
-        if s.strip()
-    ]
+    return [s.replace("\x00", " ").strip() for s in _SENTENCE_END.split(protected) if s.strip()]
 
 
 def _word_count(text: str) -> int:

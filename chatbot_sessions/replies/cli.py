@@ -19,9 +19,7 @@ kb_cli = AppGroup("kb", help="Inspect the knowledge base the replies are drawn f
 def _retriever() -> Retriever:
     generator = current_app.extensions.get("reply_generator")
     if generator is None:
-        raise click.ClickException(
-            "no reply generator is registered in this application"
-        )
+        raise click.ClickException("no reply generator is registered in this application")
     retriever = getattr(generator, "retriever", None)
     if not isinstance(retriever, Retriever):
         raise click.ClickException(

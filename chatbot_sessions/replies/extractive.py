@@ -51,8 +51,7 @@ def _units(passage_index: int, text: str) -> list[_Unit]:
                 else:
                     items[-1] += " " + line.strip()
             units.extend(
-                _Unit(passage_index, len(units) + i, t, "item")
-                for i, t in enumerate(items)
+                _Unit(passage_index, len(units) + i, t, "item") for i, t in enumerate(items)
             )
             continue
         for sentence in sentences(" ".join(block.split())):
@@ -84,20 +83,14 @@ class ExtractiveAnswerer:
         found = set(terms(unit.text))
         if query.question_terms and not (found & query.question_terms):
             return 0.0  # earlier turns pick the passage; the sentence must address the question
-        return sum(
-            w * self.retriever.idf(t) for t, w in query.weights.items() if t in found
-        )
+        return sum(w * self.retriever.idf(t) for t, w in query.weights.items() if t in found)
 
     def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
         """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
         if not passages:
             return Reply(NO_INFORMATION)
         best = passages[0].score
-        used = [
-            p
-            for p in passages[: self.max_passages]
-            if p.score >= best * self.relative_cutoff
-        ]
+        used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
 
         candidates: list[tuple[float, _Unit]] = []
         for index, passage in enumerate(used):
@@ -130,9 +123,7 @@ class ExtractiveAnswerer:
         return Reply(
             text=_render(chosen, quoted),
             sources=tuple(
-                Source(
-                    title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3)
-                )
+                Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
                 for p in quoted
             ),
         )
@@ -173,6 +164,4 @@ class ExtractiveGenerator:
     def generate(self, question: str, history: Sequence[Message]) -> Reply:
         """Answer ``question`` by quoting the knowledge base, using ``history`` for context."""
         query = Query.for_conversation(question, history)
-        return self.answerer.answer(
-            query, self.retriever.search_query(query, self.top_k)
-        )
+        return self.answerer.answer(query, self.retriever.search_query(query, self.top_k))

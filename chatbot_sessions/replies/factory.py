@@ -33,13 +33,9 @@ def build_generator(
     if not llm_model:
         raise ValueError("LLM_MODEL must name a model when LLM_BASE_URL is set")
     if llm_timeout <= 0:
-        raise ValueError(
-            f"LLM_TIMEOUT must be a positive number of seconds, not {llm_timeout}"
-        )
+        raise ValueError(f"LLM_TIMEOUT must be a positive number of seconds, not {llm_timeout}")
     if llm_max_tokens <= 0:
-        raise ValueError(
-            f"LLM_MAX_TOKENS must be a positive integer, not {llm_max_tokens}"
-        )
+        raise ValueError(f"LLM_MAX_TOKENS must be a positive integer, not {llm_max_tokens}")
     if context_messages < 0:
         raise ValueError(f"CONTEXT_MESSAGES must be 0 or more, not {context_messages}")
     client = ChatCompletionsClient(

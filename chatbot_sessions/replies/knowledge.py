@@ -104,9 +104,7 @@ def load_knowledge_base(directory: str | os.PathLike[str]) -> KnowledgeBase:
     """Read and chunk every supported file under ``directory`` (recursively)."""
     root = Path(directory)
     if not root.is_dir():
-        raise KnowledgeDirError(
-            f"KNOWLEDGE_DIR {str(root)!r} is not a readable directory"
-        )
+        raise KnowledgeDirError(f"KNOWLEDGE_DIR {str(root)!r} is not a readable directory")
     started = time.perf_counter()
     kb = KnowledgeBase(directory=str(root))
     for path in _knowledge_files(root):

@@ -145,9 +145,7 @@ def build_messages(
     Consecutive messages of one role are merged: several chat templates (Mistral's,
     for one) reject a conversation whose roles do not alternate.
     """
-    messages = [
-        {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{_passages_block(passages)}"}
-    ]
+    messages = [{"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{_passages_block(passages)}"}]
     turns = [(m["type"], m["content"]) for m in history if m.get("content")]
     for role, content in [*turns, ("user", question)]:
         if role not in ("user", "assistant"):

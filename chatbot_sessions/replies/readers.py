@@ -90,9 +90,7 @@ class _HTMLText(HTMLParser):
             "table",
         }
     )
-    _HEADINGS: ClassVar[frozenset[str]] = frozenset(
-        {"h1", "h2", "h3", "h4", "h5", "h6"}
-    )
+    _HEADINGS: ClassVar[frozenset[str]] = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -200,9 +198,7 @@ def read_jsonl_records(text: str, source: str) -> Iterator[tuple[int, Document |
             number,
             Document(
                 title=title.strip(),
-                source=url
-                if isinstance(url, str) and url.strip()
-                else f"{source}:{number}",
+                source=url if isinstance(url, str) and url.strip() else f"{source}:{number}",
                 sections=(Section("", body.strip()),),
                 published=str(published) if published is not None else None,
             ),

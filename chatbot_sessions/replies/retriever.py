@@ -52,9 +52,7 @@ class Query:
     @classmethod
     def for_conversation(cls, question: str, history: Sequence[Message]) -> Query:
         """The query for ``question`` asked after ``history`` (oldest first)."""
-        return cls.build(
-            question, previous_user_turns(prior_history(question, history))
-        )
+        return cls.build(question, previous_user_turns(prior_history(question, history)))
 
 
 def prior_history(question: str, history: Sequence[Message]) -> Sequence[Message]:
@@ -63,18 +61,12 @@ def prior_history(question: str, history: Sequence[Message]) -> Sequence[Message
     Callers may store the question before asking for the reply; it must then not
     count as its own "previous turn", nor reach an LLM twice.
     """
-    if (
-        history
-        and history[-1].get("type") == "user"
-        and history[-1].get("content") == question
-    ):
+    if history and history[-1].get("type") == "user" and history[-1].get("content") == question:
         return history[:-1]
     return history
 
 
-def previous_user_turns(
-    history: Sequence[Message], limit: int = len(CONTEXT_WEIGHTS)
-) -> list[str]:
+def previous_user_turns(history: Sequence[Message], limit: int = len(CONTEXT_WEIGHTS)) -> list[str]:
     """Contents of the last ``limit`` user messages of ``history``, newest first."""
     turns = [m["content"] for m in reversed(history) if m.get("type") == "user"]
     return turns[:limit]
@@ -122,9 +114,7 @@ class Retriever:
         self._bm25: bm25s.BM25 | None = None
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
         # Document frequencies, for weighting sentences when answers are extracted.
-        self._df: Counter[str] = Counter(
-            t for chunk in corpus_terms for t in set(chunk)
-        )
+        self._df: Counter[str] = Counter(t for chunk in corpus_terms for t in set(chunk))
         if self.chunks:
             self._bm25 = bm25s.BM25()
             self._bm25.index(corpus_terms, show_progress=False)
@@ -196,9 +186,7 @@ class Retriever:
         """Like ``search`` for an already built ``Query``."""
         if top_k <= 0 or not self.chunks:
             return []
-        if query.question_terms and not any(
-            self.knows(t) for t in query.question_terms
-        ):
+        if query.question_terms and not any(self.knows(t) for t in query.question_terms):
             return []
         scores = self.scores(query)
         candidates = np.flatnonzero(scores > 0)

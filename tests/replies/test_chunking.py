@@ -12,9 +12,7 @@ from chatbot_sessions.replies.documents import Document, Section
 
 
 def test_chunks_never_cross_sections_and_stay_under_the_limit() -> None:
-    long_paragraph = " ".join(
-        f"Sentence number {i} talks about Redis." for i in range(120)
-    )
+    long_paragraph = " ".join(f"Sentence number {i} talks about Redis." for i in range(120))
     doc = Document(
         "Doc",
         "doc.md",

@@ -43,9 +43,7 @@ def runner(make_kb):
 def test_stats_reports_documents_chunks_skips_and_timing(runner) -> None:
     result = runner.invoke(args=["kb", "stats"])
     assert result.exit_code == 0, result.output
-    lines = dict(
-        line.split(":", 1) for line in result.output.splitlines() if ": " in line
-    )
+    lines = dict(line.split(":", 1) for line in result.output.splitlines() if ": " in line)
     assert lines["Documents"].strip() == "3"
     assert lines["Chunks"].strip() == "4"
     assert lines["Files skipped"].strip() == "1"
@@ -59,9 +57,7 @@ def test_search_lists_chunks_with_scores_and_titles(runner) -> None:
     result = runner.invoke(args=["kb", "search", "disk snapshots"])
     assert result.exit_code == 0, result.output
     ranked = [line for line in result.output.splitlines() if line[:1].isdigit()]
-    assert (
-        ranked[0].startswith("1. [") and "Redis › Persistence (redis.md)" in ranked[0]
-    )
+    assert ranked[0].startswith("1. [") and "Redis › Persistence (redis.md)" in ranked[0]
     assert "Disk news (items.jsonl:1)" in ranked[1]
     scores = [float(line.split("[", 1)[1].split("]", 1)[0]) for line in ranked]
     assert scores == sorted(scores, reverse=True) and scores[-1] > 0
@@ -70,9 +66,7 @@ def test_search_lists_chunks_with_scores_and_titles(runner) -> None:
 
 def test_search_top_limits_the_list(runner) -> None:
     result = runner.invoke(args=["kb", "search", "disk memory water", "--top", "1"])
-    assert [line[:2] for line in result.output.splitlines() if line[:1].isdigit()] == [
-        "1."
-    ]
+    assert [line[:2] for line in result.output.splitlines() if line[:1].isdigit()] == ["1."]
 
 
 def test_search_without_match_says_so(runner) -> None:

@@ -31,9 +31,7 @@ def generator(make_kb, files=GUIDE) -> ExtractiveGenerator:
 
 
 def test_quotes_the_relevant_sentence_not_the_whole_section(make_kb) -> None:
-    reply = generator(make_kb).generate(
-        "How does the append-only file help durability?", []
-    )
+    reply = generator(make_kb).generate("How does the append-only file help durability?", [])
     assert "The append-only file logs every write for better durability." in reply.text
     assert "Replicas copy the primary" not in reply.text
     assert "fragmentation" not in reply.text
@@ -91,9 +89,7 @@ def test_answer_on_shipped_docs_is_short_and_cites(corpus_retriever) -> None:
     assert "`SESSION_TTL` is how long an idle session is kept" in reply.text
     assert reply.sources[0].source == "configuration.md"
     assert "(configuration.md)" in reply.text.splitlines()[-1]
-    page = "\n".join(
-        c.text for c in corpus_retriever.chunks if c.source == "configuration.md"
-    )
+    page = "\n".join(c.text for c in corpus_retriever.chunks if c.source == "configuration.md")
     assert len(reply.text) < len(page) / 4
 
 

@@ -33,9 +33,7 @@ def test_knowledge_dir_replaces_the_shipped_docs(make_kb) -> None:
     root = make_kb({"faq.md": "# FAQ\n\n## Opening hours\n\nWe open at nine.\n"})
     generator = build_generator(**{**SETTINGS, "knowledge_dir": str(root)})
     assert generator.retriever.stats.documents == 1
-    assert generator.generate("When do you open?", []).text.startswith(
-        "We open at nine."
-    )
+    assert generator.generate("When do you open?", []).text.startswith("We open at nine.")
     assert generator.generate("Which header carries the session id?", []).sources == ()
 
 
@@ -62,9 +60,7 @@ def test_bad_llm_settings_name_the_variable(override, variable) -> None:
 def test_llm_url_gives_the_llm_generator_wired_to_the_settings() -> None:
     server, stop = start_fake_llm()
     try:
-        server.respond = lambda body: completion(
-            f"{body['model']}/{body['max_tokens']}"
-        )
+        server.respond = lambda body: completion(f"{body['model']}/{body['max_tokens']}")
         generator = build_generator(
             **{
                 **SETTINGS,
@@ -76,9 +72,7 @@ def test_llm_url_gives_the_llm_generator_wired_to_the_settings() -> None:
             }
         )
         assert isinstance(generator, LLMGenerator)
-        history = [
-            {"type": "user", "content": f"q{i}", "timestamp": "t"} for i in range(3)
-        ]
+        history = [{"type": "user", "content": f"q{i}", "timestamp": "t"} for i in range(3)]
         reply = generator.generate("How do I configure Redis?", history)
         assert reply.text == "small/77" and reply.degraded is False
         sent = server.received[0]

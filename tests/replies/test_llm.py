@@ -89,9 +89,7 @@ def test_request_carries_passages_history_in_order_and_settings(retriever, llm) 
 
 
 def test_only_the_last_context_messages_are_sent(retriever, llm) -> None:
-    history = turns(
-        *[("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(12)]
-    )
+    history = turns(*[("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(12)])
     make_generator(retriever, llm, context_messages=4).generate(QUESTION, history)
     sent = [m["content"] for m in llm.received[0].body["messages"][1:]]
     assert sent == ["m8", "m9", "m10", "m11", QUESTION]
@@ -202,7 +200,4 @@ def test_concurrent_generate_calls_get_their_own_answers(retriever, llm) -> None
 
 def test_chat_completions_url() -> None:
     assert chat_completions_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
-    assert (
-        chat_completions_url("http://h/v1/chat/completions")
-        == "http://h/v1/chat/completions"
-    )
+    assert chat_completions_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"

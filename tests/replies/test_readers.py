@@ -14,7 +14,8 @@ from chatbot_sessions.replies.readers import (
 
 def test_markdown_sections_follow_headings_and_ignore_hashes_in_code() -> None:
     text = (
-        "# Guide\n\nIntro text.\n\n## Install\n\nRun it.\n\n```bash\n# not a heading\npip x\n```\n\n"
+        "# Guide\n\nIntro text.\n\n## Install\n\nRun it.\n\n"
+        "```bash\n# not a heading\npip x\n```\n\n"
         "### Deep\n\nDeep text.\n\n## Empty\n\n## Last\nEnd.\n"
     )
     [doc] = read_markdown(text, "guide.md")

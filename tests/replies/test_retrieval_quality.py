@@ -140,12 +140,8 @@ FOLLOW_UPS = [
 def test_follow_up_is_resolved_through_history(
     corpus_retriever, earlier, follow_up, section
 ) -> None:
-    history = turns(
-        *[pair for q in earlier for pair in (("user", q), ("assistant", "…"))]
-    )
-    with_history = corpus_retriever.search(
-        follow_up, top_k=1, context=previous_user_turns(history)
-    )
+    history = turns(*[pair for q in earlier for pair in (("user", q), ("assistant", "…"))])
+    with_history = corpus_retriever.search(follow_up, top_k=1, context=previous_user_turns(history))
     alone = corpus_retriever.search(follow_up, top_k=1)
     assert with_history[0].chunk.title == section
     # the history is what found it: the bare follow-up lands elsewhere
@@ -176,10 +172,6 @@ TOPIC_SWITCHES = [
 def test_history_does_not_override_a_specific_question(
     corpus_retriever, earlier, question, section
 ) -> None:
-    history = turns(
-        *[pair for q in earlier for pair in (("user", q), ("assistant", "…"))]
-    )
-    results = corpus_retriever.search(
-        question, top_k=1, context=previous_user_turns(history)
-    )
+    history = turns(*[pair for q in earlier for pair in (("user", q), ("assistant", "…"))])
+    results = corpus_retriever.search(question, top_k=1, context=previous_user_turns(history))
     assert results[0].chunk.title == section

@@ -20,9 +20,7 @@ def test_ranks_the_matching_section_first_with_scores(make_kb) -> None:
     results = retriever.search("What do cats eat?", top_k=5)
     assert results[0].chunk.title == "Cats › Food"
     assert results[0].chunk.source == "cats.md"
-    assert [p.score for p in results] == sorted(
-        (p.score for p in results), reverse=True
-    )
+    assert [p.score for p in results] == sorted((p.score for p in results), reverse=True)
     # only chunks sharing a term are returned: nothing about dogs
     assert all(p.chunk.source == "cats.md" for p in results)
 
@@ -45,15 +43,11 @@ def test_context_turns_resolve_a_follow_up(make_kb) -> None:
     retriever = Retriever(load_knowledge_base(make_kb(PETS)))
     # "what do they need" alone is ambiguous between dogs (walks) and fish (tank)
     assert (
-        retriever.search("And what do they need?", context=["Tell me about fish"])[
-            0
-        ].chunk.source
+        retriever.search("And what do they need?", context=["Tell me about fish"])[0].chunk.source
         == "fish.md"
     )
     assert (
-        retriever.search("And what do they need?", context=["Tell me about dogs"])[
-            0
-        ].chunk.source
+        retriever.search("And what do they need?", context=["Tell me about dogs"])[0].chunk.source
         == "dogs.md"
     )
 
@@ -67,9 +61,7 @@ def test_question_outweighs_context() -> None:
 
 
 def test_previous_user_turns_newest_first_and_skips_assistant() -> None:
-    history = turns(
-        ("user", "first"), ("assistant", "a1"), ("user", "second"), ("assistant", "a2")
-    )
+    history = turns(("user", "first"), ("assistant", "a1"), ("user", "second"), ("assistant", "a2"))
     assert previous_user_turns(history) == ["second", "first"]
     assert previous_user_turns(history, limit=1) == ["second"]
     assert previous_user_turns([]) == []
@@ -119,10 +111,7 @@ def test_question_of_unknown_words_gets_nothing_despite_context(make_kb) -> None
     retriever = Retriever(load_knowledge_base(make_kb(PETS)))
     assert retriever.search("thanks!", context=["What do cats eat?"]) == []
     # while a follow-up with no content words of its own leans on the context
-    assert (
-        retriever.search("and them?", context=["cats food"])[0].chunk.source
-        == "cats.md"
-    )
+    assert retriever.search("and them?", context=["cats food"])[0].chunk.source == "cats.md"
 
 
 def test_a_question_already_stored_is_not_its_own_context() -> None:
