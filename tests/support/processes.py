@@ -62,10 +62,9 @@ class RedisServer:
     def client(self, **kwargs) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **kwargs)
 
-    def start(self, timeout: float = 10) -> RedisServer:
-        if self.binary is None:
-            raise RuntimeError("redis-server is not on PATH")
-        cmd = [
+    def command(self) -> list[str]:
+        """The redis-server command line; subclasses put a config file in front."""
+        return [
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -75,7 +74,13 @@ class RedisServer:
             "--logfile", str(self.workdir / "redis.log"),
             *self.args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        if self.binary is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: self.client(socket_timeout=0.5).ping(), timeout, what="redis PING")
         return self
 
@@ -93,6 +98,155 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters (no replicas) joined by ``redis-cli --cluster``."""
+
+    cli = shutil.which("redis-cli")
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = Path(workdir)
+        self.nodes = [self._node(self.workdir / f"node{i}") for i in range(masters)]
+
+    @staticmethod
+    def _node(workdir: Path) -> RedisServer:
+        # The bus defaults to port+10000, which overflows for high ephemeral ports: pick one.
+        args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+            "--cluster-port", str(free_port()),
+        ]  # fmt: skip
+        return RedisServer(workdir, None, *args)
+
+    @property
+    def seed_url(self) -> str:
+        """One node's URL: enough for a cluster client to discover the others."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30) -> RedisClusterServers:
+        if self.cli is None:
+            raise RuntimeError("redis-cli is not on PATH")
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [self.cli, "--cluster", "create", *addresses, "--cluster-yes"],
+                check=True, capture_output=True, timeout=timeout,
+            )  # fmt: skip
+            for node in self.nodes:
+                wait_until(
+                    lambda n=node: (
+                        "cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+                    ),
+                    timeout,
+                    what=f"cluster_state:ok on {node.port}",
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class SentinelServer(RedisServer):
+    """A ``redis-server --sentinel`` watching one master, with test-short failover timings."""
+
+    def __init__(self, workdir: Path, master_name: str, master_port: int, quorum: int) -> None:
+        super().__init__(workdir)
+        # Sentinel rewrites its config file, so each one gets its own, in its own dir.
+        self.config = self.workdir / "sentinel.conf"
+        self.config.write_text(
+            f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master_name} 500\n"
+            f"sentinel failover-timeout {master_name} 3000\n"
+            f"sentinel parallel-syncs {master_name} 1\n"
+        )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, str(self.config), "--sentinel",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.workdir / "sentinel.log"),
+        ]  # fmt: skip
+
+
+class SentinelSet:
+    """A master, one replica and ``sentinels`` sentinels (quorum: a majority) on loopback."""
+
+    def __init__(self, workdir: Path, sentinels: int = 3, master_name: str = "chatmaster") -> None:
+        self.workdir = Path(workdir)
+        self.master_name = master_name
+        self.master = RedisServer(self.workdir / "master")
+        self.replica = RedisServer(
+            self.workdir / "replica", None, "--replicaof", "127.0.0.1", str(self.master.port)
+        )
+        quorum = sentinels // 2 + 1
+        self.sentinels = [
+            SentinelServer(self.workdir / f"sentinel{i}", master_name, self.master.port, quorum)
+            for i in range(sentinels)
+        ]
+
+    @property
+    def sentinel_addresses(self) -> str:
+        """The value for ``REDIS_SENTINELS``."""
+        return ",".join(s.address for s in self.sentinels)
+
+    def master_port(self) -> int:
+        """The port the first live sentinel names as master now."""
+        for sentinel in self.sentinels:
+            if sentinel.process and sentinel.process.poll() is None:
+                _, port = sentinel.client(socket_timeout=1).sentinel_get_master_addr_by_name(
+                    self.master_name
+                )
+                return int(port)
+        raise RuntimeError("no sentinel is running")
+
+    def start(self, timeout: float = 30) -> SentinelSet:
+        try:
+            self.master.start()
+            self.replica.start()
+            wait_until(
+                lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+                timeout,
+                what="replica in sync",
+            )
+            for sentinel in self.sentinels:
+                sentinel.start()
+            # Ready when every sentinel knows the replica (the promotion candidate) and the
+            # other sentinels (needed to elect a leader for the failover).
+            for sentinel in self.sentinels:
+                wait_until(
+                    lambda s=sentinel: self._sees_everyone(s.client(socket_timeout=1)),
+                    timeout,
+                    what=f"sentinel {sentinel.port} discovering replica and peers",
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _sees_everyone(self, client: redis.Redis) -> bool:
+        master = client.sentinel_master(self.master_name)
+        return (
+            int(master["num-slaves"]) >= 1
+            and int(master["num-other-sentinels"]) >= len(self.sentinels) - 1
+        )
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            server.stop()
 
 
 class GunicornServer:
