@@ -302,3 +302,102 @@ class GunicornServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+
+
+class NginxServer:
+    """Debian's nginx running ``deploy/nginx.conf`` on loopback, everything else in a temp dir.
+
+    The shipped server config is used as is, except for the two lines that name places:
+    the upstream (compose's ``app:8000``) and the listen port. The wrapper supplies what the
+    official image's main nginx.conf would: pid, logs, temp paths, ``events`` and ``http``.
+    """
+
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    config_source = REPO_ROOT / "deploy" / "nginx.conf"
+
+    def __init__(self, workdir: Path, upstream: str, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.upstream = upstream
+        self.process: subprocess.Popen | None = None
+        self.error_log = self.workdir / "error.log"
+        self.access_log = self.workdir / "access.log"
+        self.main_config = self.workdir / "nginx.conf"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        """Render the shipped config for this port and upstream; return the main file."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        server = self.config_source.read_text()
+        for shipped, local in (
+            ("server app:8000;", f"server {self.upstream};"),
+            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+        ):
+            # exactly once, so a reshaped config breaks this loudly instead of testing nothing
+            assert server.count(shipped) == 1, f"{shipped!r} must appear once in nginx.conf"
+            server = server.replace(shipped, local)
+        (self.workdir / "server.conf").write_text(server)
+        temp = {name: self.workdir / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        for path in temp.values():
+            path.mkdir(exist_ok=True)
+        # As root, workers would drop to `nobody`, who cannot enter pytest's 0700 temp dirs.
+        user = "user root;" if os.geteuid() == 0 else ""
+        self.main_config.write_text(
+            f"""daemon off;
+{user}
+worker_processes 1;
+pid {self.workdir}/nginx.pid;
+error_log {self.error_log} info;
+events {{ worker_connections 128; }}
+http {{
+    access_log {self.access_log};
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+    include {self.workdir}/server.conf;
+}}
+"""
+        )
+        return self.main_config
+
+    def _args(self) -> list[str]:
+        return [self.binary, "-p", str(self.workdir), "-c", str(self.main_config),
+                "-e", str(self.error_log)]  # fmt: skip
+
+    def test_config(self) -> subprocess.CompletedProcess:
+        """``nginx -t`` on the rendered config."""
+        self.write_config()
+        return subprocess.run(
+            [*self._args(), "-t"], capture_output=True, text=True, timeout=30, check=False
+        )
+
+    def start(self, timeout: float = 10) -> NginxServer:
+        if self.binary is None:
+            raise RuntimeError("nginx is not installed")
+        self.write_config()
+        self.process = subprocess.Popen(
+            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+        def listening() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.error_log.read_text()[-2000:]}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_until(listening, timeout, what="nginx listening")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open requests
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
