@@ -110,7 +110,12 @@ def test_scripts_load_on_every_master_and_survive_a_script_flush(cluster, cluste
 def test_cluster_seeded_from_redis_host_and_port(cluster, generator):
     seed = cluster.nodes[-1]
     app = create_app(
-        {"REDIS_CLUSTER": "true", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(seed.port)},
+        {
+            "REDIS_CLUSTER": "true",
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(seed.port),
+            "RATE_LIMIT_ENABLED": "0",
+        },
         reply_generator=generator,
     )
     client = app.extensions["redis"]
@@ -123,7 +128,12 @@ def test_cluster_seeded_from_redis_host_and_port(cluster, generator):
 
 def test_a_dead_cluster_is_a_503_envelope_not_a_500(cluster, generator):
     app = create_app(
-        {"REDIS_CLUSTER": "1", "REDIS_URL": cluster.seed_url, "REDIS_CONNECT_TIMEOUT": "0.3"},
+        {
+            "REDIS_CLUSTER": "1",
+            "REDIS_URL": cluster.seed_url,
+            "REDIS_CONNECT_TIMEOUT": "0.3",
+            "RATE_LIMIT_ENABLED": "0",
+        },
         reply_generator=generator,
     )
     http = app.test_client()
