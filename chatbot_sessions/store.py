@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Message, Source
@@ -211,7 +211,9 @@ class SessionStore:
     def _redis_errors(self) -> Iterator[None]:
         try:
             yield
-        except RedisError as exc:
+        # RedisClusterException is not a RedisError: it is what a cluster client raises
+        # when no node answers while it refreshes its slot map.
+        except (RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
