@@ -15,6 +15,7 @@ from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.errors import register_error_handlers
 from chatbot_sessions.redis_client import connect
 from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.security import init_security
 from chatbot_sessions.store import SessionStore
 
 __all__ = ["create_app"]
@@ -50,6 +51,7 @@ def create_app(
 
     init_api(app)
     register_error_handlers(app)
+    init_security(app, settings)
     return app
 
 
