@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 from marshmallow import fields
+from werkzeug.routing import BaseConverter
 
 from chatbot_sessions.config import Settings
 from chatbot_sessions.errors import http_exception_response
@@ -31,6 +32,17 @@ class ChatApi(Api):
 
     def handle_http_exception(self, error):
         return http_exception_response(error)
+
+
+class SessionSegment(BaseConverter):
+    """A session id in a path: any one segment except ``create``.
+
+    The id itself is checked by ``session_ids.parse_session_id`` (a malformed one is simply
+    not found); this only keeps ``/api/session/create`` from also matching
+    ``DELETE /api/session/<session_id>``, which made OPTIONS advertise a DELETE there.
+    """
+
+    regex = r"(?!create$)[^/]+"
 
 
 def _limits_from_settings(settings: Settings):
@@ -55,7 +67,9 @@ def init_api(app: Flask) -> ChatApi:
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     app.config.setdefault("OPENAPI_REDOC_PATH", "docs")
     app.config.setdefault("OPENAPI_REDOC_URL", REDOC_URL)
+    app.url_map.converters["session"] = SessionSegment
     api = ChatApi(app)
+    api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(app.config["SETTINGS"]))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)

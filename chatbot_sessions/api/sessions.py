@@ -30,7 +30,7 @@ class CreateSession(MethodView):
         return {"session_id": session_id, "message": "Session created successfully"}
 
 
-@blp.route("/<session_id>/history")
+@blp.route("/<session:session_id>/history")
 class SessionHistory(MethodView):
     @blp.arguments(HistoryQuerySchema, location="query", as_kwargs=True)
     @blp.response(200, HistorySchema)
@@ -41,7 +41,7 @@ class SessionHistory(MethodView):
         return get_store().read(session_id, limit=min(limit or page_max, page_max), before=before)
 
 
-@blp.route("/<session_id>/validate")
+@blp.route("/<session:session_id>/validate")
 class ValidateSession(MethodView):
     @blp.response(200, ValidSchema)
     @errors(blp, 503)
@@ -50,7 +50,7 @@ class ValidateSession(MethodView):
         return {"valid": get_store().touch(session_id), "session_id": session_id}
 
 
-@blp.route("/<session_id>")
+@blp.route("/<session:session_id>")
 class Session(MethodView):
     @blp.response(200, ClearedSchema)
     @errors(blp, 404, 503)
