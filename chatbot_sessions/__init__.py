@@ -17,6 +17,7 @@ from chatbot_sessions.redis_client import connect
 from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.replies.cli import kb_cli
+from chatbot_sessions.security import init_security
 from chatbot_sessions.store import SessionStore
 
 __all__ = ["create_app"]
@@ -53,6 +54,7 @@ def create_app(
     init_api(app)
     register_error_handlers(app)
     app.cli.add_command(kb_cli)
+    init_security(app, settings)
     return app
 
 

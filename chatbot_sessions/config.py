@@ -202,6 +202,17 @@ class _SettingsSchema(Schema):
                 "must be 0 with REDIS_CLUSTER: a cluster has one database", "REDIS_DB"
             )
 
+    @validates("rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session")
+    def _check_rate_limit(self, value: str, **_: Any) -> None:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValidationError(
+                "must be a rate such as '30/minute' or '5/second;100/hour'"
+            ) from None
+
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
         return Settings(**data)

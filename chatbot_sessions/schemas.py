@@ -43,7 +43,14 @@ class SendMessageSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    question = fields.String(required=True, metadata={"description": "the user's question"})
+    question = fields.String(
+        required=True,
+        metadata={
+            "description": "the user's question: not blank, at most MAX_QUESTION_CHARS characters",
+            "pattern": r"\S",  # documents the blank check below; enforced in _check_question
+            "max_length_setting": "max_question_chars",  # maxLength in the document (api/)
+        },
+    )
 
     @validates("question")
     def _check_question(self, value: str, **_: Any) -> None:
@@ -60,9 +67,10 @@ class SessionHeaderSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
+    # No load_default: it would document the header as nullable, which no header can be;
+    # the view's keyword default stands in when it is absent.
     session_id = fields.String(
         data_key="session-id",
-        load_default=None,
         metadata={"description": "a session id; unknown, expired or malformed ids get a new one"},
     )
 
@@ -86,7 +94,7 @@ class HistoryQuerySchema(Schema):
 class SuccessSchema(Schema):
     """Fields every successful answer carries."""
 
-    success = fields.Boolean(required=True, dump_default=True)
+    success = fields.Boolean(required=True, dump_default=True, metadata={"enum": [True]})
 
 
 class CreatedSchema(SuccessSchema):
@@ -136,7 +144,9 @@ class ReplySchema(SuccessSchema):
 class ErrorSchema(Schema):
     """The one error envelope every failure uses."""
 
-    success = fields.Boolean(required=True, dump_default=False)
+    success = fields.Boolean(required=True, dump_default=False, metadata={"enum": [False]})
     error = fields.String(required=True, metadata={"description": "machine-readable code"})
-    message = fields.String(required=True)
-    details = fields.Dict()
+    message = fields.String(required=True, metadata={"description": "a sentence for humans"})
+    details = fields.Dict(
+        required=True, metadata={"description": "e.g. `fields` with per-field problems"}
+    )
