@@ -16,6 +16,7 @@ from chatbot_sessions.errors import register_error_handlers
 from chatbot_sessions.redis_client import connect
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.store import SessionStore
+from chatbot_sessions.widget import init_widget
 
 __all__ = ["create_app"]
 
@@ -49,6 +50,7 @@ def create_app(
     app.extensions["chat_service"] = ChatService(store, generator, settings.context_messages)
 
     init_api(app)
+    init_widget(app, settings)
     register_error_handlers(app)
     return app
 
