@@ -57,7 +57,7 @@ def test_conversation_survives_reload_and_new_chat_deletes_it(gunicorn_server, r
 
 
 def test_expired_session_is_replaced_silently(gunicorn_server, real_redis, page):
-    server = gunicorn_server(SESSION_TTL="2")
+    server = gunicorn_server(SESSION_TTL="3")
     ui = ChatUI(page, server.base_url).open_page()
     first = ui.stored_session_id()
     ui.ask_and_wait("before it expires")

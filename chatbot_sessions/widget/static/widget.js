@@ -224,11 +224,11 @@
         [this.list],
       );
       // Focusable so keyboard users can scroll the conversation.
-      this.log = el("div", { cls: "cs-log", attrs: { tabindex: "0", "aria-label": "Messages" } }, [
-        this.earlier,
-        this.empty,
-        feed,
-      ]);
+      this.log = el(
+        "div",
+        { cls: "cs-log", attrs: { role: "region", tabindex: "0", "aria-label": "Messages" } },
+        [this.earlier, this.empty, feed],
+      );
 
       this.typing = el("div", { cls: "cs-typing", attrs: { role: "status", hidden: "" } }, [
         el("span", { cls: "cs-dots", attrs: { "aria-hidden": "true" } }, [
