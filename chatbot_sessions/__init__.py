@@ -19,6 +19,7 @@ from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.security import init_security
 from chatbot_sessions.store import SessionStore
+from chatbot_sessions.widget import init_widget
 
 __all__ = ["create_app"]
 
@@ -52,6 +53,7 @@ def create_app(
     app.extensions["chat_service"] = ChatService(store, generator, settings.context_messages)
 
     init_api(app)
+    init_widget(app, settings)
     register_error_handlers(app)
     app.cli.add_command(kb_cli)
     init_security(app, settings)

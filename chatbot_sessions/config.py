@@ -213,9 +213,34 @@ class _SettingsSchema(Schema):
                 "must be a rate such as '30/minute' or '5/second;100/hour'"
             ) from None
 
+    @validates("cors_origins")
+    def _check_cors_origins(self, value: tuple[str, ...], **_: Any) -> None:
+        # Browsers send Origin as scheme://host[:port]; anything else could never match.
+        bad = [origin for origin in value if origin != "*" and not _is_origin(origin)]
+        if bad:
+            raise ValidationError(
+                "each entry must be an origin such as https://chat.example.com "
+                f"(scheme://host[:port], no path or trailing slash) or *; got {', '.join(bad)}"
+            )
+
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
         return Settings(**data)
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and "*" not in value  # matched literally: a wildcard host would silently never match
+        and value == f"{parts.scheme}://{parts.netloc}"
+    )
 
 
 _SCHEMA = _SettingsSchema()
