@@ -20,6 +20,7 @@ class ChatApi(Api):
 
 def init_api(app: Flask) -> ChatApi:
     """Attach the API and its blueprints to ``app``."""
+    from chatbot_sessions.api.admin import init_admin_api
     from chatbot_sessions.api.messages import blp as messages_blp
     from chatbot_sessions.api.sessions import blp as sessions_blp
 
@@ -29,4 +30,5 @@ def init_api(app: Flask) -> ChatApi:
     api = ChatApi(app)
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)
+    init_admin_api(api)
     return api
