@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chatbot_sessions.exceptions import SessionNotFound
+from redis.exceptions import ResponseError
+
+from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Source
 from chatbot_sessions.session_ids import parse_session_id
 from chatbot_sessions.store import (
@@ -127,10 +129,12 @@ class SessionStats:
 
 @dataclass(frozen=True)
 class MemoryReport:
-    """``INFO memory`` essentials per Redis node, and the sum of ``used_memory``."""
+    """``INFO memory`` essentials per Redis node and the sum of ``used_memory``; or, when
+    the server refuses INFO (an ACL, the embedded store), None and the reason."""
 
-    used_memory: int
+    used_memory: int | None
     nodes: dict[str, dict[str, Any]]
+    error: str | None = None
 
 
 _MEMORY_FIELDS = (
@@ -204,8 +208,13 @@ class SessionAdmin:
 
     def memory(self) -> MemoryReport:
         """``INFO memory`` of the server, or of every node when the client is a cluster."""
-        with self.store._redis_errors():
-            raw = self.client.info("memory")
+        try:
+            with self.store._redis_errors():
+                raw = self.client.info("memory")
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, ResponseError):
+                raise
+            return MemoryReport(used_memory=None, nodes={}, error=str(exc.__cause__))
         # RedisCluster answers {node name: info}; a single server answers the info itself.
         per_node = (
             raw if raw and all(isinstance(v, Mapping) for v in raw.values()) else {"default": raw}

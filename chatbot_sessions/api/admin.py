@@ -54,7 +54,11 @@ class Stats(MethodView):
             "sessions": stats.sessions,
             "persistent": stats.persistent,
             "buckets": stats.bucket_rows(),
-            "memory": {"usedMemory": memory.used_memory, "nodes": memory.nodes},
+            "memory": {
+                "usedMemory": memory.used_memory,
+                "nodes": memory.nodes,
+                **({"error": memory.error} if memory.error else {}),
+            },
             "scan_ms": round(scan_ms, 2),
         }
 

@@ -93,6 +93,8 @@ def ttl_histogram_command(as_json: bool) -> None:
 def memory_command(as_json: bool) -> None:
     """Print Redis memory use (INFO memory; every node of a cluster)."""
     report = get_admin().memory()
+    if report.error:
+        raise click.ClickException(f"Redis refused INFO memory: {report.error}")
     if as_json:
         _echo_json({"usedMemory": report.used_memory, "nodes": report.nodes})
         return

@@ -9,6 +9,7 @@ unless ``LOG_MESSAGE_CONTENT`` is on.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import uuid
@@ -69,6 +70,9 @@ def configure_logging(level: str) -> None:
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
     handler = _StdoutHandler()
+    # Under the ``flask`` command (``flask sessions ...``) stdout is the command's output,
+    # which scripts parse; even warnings raised while the app is built must stay out of it.
+    handler.to_stderr = os.environ.get("FLASK_RUN_FROM_CLI") == "true"
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(json_formatter())
     handler.addFilter(_RequestIdFilter())
