@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from chatbot_sessions.session_ids import parse_session_id
 from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT, ms_from_iso
@@ -193,3 +201,9 @@ class SessionDocumentSchema(Schema):
     def _check_session_id(self, value: str, **_: Any) -> None:
         if parse_session_id(value) is None:
             raise ValidationError("must be a canonical UUID v4 session id")
+
+    @validates_schema
+    def _check_seq(self, data: dict[str, Any], **_: Any) -> None:
+        # seq counts every message ever appended; fewer than are stored breaks history cursors.
+        if "seq" in data and data["seq"] < len(data.get("messages", [])):
+            raise ValidationError("must be at least the number of messages", "seq")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
@@ -207,10 +208,16 @@ class SessionAdmin:
         return SessionStats(sessions, persistent, tuple(buckets))
 
     def memory(self) -> MemoryReport:
-        """``INFO memory`` of the server, or of every node when the client is a cluster."""
+        """``INFO memory`` of the server, or of every primary when the client is a cluster."""
+        # A cluster client would ask one node only by default: ask every primary.
+        where = (
+            {"target_nodes": RedisCluster.PRIMARIES}
+            if isinstance(self.client, RedisCluster)
+            else {}
+        )
         try:
             with self.store._redis_errors():
-                raw = self.client.info("memory")
+                raw = self.client.info("memory", **where)
         except StoreUnavailable as exc:
             if not isinstance(exc.__cause__, ResponseError):
                 raise

@@ -175,6 +175,21 @@ def test_import_refuses_to_overwrite_without_replace(cli, private_redis, tmp_pat
             ),
             "ISO 8601",
         ),
+        (
+            json.dumps(
+                {
+                    "format": "chatbot-sessions/session-v1",
+                    "sessionId": new_session_id(),
+                    "createdAt": "2024-01-01T00:00:00Z",
+                    "lastActivity": "2024-01-01T00:00:00Z",
+                    "seq": 0,
+                    "messages": [
+                        {"type": "user", "content": "x", "timestamp": "2024-01-01T00:00:00Z"}
+                    ],
+                }
+            ),
+            "at least the number of messages",
+        ),
     ],
 )
 def test_import_rejects_bad_files_and_writes_nothing(
