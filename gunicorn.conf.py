@@ -79,5 +79,6 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
+    """Remove the metrics directory if this config created it (an operator's stays)."""
     if os.environ.get("CHATBOT_SESSIONS_OWNS_METRICS_DIR") == "1":
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, request
 from chatbot_sessions import signals
 from chatbot_sessions.config import Settings
 from chatbot_sessions.ops import logs
+from chatbot_sessions.ops.cli import sessions_cli
 from chatbot_sessions.ops.health import ReadinessProbe
 from chatbot_sessions.ops.health import blp as health_blp
 from chatbot_sessions.ops.metrics import UNMATCHED_ENDPOINT, Metrics
@@ -51,8 +52,6 @@ def _finish_request(response: Response) -> Response:
 
 def init_operations(app: Flask, settings: Settings) -> None:
     """Attach probes, metrics, request logging and the admin CLI to ``app``."""
-    from chatbot_sessions.ops.cli import sessions_cli
-
     store = app.extensions["session_store"]
     chat = app.extensions["chat_service"]
 

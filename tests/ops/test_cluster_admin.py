@@ -9,7 +9,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from tests.conftest import require
-from tests.support.processes import RedisServer, wait_until
+from tests.support.processes import RedisServer, free_port, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 TOKEN = {"Authorization": "Bearer t"}
@@ -25,8 +25,10 @@ def cluster(tmp_path_factory):
     try:
         for i in range(3):
             workdir = base / f"n{i}"
+            # An explicit bus port: the default (port + 10000) overflows for high free ports.
             nodes.append(
                 RedisServer(workdir, None, "--cluster-enabled", "yes",
+                            "--cluster-port", str(free_port()),
                             "--cluster-config-file", str(workdir / "nodes.conf")).start()
             )  # fmt: skip
         subprocess.run(
