@@ -3,13 +3,28 @@
 With a real Redis, ``WEB_CONCURRENCY`` gthread workers share nothing but Redis. With the
 embedded store, sessions live inside one process, so exactly one worker runs (threads
 still serve requests concurrently).
+
+Metrics: workers share their Prometheus samples through ``PROMETHEUS_MULTIPROC_DIR``
+(a fresh temporary directory when unset), so /metrics adds up every worker. Logs: gunicorn's
+own lines go to stdout as JSON, like the app's (access lines come from the app).
 """
+
+import os
+import shutil
+import tempfile
 
 from dotenv import load_dotenv
 
-from chatbot_sessions.config import load_settings
-
 load_dotenv()
+
+# Must happen before anything imports prometheus_client (chatbot_sessions does): the library
+# picks per-process or multiprocess storage once, at import time. Workers inherit the env.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatbot-sessions-metrics-")
+    os.environ["CHATBOT_SESSIONS_OWNS_METRICS_DIR"] = "1"  # survives a config reload (HUP)
+
+from chatbot_sessions.config import load_settings  # noqa: E402
+
 _settings = load_settings()  # a bad variable stops the master here, before any fork
 
 bind = f"{_settings.host}:{_settings.port}"
@@ -23,3 +38,47 @@ accesslog = None
 errorlog = "-"
 # Trust X-Forwarded-* only from the configured number of proxies (see TRUSTED_PROXIES).
 forwarded_allow_ips = "127.0.0.1,::1"
+
+logconfig_dict = {
+    "root": {"level": _settings.log_level, "handlers": []},  # the app installs its own
+    "loggers": {
+        "gunicorn.error": {
+            "level": _settings.log_level,
+            "handlers": ["json_stdout"],
+            "propagate": False,
+        },
+        # Off: the app writes the one line per request, with the route template. Gunicorn's
+        # line would carry the raw path, and raw paths carry session ids (credentials).
+        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+    },
+    "handlers": {
+        "json_stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "formatters": {"json": {"()": "chatbot_sessions.ops.logs.json_formatter"}},
+}
+
+
+def on_starting(server):
+    """Start from an empty metrics directory: stale files would add old workers' counts."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    """Let prometheus_client drop a dead worker's live-gauge files (counters are kept)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if this config created it (an operator's stays)."""
+    if os.environ.get("CHATBOT_SESSIONS_OWNS_METRICS_DIR") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

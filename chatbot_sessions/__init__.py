@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +12,8 @@ from chatbot_sessions.api import init_api
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.errors import register_error_handlers
+from chatbot_sessions.ops import init_operations
+from chatbot_sessions.ops.logs import configure_logging
 from chatbot_sessions.redis_client import connect
 from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.base import ReplyGenerator
@@ -40,7 +41,7 @@ def create_app(
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
-    logging.getLogger("chatbot_sessions").setLevel(settings.log_level)
+    configure_logging(settings.log_level)  # first, so start-up warnings are JSON too
 
     client = redis_client if redis_client is not None else connect(settings)
     store = SessionStore(
@@ -57,6 +58,7 @@ def create_app(
     register_error_handlers(app)
     app.cli.add_command(kb_cli)
     init_security(app, settings)
+    init_operations(app, settings)
     return app
 
 

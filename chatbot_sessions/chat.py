@@ -7,9 +7,11 @@ read of the recent context (which also refreshes the TTL) and one atomic append.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chatbot_sessions import signals
 from chatbot_sessions.exceptions import SessionNotFound
 from chatbot_sessions.replies.base import Message, Reply, ReplyGenerator
 from chatbot_sessions.session_ids import new_session_id, parse_session_id
@@ -49,7 +51,11 @@ class ChatService:
         asked_at = now_ms()
         session_id = parse_session_id(raw_session_id)
         history = self._context(session_id)
+        started = time.perf_counter()
         reply = self.generator.generate(question, history or [])
+        signals.reply_generated.send(
+            self, seconds=time.perf_counter() - started, question=question, reply=reply
+        )
         turns = [
             NewMessage("user", question, asked_at),
             NewMessage("assistant", reply.text, now_ms(), tuple(reply.sources)),

@@ -97,6 +97,7 @@ class Settings:
     admin_token: str | None = None
     log_level: str = "INFO"
     log_message_content: bool = False
+    readiness_timeout: float = 1.0
     rate_limit_enabled: bool = True
     rate_limit_create: str = "30/minute"
     rate_limit_send_ip: str = "60/minute"
@@ -159,6 +160,9 @@ class _SettingsSchema(Schema):
         validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
     )
     log_message_content = _Flag(data_key="LOG_MESSAGE_CONTENT")
+    readiness_timeout = fields.Float(
+        data_key="READINESS_TIMEOUT", validate=validate.Range(min=0.05, max=30)
+    )
     rate_limit_enabled = _Flag(data_key="RATE_LIMIT_ENABLED")
     rate_limit_create = fields.String(data_key="RATE_LIMIT_CREATE")
     rate_limit_send_ip = fields.String(data_key="RATE_LIMIT_SEND_IP")

@@ -7,6 +7,7 @@ from flask import current_app
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings
 from chatbot_sessions.store import SessionStore
+from chatbot_sessions.store_admin import SessionAdmin
 
 
 def get_settings() -> Settings:
@@ -22,3 +23,8 @@ def get_store() -> SessionStore:
 def get_chat() -> ChatService:
     """The chat-turn service of the current app."""
     return current_app.extensions["chat_service"]
+
+
+def get_admin() -> SessionAdmin:
+    """The operator commands (scans, stats, export/import) of the current app."""
+    return current_app.extensions["session_admin"]

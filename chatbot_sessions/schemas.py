@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
+
+from chatbot_sessions.session_ids import parse_session_id
+from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT, ms_from_iso
 
 
 class SourceSchema(Schema):
@@ -150,3 +161,71 @@ class ErrorSchema(Schema):
     details = fields.Dict(
         required=True, metadata={"description": "e.g. `fields` with per-field problems"}
     )
+
+
+class TtlBucketSchema(Schema):
+    """One bar of the TTL histogram."""
+
+    le = fields.Integer(
+        allow_none=True,
+        metadata={"description": "upper bound in seconds (inclusive); null = above the last"},
+    )
+    count = fields.Integer(required=True)
+
+
+class AdminStatsSchema(SuccessSchema):
+    """Answer of GET /api/admin/stats."""
+
+    activeSessions = fields.Integer(required=True, attribute="sessions")
+    persistentSessions = fields.Integer(
+        required=True, attribute="persistent", metadata={"description": "sessions with no TTL"}
+    )
+    ttlBuckets = fields.List(fields.Nested(TtlBucketSchema), required=True, attribute="buckets")
+    memory = fields.Dict(
+        required=True,
+        metadata={"description": "usedMemory (bytes, all nodes) and INFO memory per node"},
+    )
+    scanMs = fields.Float(required=True, attribute="scan_ms")
+
+
+def _check_iso(value: str) -> None:
+    try:
+        ms_from_iso(value)
+    except ValueError:
+        raise ValidationError("must be an ISO 8601 timestamp with a time zone") from None
+
+
+class _StoredMessageSchema(MessageSchema):
+    timestamp = fields.String(required=True, validate=_check_iso)
+
+
+class SessionDocumentSchema(Schema):
+    """A whole session as ``flask sessions export`` writes it and ``import`` reads it."""
+
+    format = fields.String(required=True)
+    sessionId = fields.String(required=True)
+    createdAt = fields.String(required=True, validate=_check_iso)
+    lastActivity = fields.String(required=True, validate=_check_iso)
+    seq = fields.Integer(validate=validate.Range(min=0))
+    ttlMs = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "remaining TTL in ms; null = no expiry (persisted)"},
+    )
+    messages = fields.List(fields.Nested(_StoredMessageSchema), required=True)
+
+    @validates("format")
+    def _check_format(self, value: str, **_: Any) -> None:
+        if value != SESSION_DOCUMENT_FORMAT:
+            raise ValidationError(f"must be {SESSION_DOCUMENT_FORMAT!r}")
+
+    @validates("sessionId")
+    def _check_session_id(self, value: str, **_: Any) -> None:
+        if parse_session_id(value) is None:
+            raise ValidationError("must be a canonical UUID v4 session id")
+
+    @validates_schema
+    def _check_seq(self, data: dict[str, Any], **_: Any) -> None:
+        # seq counts every message ever appended; fewer than are stored breaks history cursors.
+        if "seq" in data and data["seq"] < len(data.get("messages", [])):
+            raise ValidationError("must be at least the number of messages", "seq")

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import RedisClusterException, RedisError
 
+from chatbot_sessions import signals
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Message, Source
 from chatbot_sessions.session_ids import parse_session_id
@@ -214,6 +215,7 @@ class SessionStore:
         # RedisClusterException is not a RedisError: it is what a cluster client raises
         # when no node answers while it refreshes its slot map.
         except (RedisError, RedisClusterException) as exc:
+            signals.store_error.send(self, error=exc)
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
@@ -225,6 +227,7 @@ class SessionStore:
         """Create an empty session under a fresh id (see ``session_ids.new_session_id``)."""
         if not self._run(self._create, session_id, now_ms()):
             raise ValueError(f"session id {session_id} is already taken")
+        signals.session_created.send(self)
 
     def touch(self, session_id: str) -> bool:
         """Refresh the TTL and lastActivity; return whether the session exists."""
@@ -268,6 +271,9 @@ class SessionStore:
             raise SessionNotFound(session_id)
         if result == -2:
             raise ValueError(f"session id {session_id} is already taken")
+        if create:
+            signals.session_created.send(self)
+        signals.messages_stored.send(self, count=len(encoded))
         return int(result)
 
     def delete(self, session_id: str) -> None:

@@ -121,3 +121,17 @@ def gunicorn_server(tmp_path, redis_server):
     yield _start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """create_app installs a JSON stdout handler on the root logger (once per process in
+    production); put the root logger back so one test's app does not print into another's
+    captured output."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

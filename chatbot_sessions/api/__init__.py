@@ -57,6 +57,7 @@ def _limits_from_settings(settings: Settings):
 
 def init_api(app: Flask) -> ChatApi:
     """Attach the API, its blueprints and its OpenAPI document to ``app``."""
+    from chatbot_sessions.api.admin import init_admin_api
     from chatbot_sessions.api.messages import blp as messages_blp
     from chatbot_sessions.api.sessions import blp as sessions_blp
 
@@ -73,4 +74,5 @@ def init_api(app: Flask) -> ChatApi:
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(app.config["SETTINGS"]))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)
+    init_admin_api(api)
     return api

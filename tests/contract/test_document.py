@@ -16,6 +16,7 @@ OPERATIONS = {
     ("get", "/api/session/{session_id}/validate"): {"200", "503"},
     ("delete", "/api/session/{session_id}"): {"200", "404", "503"},
     ("post", "/api/send-message"): {"200", "400", "413", "422", "429", "503"},
+    ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
 }
 
 

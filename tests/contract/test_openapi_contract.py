@@ -1,10 +1,10 @@
 """schemathesis fuzzes the live service (gunicorn, real Redis) against its own document.
 
-All five operations, positive and negative inputs, wrong methods and boundary values (the
-phases schemathesis runs by default), every check it has: no 5xx, every status, content
-type, body and header as documented. On top, every 4xx must be our error envelope. Rate
-limits are off here (the fixture default) so they do not cut the run short; the 429's own
-conformance is asserted in test_document.py.
+All six operations (admin stats with ADMIN_TOKEN set), positive and negative inputs, wrong
+methods and boundary values (the phases schemathesis runs by default), every check it has:
+no 5xx, every status, content type, body and header as documented. On top, every 4xx must
+be our error envelope. Rate limits are off here (the fixture default) so they do not cut
+the run short; the 429's own conformance is asserted in test_document.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def case_counts():
     counts: Counter[str] = Counter()
     yield counts
     assert sum(counts.values()) >= MIN_CASES, f"only {dict(counts)} cases were generated"
-    assert len(counts) == 5, f"not every operation was exercised: {dict(counts)}"
+    assert len(counts) == 6, f"not every operation was exercised: {dict(counts)}"
     assert min(counts.values()) >= 3, f"an operation was barely exercised: {dict(counts)}"
 
 
@@ -37,7 +37,11 @@ def live_schema(request, gunicorn_server):
     if not hasattr(request.node, "_nodeid"):
         request.node._nodeid = request.node.nodeid
     server = gunicorn_server(
-        WEB_CONCURRENCY="2", GUNICORN_THREADS="4", MAX_QUESTION_CHARS="200", LOG_LEVEL="WARNING"
+        WEB_CONCURRENCY="2",
+        GUNICORN_THREADS="4",
+        MAX_QUESTION_CHARS="200",
+        LOG_LEVEL="WARNING",
+        ADMIN_TOKEN="fuzz-token",
     )
     return schemathesis.openapi.from_url(f"{server.base_url}/api/openapi.json", timeout=10)
 

@@ -1,0 +1,72 @@
+"""Operator statistics: GET /api/admin/stats, behind ``Authorization: Bearer $ADMIN_TOKEN``.
+
+Without ADMIN_TOKEN the whole blueprint answers 404, exactly like an unknown URL, so an
+unconfigured deployment does not even reveal it. The token is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from flask import abort, request
+from flask.views import MethodView
+from flask_smorest import Api, Blueprint
+
+from chatbot_sessions.api.docs import errors
+from chatbot_sessions.errors import error_response
+from chatbot_sessions.extensions import get_admin, get_settings
+from chatbot_sessions.schemas import AdminStatsSchema, ErrorSchema
+
+blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Operator statistics")
+
+
+@blp.before_request
+def _require_admin_token():
+    expected = get_settings().admin_token
+    if not expected:
+        abort(404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        return error_response(
+            401,
+            "unauthorized",
+            "A valid admin token is required: Authorization: Bearer <ADMIN_TOKEN>.",
+            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+        )
+    return None
+
+
+@blp.route("/stats")
+class Stats(MethodView):
+    @blp.response(200, AdminStatsSchema)
+    @blp.alt_response(401, schema=ErrorSchema, description="missing or wrong admin token")
+    @blp.alt_response(404, schema=ErrorSchema, description="the admin API is off (no ADMIN_TOKEN)")
+    @errors(blp, 503)
+    @blp.doc(security=[{"adminToken": []}])
+    def get(self):
+        """Session count and TTL histogram (one SCAN pass, never KEYS), Redis memory."""
+        admin = get_admin()
+        started = time.perf_counter()
+        stats = admin.stats()
+        scan_ms = (time.perf_counter() - started) * 1000
+        memory = admin.memory()
+        return {
+            "sessions": stats.sessions,
+            "persistent": stats.persistent,
+            "buckets": stats.bucket_rows(),
+            "memory": {
+                "usedMemory": memory.used_memory,
+                "nodes": memory.nodes,
+                **({"error": memory.error} if memory.error else {}),
+            },
+            "scan_ms": round(scan_ms, 2),
+        }
+
+
+def init_admin_api(api: Api) -> None:
+    """Register the admin blueprint and document its bearer scheme."""
+    api.spec.components.security_scheme("adminToken", {"type": "http", "scheme": "bearer"})
+    api.register_blueprint(blp)

@@ -1,0 +1,121 @@
+"""JSON logs on stdout (twelve-factor): one line per request, with a request id.
+
+python-json-logger does the formatting (it plugs into the standard ``logging`` module, so
+gunicorn's, redis-py's and our own records all come out the same way). Every record made
+while a request is handled carries that request's id. What users typed is never logged
+unless ``LOG_MESSAGE_CONTENT`` is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import uuid
+
+from flask import g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is kept only if it is short and cannot forge log structure or headers.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+_HANDLER_NAME = "chatbot_sessions.json"
+
+access_log = logging.getLogger("chatbot_sessions.access")
+
+
+def json_formatter() -> logging.Formatter:
+    """The one JSON layout: time, level, logger, message, then any ``extra`` fields.
+
+    Also named by gunicorn.conf.py (``logconfig_dict``) so gunicorn's own lines match.
+    """
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is emitted (or stderr, see
+    ``send_logs_to_stderr``), like logging's own last-resort handler: test runners and
+    CLIs replace the stream after start-up."""
+
+    def __init__(self) -> None:
+        self.to_stderr = False
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr if self.to_stderr else sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+class _RequestIdFilter(logging.Filter):
+    """Stamps the current request's id on every record logged while it is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and has_request_context():
+            record.request_id = current_request_id()
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Install the JSON handler on the root logger, once per process (idempotent)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = _StdoutHandler()
+    # Under the ``flask`` command (``flask sessions ...``) stdout is the command's output,
+    # which scripts parse; even warnings raised while the app is built must stay out of it.
+    handler.to_stderr = os.environ.get("FLASK_RUN_FROM_CLI") == "true"
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(_RequestIdFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def send_logs_to_stderr() -> None:
+    """Move our log lines to stderr, for CLI commands whose stdout is their output."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _StdoutHandler):
+            handler.to_stderr = True
+
+
+def current_request_id() -> str:
+    """The request's id: the client's ``X-Request-ID`` if sane, else a fresh one; cached."""
+    request_id = g.get("request_id")
+    if request_id is None:
+        from flask import request
+
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = request_id
+    return request_id
+
+
+def log_request(method: str, path: str, status: int, duration_ms: float) -> None:
+    """The one line per request. ``path`` is the route template, never the raw path:
+    raw paths carry session ids, which are credentials."""
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration_ms, 2),
+        "request_id": current_request_id(),
+        # The client as ProxyFix resolved it: the real caller behind TRUSTED_PROXIES proxies.
+        "client_ip": request.remote_addr,
+        **g.get("log_content", {}),
+    }
+    access_log.info("%s %s %s", method, path, status, extra=fields)
+
+
+def remember_content(question: str, reply: str) -> None:
+    """Attach the turn's text to the request line (only wired up with LOG_MESSAGE_CONTENT)."""
+    if has_request_context():
+        g.log_content = {"question": question, "reply": reply}

@@ -1,0 +1,128 @@
+"""Prometheus metrics (prometheus-client), correct with one process or many.
+
+Under gunicorn every worker is a separate process, and a scrape reaches just one of them.
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it up before any worker
+starts), each worker writes its samples to files there and ``/metrics`` adds up the files
+of every worker, live or dead, so counters stay monotonic across worker restarts. Without
+the variable (tests, ``flask run``) each app keeps its own in-memory registry.
+
+Labels are bounded: the endpoint label is the route template, never the raw path (which
+holds session ids), and unmatched paths share one value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from chatbot_sessions import signals
+from chatbot_sessions.chat import ChatService
+from chatbot_sessions.replies.base import Reply
+from chatbot_sessions.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ENDPOINT = "<unmatched>"
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Reply generation may wait on an LLM: wider buckets than plain HTTP.
+_REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory worker processes share samples through, or None (per-process mode)."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    """The service's metrics, registered in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("method", "endpoint", "status")
+        self.requests = Counter(
+            "chatbot_http_requests",
+            "HTTP requests served, by route template and status.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chatbot_http_request_duration_seconds",
+            "Time to produce the response, by route template and status.",
+            labels,
+            buckets=_HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.sessions_created = Counter(
+            "chatbot_sessions_created", "Sessions created.", registry=self.registry
+        )
+        self.messages_stored = Counter(
+            "chatbot_messages_stored",
+            "Messages appended to sessions (questions and replies).",
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "chatbot_redis_errors",
+            "Redis commands that failed, by redis-py exception type.",
+            ("error",),
+            registry=self.registry,
+        )
+        self.reply_latency = Histogram(
+            "chatbot_reply_generation_seconds",
+            "Time the reply generator took; outcome=degraded when it fell back.",
+            ("outcome",),
+            buckets=_REPLY_BUCKETS,
+            registry=self.registry,
+        )
+        if multiprocess_dir() and not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus_client picks its storage once, when first imported.
+            log.warning(
+                "%s is set but prometheus_client was imported before it was: metrics are "
+                "per process and /metrics shows one worker's share",
+                MULTIPROC_ENV,
+            )
+
+    def connect(self, store: SessionStore, chat: ChatService) -> None:
+        """Count the domain events of this app's store and chat service."""
+        signals.session_created.connect(self._on_session_created, sender=store)
+        signals.messages_stored.connect(self._on_messages_stored, sender=store)
+        signals.store_error.connect(self._on_store_error, sender=store)
+        signals.reply_generated.connect(self._on_reply_generated, sender=chat)
+
+    def _on_session_created(self, _sender: object) -> None:
+        self.sessions_created.inc()
+
+    def _on_messages_stored(self, _sender: object, count: int) -> None:
+        self.messages_stored.inc(count)
+
+    def _on_store_error(self, _sender: object, error: Exception) -> None:
+        self.redis_errors.labels(type(error).__name__).inc()
+
+    def _on_reply_generated(self, _sender: object, seconds: float, reply: Reply, **_: object):
+        self.reply_latency.labels("degraded" if reply.degraded else "ok").observe(seconds)
+
+    def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Record one served request."""
+        labels = (method, endpoint, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, across all workers when multiprocess."""
+        path = multiprocess_dir()
+        if path:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=path)
+        else:
+            registry = self.registry
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,310 @@
+"""Operator commands over the session key layout: scans, statistics, export/import, TTLs.
+
+The companion of ``store.py``, which owns the key names (``session_keys``, ``KEY_PREFIX``):
+the request path never comes here; the admin stats endpoint and ``flask sessions`` do.
+
+- Scans are ``SCAN MATCH <pattern> COUNT <n>`` through redis-py's ``scan_iter``, never KEYS:
+  they do not block Redis, and ``RedisCluster.scan_iter`` walks every primary.
+- Per-session commands are one Lua script on the session's two keys. Both keys carry the
+  session's hash tag, so the script is atomic and valid on a cluster (one slot).
+- TTL invariant: every session key expires. ``set_ttl(..., None)`` (PERSIST) is the one,
+  explicit exception an operator can ask for, and it lasts only until the session is next
+  used through the API, whose scripts re-arm the normal TTL on every access.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.replies.base import Source
+from chatbot_sessions.session_ids import parse_session_id
+from chatbot_sessions.store import (
+    KEY_PREFIX,
+    NewMessage,
+    SessionStore,
+    decode_message,
+    iso_from_ms,
+    session_keys,
+)
+
+#: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
+META_PATTERN = KEY_PREFIX + "{*}"
+#: Matches every key the service owns, and nothing else.
+ALL_PATTERN = KEY_PREFIX + "*"
+#: SCAN's COUNT hint and the size of each follow-up pipeline / UNLINK batch.
+SCAN_COUNT = 1000
+#: Upper bounds (seconds, inclusive) of the TTL histogram; one more bucket holds the rest.
+TTL_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+#: The ``format`` of an exported session document.
+SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
+# {createdAt, lastActivity, seq, pttl, raw messages...}.
+_SNAPSHOT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'lastActivity', 'seq')
+local result = {meta[1], meta[2], meta[3], redis.call('PTTL', KEYS[1])}
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items do result[#result + 1] = items[i] end
+return result
+"""
+
+# KEYS: meta, messages. ARGV: replace ('1'/'0'), pttl (-1 = none), createdAt, lastActivity,
+# seq, raw messages... Returns 0 (and writes nothing) when the session exists and replace
+# is off. RPUSH goes in chunks: Lua's unpack has a stack limit of a few thousand values.
+_RESTORE = """
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[3], 'lastActivity', ARGV[4], 'seq', ARGV[5])
+for i = 6, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: meta, messages. ARGV: ttl in ms, or -1 to PERSIST. 0 if the session does not exist.
+_SET_TTL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(ARGV[1]) < 0 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+Progress = Callable[[int], None]
+
+
+def ms_from_iso(text: str) -> int:
+    """Parse an ISO 8601 timestamp (as ``iso_from_ms`` writes it) back to epoch ms, exactly."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    # Integer arithmetic: going through float seconds could be off by a millisecond.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """Live sessions and how long they have left; ``buckets[i]`` counts TTLs up to
+    ``TTL_BUCKETS[i]`` seconds, and the last entry those above the largest bound."""
+
+    sessions: int
+    persistent: int
+    buckets: tuple[int, ...]
+    bounds: tuple[int, ...] = TTL_BUCKETS
+
+    def bucket_rows(self) -> list[dict[str, int | None]]:
+        """``[{"le": seconds or None (above every bound), "count": n}, ...]``."""
+        bounds: list[int | None] = [*self.bounds, None]
+        return [{"le": le, "count": n} for le, n in zip(bounds, self.buckets, strict=True)]
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """``INFO memory`` essentials per Redis node and the sum of ``used_memory``; or, when
+    the server refuses INFO (an ACL, the embedded store), None and the reason."""
+
+    used_memory: int | None
+    nodes: dict[str, dict[str, Any]]
+    error: str | None = None
+
+
+_MEMORY_FIELDS = (
+    "used_memory",
+    "used_memory_human",
+    "used_memory_peak",
+    "used_memory_peak_human",
+    "used_memory_rss",
+    "maxmemory",
+    "maxmemory_human",
+    "maxmemory_policy",
+    "mem_fragmentation_ratio",
+)
+
+
+class SessionAdmin:
+    """Scan-wide and per-session operator commands, over the store's client and key layout."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.client = store.client
+        self._snapshot = self.client.register_script(_SNAPSHOT)
+        self._restore = self.client.register_script(_RESTORE)
+        self._set_ttl = self.client.register_script(_SET_TTL)
+
+    # -- scans -------------------------------------------------------------------------
+
+    def _meta_keys(self) -> Iterator[str]:
+        for key in self.client.scan_iter(match=META_PATTERN, count=SCAN_COUNT):
+            # The pattern already excludes ``:messages`` keys; the id check also drops any
+            # stray key that happens to fit the glob without being one of ours.
+            if parse_session_id(key[len(KEY_PREFIX) + 1 : -1]) is not None:
+                yield key
+
+    def iter_session_ids(self) -> Iterator[str]:
+        """Every live session id, in SCAN order (a session may appear twice during a
+        rehash, as SCAN allows; counts are exact when the keyspace is not resizing)."""
+        with self.store._redis_errors():
+            for key in self._meta_keys():
+                yield key[len(KEY_PREFIX) + 1 : -1]
+
+    def count(self, progress: Progress | None = None) -> int:
+        """Number of sessions (meta keys only), by SCAN with a COUNT hint."""
+        total = 0
+        for _ in self.iter_session_ids():
+            total += 1
+            if progress and total % SCAN_COUNT == 0:
+                progress(total)
+        return total
+
+    def stats(self, progress: Progress | None = None) -> SessionStats:
+        """Count sessions and bucket their TTLs: one SCAN pass, one TTL pipeline per batch."""
+        buckets = [0] * (len(TTL_BUCKETS) + 1)
+        sessions = persistent = 0
+        with self.store._redis_errors():
+            for batch in _chunks(self._meta_keys(), SCAN_COUNT):
+                pipe = self.client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.ttl(key)
+                for ttl in pipe.execute():
+                    if ttl == -2:  # expired between SCAN and TTL
+                        continue
+                    sessions += 1
+                    if ttl == -1:
+                        persistent += 1
+                    else:
+                        buckets[bisect.bisect_left(TTL_BUCKETS, ttl)] += 1
+                if progress:
+                    progress(sessions)
+        return SessionStats(sessions, persistent, tuple(buckets))
+
+    def memory(self) -> MemoryReport:
+        """``INFO memory`` of the server, or of every primary when the client is a cluster."""
+        # A cluster client would ask one node only by default: ask every primary.
+        where = (
+            {"target_nodes": RedisCluster.PRIMARIES}
+            if isinstance(self.client, RedisCluster)
+            else {}
+        )
+        try:
+            with self.store._redis_errors():
+                raw = self.client.info("memory", **where)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, ResponseError):
+                raise
+            return MemoryReport(used_memory=None, nodes={}, error=str(exc.__cause__))
+        # RedisCluster answers {node name: info}; a single server answers the info itself.
+        per_node = (
+            raw if raw and all(isinstance(v, Mapping) for v in raw.values()) else {"default": raw}
+        )
+        nodes = {
+            name: {field: info[field] for field in _MEMORY_FIELDS if field in info}
+            for name, info in per_node.items()
+        }
+        used = sum(int(info.get("used_memory", 0)) for info in nodes.values())
+        return MemoryReport(used_memory=used, nodes=nodes)
+
+    def purge(self, progress: Progress | None = None) -> int:
+        """UNLINK every ``chat_session:`` key (and no other), in SCAN batches; never FLUSHDB."""
+        deleted = 0
+        with self.store._redis_errors():
+            for batch in _chunks(self.client.scan_iter(match=ALL_PATTERN, count=SCAN_COUNT),
+                                 SCAN_COUNT):  # fmt: skip
+                # Belt and braces: the glob already guarantees the prefix.
+                keys = [key for key in batch if key.startswith(KEY_PREFIX)]
+                if keys:
+                    deleted += int(self.client.unlink(*keys))
+                if progress:
+                    progress(deleted)
+        return deleted
+
+    # -- one session -------------------------------------------------------------------
+
+    def export(self, session_id: str) -> dict[str, Any] | None:
+        """The whole session as a JSON-ready document (no TTL refresh), or None if missing."""
+        keys = session_keys(session_id)
+        with self.store._redis_errors():
+            result = self._snapshot(keys=keys)
+        if result is None:
+            return None
+        created_at, last_activity, seq, pttl, *raw = result
+        return {
+            "format": SESSION_DOCUMENT_FORMAT,
+            "sessionId": parse_session_id(session_id),
+            "createdAt": iso_from_ms(created_at),
+            "lastActivity": iso_from_ms(last_activity or created_at),
+            "seq": int(seq) if seq is not None else len(raw),
+            "ttlMs": int(pttl) if int(pttl) >= 0 else None,
+            "messages": [decode_message(item) for item in raw],
+        }
+
+    def restore(self, document: Mapping[str, Any], *, replace: bool = False) -> bool:
+        """Write an exported document back; False (nothing written) if the session exists
+        and ``replace`` is off. ``document`` must have passed ``SessionDocumentSchema``."""
+        keys = session_keys(document["sessionId"])
+        raw = [_encode(message) for message in document["messages"]]
+        ttl_ms = document.get("ttlMs", self.store.ttl * 1000)
+        args = [
+            int(replace),
+            -1 if ttl_ms is None else int(ttl_ms),
+            ms_from_iso(document["createdAt"]),
+            ms_from_iso(document["lastActivity"]),
+            document.get("seq", len(raw)),
+            *raw,
+        ]
+        with self.store._redis_errors():
+            return bool(self._restore(keys=keys, args=args))
+
+    def set_ttl(self, session_ids: Sequence[str], seconds: int | None) -> list[str]:
+        """Set the TTL of both keys of each session (None = PERSIST); return the ids that
+        did not exist. ``seconds`` defaults nowhere: pass ``store.ttl`` to warm."""
+        ttl_ms = -1 if seconds is None else int(seconds) * 1000
+        missing = []
+        for session_id in session_ids:
+            try:
+                keys = session_keys(session_id)
+            except SessionNotFound:
+                missing.append(session_id)
+                continue
+            with self.store._redis_errors():
+                if not self._set_ttl(keys=keys, args=[ttl_ms]):
+                    missing.append(session_id)
+        return missing
+
+
+def _encode(message: Mapping[str, Any]) -> str:
+    sources = tuple(
+        Source(title=s["title"], source=s["source"], score=s["score"])
+        for s in message.get("sources") or ()
+    )
+    at_ms = ms_from_iso(message["timestamp"])
+    return NewMessage(message["type"], message["content"], at_ms, sources).encode()

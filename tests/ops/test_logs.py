@@ -1,0 +1,89 @@
+"""JSON request logs: one line per request, request ids, no message content by default."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from chatbot_sessions.session_ids import new_session_id
+
+
+def access_lines(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("logger") == "chatbot_sessions.access"]
+
+
+def test_one_json_line_per_request_with_template_and_timing(client, json_logs):
+    json_logs()
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    response = client.get(f"/api/session/{sid}/history")
+    records = json_logs()
+    lines = access_lines(records)
+    assert len(lines) == 2
+    line = lines[1]
+    assert line["method"] == "GET" and line["status"] == 200
+    assert line["path"] == "/api/session/<session_id>/history"
+    assert isinstance(line["duration_ms"], float) and 0 <= line["duration_ms"] < 5000
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["level"] == "INFO" and line["time"].endswith("+00:00")
+    assert all(sid not in str(r) for r in records), "raw paths (session ids) must not be logged"
+
+
+def test_a_sane_client_request_id_is_kept_and_returned(client, json_logs):
+    json_logs()
+    response = client.get("/healthz", headers={"X-Request-ID": "edge-42.abc:1"})
+    assert response.headers["X-Request-ID"] == "edge-42.abc:1"
+    assert access_lines(json_logs())[0]["request_id"] == "edge-42.abc:1"
+
+
+@pytest.mark.parametrize(
+    "bad", ["x" * 129, "has space", 'quote"d', "tab\there", "semi;colon", "{json}", "", "ünï"]
+)
+def test_an_insane_request_id_is_replaced_by_a_fresh_one(client, bad):
+    response = client.get("/healthz", headers={"X-Request-ID": bad})
+    returned = response.headers["X-Request-ID"]
+    assert returned != bad and len(returned) == 32 and int(returned, 16) >= 0
+
+
+def test_ids_are_unique_per_request_and_on_error_responses(client):
+    ids = {client.get(f"/api/session/{new_session_id()}/history").headers["X-Request-ID"]}
+    ids.add(client.get("/nowhere").headers["X-Request-ID"])
+    ids.add(client.post("/api/send-message", data="not json").headers["X-Request-ID"])
+    assert len(ids) == 3
+
+
+def test_records_logged_during_a_request_carry_its_id(make_app, redis_down, json_logs):
+    client = make_app().test_client()
+    json_logs()
+    response = client.post("/api/session/create", headers={"X-Request-ID": "trace-me"})
+    assert response.status_code == 503
+    records = [r for r in json_logs() if r.get("request_id") == "trace-me"]
+    loggers = {r["logger"] for r in records}
+    assert {"chatbot_sessions.errors", "chatbot_sessions.access"} <= loggers
+
+
+SECRET = "my card number is 4111-1111"
+
+
+def test_message_content_is_not_logged_by_default(make_app, json_logs):
+    client = make_app({"LOG_LEVEL": "DEBUG"}).test_client()
+    json_logs()
+    logging.getLogger("chatbot_sessions").debug("debug works")  # DEBUG lines do get through
+    client.post("/api/send-message", json={"question": SECRET})
+    records = json_logs()
+    assert any(r["message"] == "debug works" for r in records)
+    assert access_lines(records), "the request was logged"
+    assert all(SECRET not in str(r) for r in records)
+
+
+def test_message_content_is_logged_when_enabled(make_app, json_logs):
+    client = make_app({"LOG_MESSAGE_CONTENT": "1"}).test_client()
+    json_logs()
+    client.post("/api/send-message", json={"question": SECRET})
+    line = access_lines(json_logs())[0]
+    assert line["question"] == SECRET and line["reply"] == f"answer to: {SECRET}"
+
+
+def test_log_level_setting_filters(make_app, json_logs):
+    make_app({"LOG_LEVEL": "WARNING"}).test_client().get("/healthz")
+    assert access_lines(json_logs()) == []
