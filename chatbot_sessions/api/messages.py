@@ -6,7 +6,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from chatbot_sessions.extensions import get_chat
-from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
+from chatbot_sessions.schemas import (
+    ErrorSchema,
+    ReplySchema,
+    SendMessageSchema,
+    SessionHeaderSchema,
+)
 
 blp = Blueprint("messages", __name__, url_prefix="/api", description="Chat turns")
 
@@ -16,9 +21,10 @@ class SendMessage(MethodView):
     @blp.arguments(SessionHeaderSchema, location="headers", as_kwargs=True)
     @blp.arguments(SendMessageSchema)
     @blp.response(200, ReplySchema)
-    def post(self, body: dict, session_id: str | None = None):
+    @blp.alt_response(409, schema=ErrorSchema, description="same Idempotency-Key in progress")
+    def post(self, body: dict, session_id: str | None = None, idempotency_key: str | None = None):
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
-        exchange = get_chat().send(session_id, body["question"])
+        exchange = get_chat().send(session_id, body["question"], idempotency_key)
         reply = exchange.reply
         result = {
             "reply": reply.text,
@@ -27,4 +33,7 @@ class SendMessage(MethodView):
             "sources": list(reply.sources),
             "degraded": reply.degraded,
         }
-        return result, 200, {"session-id": exchange.session_id}
+        headers = {"session-id": exchange.session_id}
+        if exchange.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return result, 200, headers
