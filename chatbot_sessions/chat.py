@@ -38,7 +38,9 @@ from chatbot_sessions.store import (
 )
 
 log = logging.getLogger(__name__)
-_POLL_SECONDS = 0.05
+# A duplicate in flight polls the record, first soon (most turns take milliseconds without
+# an LLM), then backing off to at most every 50 ms.
+_POLL_FIRST, _POLL_MAX = 0.002, 0.05
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class ChatService:
     def _claim(self, attempt: _Attempt, session_id: str | None) -> IdempotencyClaim:
         """Claim the key's record, waiting up to ``self.wait`` while another request holds it."""
         deadline = time.monotonic() + self.wait
+        pause = _POLL_FIRST
         while True:
             claim = self.store.claim(
                 attempt.key,
@@ -212,7 +215,8 @@ class ChatService:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise IdempotencyInProgress(retry_after=1)
-            time.sleep(min(_POLL_SECONDS, remaining))
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _POLL_MAX)
 
     def _replay(self, claim: IdempotencyClaim) -> Exchange:
         if claim.status != "done" or claim.result is None or claim.session_id is None:
