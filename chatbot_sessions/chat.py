@@ -4,8 +4,9 @@ Kept out of the views so the HTTP layer stays a thin parse-call-return, and out 
 store so the store stays a repository. A turn costs at most two Redis round trips: one
 read of the recent context (which also refreshes the TTL) and one atomic append.
 
-With an Idempotency-Key a turn first claims the key's record (one more round trip) and
-its append marks the record done atomically, so a retried request replays the stored
+With an Idempotency-Key a turn first claims the key's record (one more round trip; a
+session-less turn also copies its result onto that record) and its append marks the
+per-session record done atomically, so a retried request replays the stored
 reply instead of storing the exchange twice. See docs/reliability.md.
 """
 
