@@ -14,8 +14,12 @@ from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.errors import register_error_handlers
 from chatbot_sessions.redis_client import connect
+from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.cli import kb_cli
+from chatbot_sessions.security import init_security
 from chatbot_sessions.store import SessionStore
+from chatbot_sessions.widget import init_widget
 
 __all__ = ["create_app"]
 
@@ -59,11 +63,21 @@ def create_app(
     )
 
     init_api(app)
+    init_widget(app, settings)
     register_error_handlers(app)
+    app.cli.add_command(kb_cli)
+    init_security(app, settings)
     return app
 
 
 def _default_generator(settings: Settings) -> ReplyGenerator:
-    from chatbot_sessions.replies.echo import EchoGenerator
-
-    return EchoGenerator()
+    """Retrieval over KNOWLEDGE_DIR (or the shipped docs), through the LLM when configured."""
+    return build_generator(
+        knowledge_dir=settings.knowledge_dir,
+        llm_base_url=settings.llm_base_url,
+        llm_api_key=settings.llm_api_key,
+        llm_model=settings.llm_model,
+        llm_timeout=settings.llm_timeout,
+        llm_max_tokens=settings.llm_max_tokens,
+        context_messages=settings.context_messages,
+    )

@@ -10,16 +10,38 @@ uses for requests, rather than a second validation library.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})")
+
+
+def parse_host_port(entry: str) -> tuple[str, int]:
+    """Split a validated ``host:port`` entry (IPv6 in brackets) into (host, port)."""
+    match = HOST_PORT.fullmatch(entry)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{entry!r} is not host:port")
+    return match["host"].strip("[]"), int(match["port"])
 
 
 def _positive_int(**kwargs: Any) -> fields.Integer:
@@ -155,9 +177,72 @@ class _SettingsSchema(Schema):
         if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValidationError("must be a redis://, rediss:// or unix:// URL")
 
+    @validates("redis_sentinels")
+    def _check_sentinels(self, value: tuple[str, ...], **_: Any) -> None:
+        for entry in value:
+            try:
+                parse_host_port(entry)
+            except ValueError:
+                raise ValidationError(f"each entry must be host:port, got {entry!r}") from None
+
+    @validates_schema
+    def _check_redis_topology(self, data: dict[str, Any], **_: Any) -> None:
+        # Caught here rather than when the client is built, so gunicorn's master refuses to
+        # start instead of every worker failing on its first request.
+        if data.get("redis_sentinels") and not data.get("redis_sentinel_master"):
+            raise ValidationError(
+                "must name the monitored master when REDIS_SENTINELS is set",
+                "REDIS_SENTINEL_MASTER",
+            )
+        if data.get("redis_sentinels") and data.get("redis_cluster"):
+            raise ValidationError(
+                "cannot be combined with REDIS_SENTINELS: pick Sentinel or Cluster",
+                "REDIS_CLUSTER",
+            )
+        if data.get("redis_cluster") and data.get("redis_db"):
+            raise ValidationError(
+                "must be 0 with REDIS_CLUSTER: a cluster has one database", "REDIS_DB"
+            )
+
+    @validates("rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session")
+    def _check_rate_limit(self, value: str, **_: Any) -> None:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValidationError(
+                "must be a rate such as '30/minute' or '5/second;100/hour'"
+            ) from None
+
+    @validates("cors_origins")
+    def _check_cors_origins(self, value: tuple[str, ...], **_: Any) -> None:
+        # Browsers send Origin as scheme://host[:port]; anything else could never match.
+        bad = [origin for origin in value if origin != "*" and not _is_origin(origin)]
+        if bad:
+            raise ValidationError(
+                "each entry must be an origin such as https://chat.example.com "
+                f"(scheme://host[:port], no path or trailing slash) or *; got {', '.join(bad)}"
+            )
+
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
         return Settings(**data)
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and "*" not in value  # matched literally: a wildcard host would silently never match
+        and value == f"{parts.scheme}://{parts.netloc}"
+    )
 
 
 _SCHEMA = _SettingsSchema()

@@ -15,7 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from chatbot_sessions.config import Settings
+from chatbot_sessions.config import Settings, parse_host_port
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ def _common_options(settings: Settings) -> dict[str, Any]:
         "retry": _retry(),
         "health_check_interval": 30,
     }
-
-
-def _parse_host_port(entry: str) -> tuple[str, int]:
-    host, _, port = entry.rpartition(":")
-    return (host or "localhost").strip("[]"), int(port or 26379)
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -79,33 +74,46 @@ def _embedded_client() -> redis.Redis:
 
 
 def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
+    """A client of whichever server the sentinels currently name as master.
+
+    Each new connection asks the sentinels for the master's address, so after a failover
+    the broken connections fail once (a 503, retried by the client) and the next ones
+    reach the promoted replica; no restart is needed. Scripts are not in the new master's
+    cache, and redis-py's ``Script`` reloads them on the NOSCRIPT reply.
+    """
     from redis.sentinel import Sentinel
 
-    if not settings.redis_sentinel_master:
-        from chatbot_sessions.config import ConfigError
-
-        raise ConfigError("REDIS_SENTINEL_MASTER must name the master when REDIS_SENTINELS is set")
-    sentinel_options = (
-        {"password": settings.redis_sentinel_password} if (settings.redis_sentinel_password) else {}
+    sentinel_auth = (
+        {"password": settings.redis_sentinel_password} if settings.redis_sentinel_password else {}
     )
     sentinel = Sentinel(
-        [_parse_host_port(entry) for entry in settings.redis_sentinels],
+        [parse_host_port(entry) for entry in settings.redis_sentinels],
         sentinel_kwargs={
             "socket_timeout": settings.redis_socket_timeout,
             "socket_connect_timeout": settings.redis_connect_timeout,
-            **sentinel_options,
+            **sentinel_auth,
         },
         password=settings.redis_password,
         db=settings.redis_db,
         **options,
     )
-    return sentinel.master_for(settings.redis_sentinel_master)
+    # validated in config: REDIS_SENTINELS is never set without REDIS_SENTINEL_MASTER
+    return sentinel.master_for(
+        settings.redis_sentinel_master, max_connections=settings.redis_max_connections
+    )
 
 
 def _cluster_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
+    """A ``RedisCluster`` seeded from REDIS_URL or REDIS_HOST/PORT; it discovers the rest.
+
+    Every key of a session shares one hash tag (see ``store.session_keys``), so each
+    script runs on the one master owning that slot. The retry is the cluster's own: on a
+    connection error it refreshes the slot map before trying again.
+    """
     from redis.cluster import RedisCluster
 
-    options.pop("health_check_interval")
+    options.pop("health_check_interval")  # not a RedisCluster option
+    options["max_connections"] = settings.redis_max_connections  # per node
     if settings.redis_url:
         return RedisCluster.from_url(settings.redis_url, **options)
     return RedisCluster(

@@ -200,3 +200,17 @@ def test_redis_errors_become_store_unavailable():
         store.read(new_session_id())
     with pytest.raises(StoreUnavailable):
         store.create(new_session_id())
+
+
+@pytest.mark.parametrize("content", ["", "a|b|c", "line\nbreak\n", '\u2603 <b>x</b> "q"', "U1|x"])
+@pytest.mark.parametrize("sources", [(), (Source("T|i\nt", "p|q.md", 0.5),)])
+def test_entries_round_trip_any_content(content, sources):
+    from chatbot_sessions.store import decode_message
+
+    at = 1_764_105_282_123
+    message = decode_message(NewMessage("assistant", content, at, sources).encode())
+    assert message["content"] == content and message["type"] == "assistant"
+    assert message["timestamp"] == "2025-11-25T21:14:42.123Z"
+    assert message.get("sources", []) == [
+        {"title": s.title, "source": s.source, "score": s.score} for s in sources
+    ]

@@ -1,32 +1,76 @@
-"""The HTTP API: flask-smorest blueprints whose schemas also produce the OpenAPI document."""
+"""The HTTP API: flask-smorest blueprints whose schemas also produce the OpenAPI document.
+
+The document is served at ``/api/openapi.json`` and rendered by ReDoc at ``/api/docs``. ReDoc
+was picked over Swagger UI because its page needs no inline script, so even the docs page
+keeps a CSP without ``'unsafe-inline'`` scripts (see ``security/headers.py``).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 from flask_smorest import Api
+from marshmallow import fields
+from werkzeug.routing import BaseConverter
 
+from chatbot_sessions.config import Settings
 from chatbot_sessions.errors import http_exception_response
 from chatbot_sessions.schemas import ErrorSchema
+
+# Pinned, so the docs page cannot change under us; the CSP of /api/docs allows this origin.
+REDOC_URL = "https://cdn.jsdelivr.net/npm/redoc@2.5.4/bundles/redoc.standalone.js"
 
 
 class ChatApi(Api):
     """flask-smorest's Api, documenting and emitting our error envelope instead of its own."""
 
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all "default" response: each view lists its error statuses (api/docs.py), so
+    # a status the document does not name is a contract failure, not silently "documented".
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error):
         return http_exception_response(error)
 
 
+class SessionSegment(BaseConverter):
+    """A session id in a path: any one segment except ``create``.
+
+    The id itself is checked by ``session_ids.parse_session_id`` (a malformed one is simply
+    not found); this only keeps ``/api/session/create`` from also matching
+    ``DELETE /api/session/<session_id>``, which made OPTIONS advertise a DELETE there.
+    """
+
+    regex = r"(?!create$)[^/]+"
+
+
+def _limits_from_settings(settings: Settings):
+    """An apispec attribute function: ``metadata={"max_length_setting": name}`` -> maxLength."""
+
+    def setting_limits(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+        name = field.metadata.get("max_length_setting")
+        return {"maxLength": getattr(settings, name)} if name else {}
+
+    return setting_limits
+
+
 def init_api(app: Flask) -> ChatApi:
-    """Attach the API and its blueprints to ``app``."""
+    """Attach the API, its blueprints and its OpenAPI document to ``app``."""
     from chatbot_sessions.api.messages import blp as messages_blp
     from chatbot_sessions.api.sessions import blp as sessions_blp
 
     app.config.setdefault("API_TITLE", "chatbot-sessions")
     app.config.setdefault("API_VERSION", "1.0")
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("OPENAPI_REDOC_PATH", "docs")
+    app.config.setdefault("OPENAPI_REDOC_URL", REDOC_URL)
+    app.url_map.converters["session"] = SessionSegment
     api = ChatApi(app)
+    api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
+    api.ma_plugin.converter.add_attribute_function(_limits_from_settings(app.config["SETTINGS"]))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)
     return api

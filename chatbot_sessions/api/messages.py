@@ -5,23 +5,19 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from chatbot_sessions.api.docs import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.extensions import get_chat
-from chatbot_sessions.schemas import (
-    ErrorSchema,
-    ReplySchema,
-    SendMessageSchema,
-    SessionHeaderSchema,
-)
+from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
 
 blp = Blueprint("messages", __name__, url_prefix="/api", description="Chat turns")
 
 
 @blp.route("/send-message")
 class SendMessage(MethodView):
-    @blp.arguments(SessionHeaderSchema, location="headers", as_kwargs=True)
-    @blp.arguments(SendMessageSchema)
-    @blp.response(200, ReplySchema)
-    @blp.alt_response(409, schema=ErrorSchema, description="same Idempotency-Key in progress")
+    @blp.arguments(SessionHeaderSchema(), location="headers", as_kwargs=True)
+    @blp.arguments(SendMessageSchema())
+    @blp.response(200, ReplySchema, headers={**SESSION_ID_HEADER, **REPLAYED_HEADER})
+    @errors(blp, 400, 409, 413, 429, 503)
     def post(self, body: dict, session_id: str | None = None, idempotency_key: str | None = None):
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
         exchange = get_chat().send(session_id, body["question"], idempotency_key)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from chatbot_sessions.api.docs import errors
 from chatbot_sessions.extensions import get_settings, get_store
 from chatbot_sessions.schemas import (
     ClearedSchema,
     CreatedSchema,
-    ErrorSchema,
     HistoryQuerySchema,
     HistorySchema,
     ValidSchema,
@@ -22,6 +22,7 @@ blp = Blueprint("sessions", __name__, url_prefix="/api/session", description="Ch
 @blp.route("/create")
 class CreateSession(MethodView):
     @blp.response(201, CreatedSchema)
+    @errors(blp, 429, 503)
     def post(self):
         """Start an empty session and return its id."""
         session_id = new_session_id()
@@ -29,29 +30,30 @@ class CreateSession(MethodView):
         return {"session_id": session_id, "message": "Session created successfully"}
 
 
-@blp.route("/<session_id>/history")
+@blp.route("/<session:session_id>/history")
 class SessionHistory(MethodView):
-    @blp.arguments(HistoryQuerySchema, location="query", as_kwargs=True)
+    @blp.arguments(HistoryQuerySchema(), location="query", as_kwargs=True)
     @blp.response(200, HistorySchema)
-    @blp.alt_response(404, schema=ErrorSchema, description="unknown or expired session")
+    @errors(blp, 404, 503)
     def get(self, session_id: str, limit: int | None = None, before: int | None = None):
         """Messages oldest first; ``limit`` keeps the newest N, ``before`` pages back."""
         page_max = get_settings().history_page_max
         return get_store().read(session_id, limit=min(limit or page_max, page_max), before=before)
 
 
-@blp.route("/<session_id>/validate")
+@blp.route("/<session:session_id>/validate")
 class ValidateSession(MethodView):
     @blp.response(200, ValidSchema)
+    @errors(blp, 503)
     def get(self, session_id: str):
         """Say whether the session exists (and keep it alive if it does)."""
         return {"valid": get_store().touch(session_id), "session_id": session_id}
 
 
-@blp.route("/<session_id>")
+@blp.route("/<session:session_id>")
 class Session(MethodView):
     @blp.response(200, ClearedSchema)
-    @blp.alt_response(404, schema=ErrorSchema, description="unknown or expired session")
+    @errors(blp, 404, 503)
     def delete(self, session_id: str):
         """Delete the session and all its messages."""
         get_store().delete(session_id)

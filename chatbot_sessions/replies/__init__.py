@@ -1,5 +1,11 @@
-"""Reply generation: the generator protocol and its implementations."""
+"""Reply generation: the generator protocol, its implementations and their factory.
+
+``build_generator(...)`` is the entry point for the app factory. Every generator it
+returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``, ``.search()``)
+through which ``flask kb`` inspects the knowledge base.
+"""
 
 from chatbot_sessions.replies.base import Message, Reply, ReplyGenerator, Source
+from chatbot_sessions.replies.factory import build_generator
 
-__all__ = ["Message", "Reply", "ReplyGenerator", "Source"]
+__all__ = ["Message", "Reply", "ReplyGenerator", "Source", "build_generator"]

@@ -1,0 +1,34 @@
+# chatbot-sessions: the Flask service under gunicorn (gthread workers), configured from the
+# environment (see README's configuration table and .env.example).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=8000
+
+WORKDIR /app
+
+# An unprivileged user with no home and no shell: the process needs no root rights. A fixed
+# numeric id, so USER resolves without /etc/passwd (and Kubernetes' runAsNonRoot can check it).
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin app
+
+# Dependencies first, in their own layer: a code change does not reinstall them.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY --chown=root:root gunicorn.conf.py wsgi.py ./
+COPY --chown=root:root chatbot_sessions/ ./chatbot_sessions/
+
+USER 10001:10001
+EXPOSE 8000
+
+# /healthz answers without touching Redis: "the process is alive". The image has no curl.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
+
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -1,0 +1,157 @@
+"""Retrieval benchmark: index build time and per-query latency on a synthetic corpus.
+
+Run from the repository root:
+
+    python -m bench.bench_retrieval                # 10,000 chunks, 300 queries
+    python -m bench.bench_retrieval --chunks 2000 --queries 100 --json
+
+The corpus is generated from a fixed seed (Zipf-distributed pseudo-words, 60-180
+words a chunk), so runs on the same machine are comparable. Queries are a few words
+drawn from a random chunk plus a common word or two, the shape of a real question.
+Latency covers what a request pays: query terms, BM25 scoring, top-k selection, and
+separately the whole extractive reply. Runtime is bounded by the sizes given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from chatbot_sessions.replies.documents import Chunk
+from chatbot_sessions.replies.extractive import ExtractiveGenerator
+from chatbot_sessions.replies.knowledge import KnowledgeBase
+from chatbot_sessions.replies.retriever import Retriever
+
+SYLLABLES = [
+    "ka",
+    "re",
+    "mi",
+    "to",
+    "su",
+    "na",
+    "lo",
+    "pe",
+    "di",
+    "ra",
+    "vo",
+    "ne",
+    "shi",
+    "tu",
+    "ba",
+    "ge",
+    "zo",
+    "fi",
+    "ma",
+    "ku",
+]
+
+
+def vocabulary(rng: random.Random, size: int) -> list[str]:
+    """``size`` distinct pronounceable pseudo-words."""
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def synthetic_corpus(n_chunks: int, seed: int) -> KnowledgeBase:
+    """``n_chunks`` chunks in 10-chunk documents, with Zipf-distributed word frequencies."""
+    rng = random.Random(seed)
+    words = vocabulary(rng, 20_000)
+    cumulative = list(itertools.accumulate(1 / rank for rank in range(1, len(words) + 1)))
+    chunks = []
+    for i in range(n_chunks):
+        body = rng.choices(words, cum_weights=cumulative, k=rng.randint(60, 180))
+        sentences = [" ".join(body[j : j + 12]).capitalize() + "." for j in range(0, len(body), 12)]
+        chunks.append(
+            Chunk(
+                doc_title=f"Document {i // 10}",
+                heading=" ".join(rng.choices(words, cum_weights=cumulative, k=3)).title(),
+                source=f"doc-{i // 10:05d}.md",
+                text=" ".join(sentences),
+            )
+        )
+    return KnowledgeBase(directory="<synthetic>", chunks=chunks, documents=(n_chunks + 9) // 10)
+
+
+def queries(kb: KnowledgeBase, n: int, seed: int) -> list[str]:
+    """Questions made of words from one chunk (so they have an answer)."""
+    rng = random.Random(seed + 1)
+    out = []
+    for _ in range(n):
+        words = rng.choice(kb.chunks).text.replace(".", "").lower().split()
+        picked = rng.sample(words, k=min(len(words), rng.randint(3, 6)))
+        out.append("how does " + " ".join(picked) + " work?")
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest-rank method."""
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def timed(fn: Callable[[str], object], items: Sequence[str]) -> list[float]:
+    """Milliseconds taken by each call of ``fn`` over ``items``."""
+    out = []
+    for item in items:
+        started = time.perf_counter()
+        fn(item)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def main() -> None:
+    """Build the corpus and index, run the queries, print the figures."""
+    parser = argparse.ArgumentParser(description="Retrieval benchmark (synthetic corpus).")
+    parser.add_argument("--chunks", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=20260101)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    kb = synthetic_corpus(args.chunks, args.seed)
+    started = time.perf_counter()
+    retriever = Retriever(kb)
+    build_s = time.perf_counter() - started
+    questions = queries(kb, args.queries, args.seed)
+
+    retriever.search(questions[0], args.top_k)  # warm-up: first-call allocations
+    search_ms = timed(lambda q: retriever.search(q, args.top_k), questions)
+    generator = ExtractiveGenerator(retriever, top_k=args.top_k)
+    reply_ms = timed(lambda q: generator.generate(q, []), questions)
+
+    result = {
+        "chunks": args.chunks,
+        "queries": args.queries,
+        "index_build_s": round(build_s, 3),
+        "search_p50_ms": round(statistics.median(search_ms), 3),
+        "search_p99_ms": round(percentile(search_ms, 99), 3),
+        "search_mean_ms": round(statistics.fmean(search_ms), 3),
+        "reply_p50_ms": round(statistics.median(reply_ms), 3),
+        "reply_p99_ms": round(percentile(reply_ms, 99), 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"corpus: {args.chunks} chunks, {args.queries} queries, top_k={args.top_k}")
+    print(f"index build (terms + BM25): {result['index_build_s']:.3f} s")
+    print(
+        f"search latency:             p50 {result['search_p50_ms']:.2f} ms, "
+        f"p99 {result['search_p99_ms']:.2f} ms, mean {result['search_mean_ms']:.2f} ms"
+    )
+    print(
+        f"extractive reply latency:   p50 {result['reply_p50_ms']:.2f} ms, "
+        f"p99 {result['reply_p99_ms']:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

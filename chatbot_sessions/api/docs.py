@@ -1,0 +1,64 @@
+"""What the OpenAPI document says about failures and headers, declared next to each view.
+
+Every error leaves in the one envelope (``ErrorSchema``); a view lists the statuses it can
+answer with ``@errors(blp, 404, 503)`` so the document names them one by one instead of a
+catch-all ``default``, and schemathesis can hold the service to exactly that list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from chatbot_sessions.schemas import ErrorSchema
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+# status -> (description, headers); descriptions name the ``error`` codes clients may see.
+ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any] | None]] = {
+    400: ("`invalid_json`: the body is not valid JSON", None),
+    404: ("`session_not_found`: unknown, expired or deleted session", None),
+    409: (
+        "`idempotency_in_progress`: a request with this Idempotency-Key is still being answered",
+        _RETRY_AFTER,
+    ),
+    413: ("`payload_too_large`: the body is larger than MAX_CONTENT_LENGTH", None),
+    429: ("`rate_limited`: too many requests from this client or session", _RETRY_AFTER),
+    503: ("`store_unavailable`: the session store is down; retry shortly", _RETRY_AFTER),
+}
+
+SESSION_ID_HEADER = {
+    "session-id": {
+        "description": "the session this exchange was stored in (new if the request had none)",
+        "schema": {"type": "string", "format": "uuid"},
+    }
+}
+
+REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored reply to an earlier request with the "
+        "same Idempotency-Key (nothing was stored again)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
+def errors(blp: Blueprint, *statuses: int) -> Callable[[Callable], Callable]:
+    """Document each of ``statuses`` as an ``ErrorSchema`` response of the decorated view."""
+
+    def decorator(view: Callable) -> Callable:
+        for status in statuses:
+            description, headers = ERROR_RESPONSES[status]
+            view = blp.alt_response(
+                status, schema=ErrorSchema, description=description, headers=headers
+            )(view)
+        return view
+
+    return decorator

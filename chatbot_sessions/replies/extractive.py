@@ -1,0 +1,185 @@
+"""Answers quoted from the knowledge base: the default, offline reply writer.
+
+Rather than dumping the best passage, the answer is the few sentences (or list items,
+or a code block) that share the most informative words with the question, quoted in
+their original order and followed by the titles of the pages they came from. Being
+pure selection, it is deterministic and cannot state anything the documents do not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from chatbot_sessions.replies.base import Message, Reply, Source
+from chatbot_sessions.replies.chunking import paragraphs, sentences
+from chatbot_sessions.replies.retriever import Passage, Query, Retriever
+from chatbot_sessions.replies.tokens import terms
+
+NO_INFORMATION = (
+    "I don't have information about that in my knowledge base. "
+    "Try asking in other words, or about another topic."
+)
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A quotable piece of a passage: a sentence, a list item or a code block."""
+
+    passage: int
+    position: int
+    text: str
+    kind: str  # "prose", "item" or "code"
+    terms: frozenset[str] = frozenset()
+
+
+def _units(passage_index: int, text: str) -> list[_Unit]:
+    """The quotable units of a passage, with their index terms."""
+    return [
+        _Unit(passage_index, position, unit_text, kind, unit_terms)
+        for position, (unit_text, kind, unit_terms) in enumerate(_analyse(text))
+    ]
+
+
+@lru_cache(maxsize=8192)
+def _analyse(text: str) -> tuple[tuple[str, str, frozenset[str]], ...]:
+    """Split and stem a passage once: passages never change, and tokenising every sentence
+    of the best passages on every request was a third of send-message's CPU time."""
+    return tuple((unit.text, unit.kind, frozenset(terms(unit.text))) for unit in _split(text))
+
+
+def _split(text: str) -> list[_Unit]:
+    units: list[_Unit] = []
+    passage_index = 0
+    for block in paragraphs(text):
+        if block.lstrip().startswith(("```", "~~~")):
+            units.append(_Unit(passage_index, len(units), block, "code"))
+            continue
+        lines = block.splitlines()
+        if any(_LIST_ITEM.match(line) for line in lines):
+            # Markdown list: one unit per item, continuation lines joined to their item.
+            items: list[str] = []
+            for line in lines:
+                if _LIST_ITEM.match(line) or not items:
+                    items.append(_LIST_ITEM.sub("", line).strip())
+                else:
+                    items[-1] += " " + line.strip()
+            units.extend(
+                _Unit(passage_index, len(units) + i, t, "item") for i, t in enumerate(items)
+            )
+            continue
+        for sentence in sentences(" ".join(block.split())):
+            units.append(_Unit(passage_index, len(units), sentence, "prose"))
+    return units
+
+
+class ExtractiveAnswerer:
+    """Builds an extractive reply from passages already retrieved for a query."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        max_passages: int = 3,
+        max_units: int = 4,
+        max_chars: int = 900,
+        relative_cutoff: float = 0.5,
+    ) -> None:
+        self.retriever = retriever
+        self.max_passages = max_passages
+        self.max_units = max_units
+        self.max_chars = max_chars
+        # Passages, and sentences, scoring under this share of the best one are
+        # about something else and would only pad the answer.
+        self.relative_cutoff = relative_cutoff
+
+    def _unit_score(self, unit: _Unit, query: Query) -> float:
+        found = unit.terms
+        if query.question_terms and not (found & query.question_terms):
+            return 0.0  # earlier turns pick the passage; the sentence must address the question
+        return sum(w * self.retriever.idf(t) for t, w in query.weights.items() if t in found)
+
+    def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
+        """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
+        if not passages:
+            return Reply(NO_INFORMATION)
+        best = passages[0].score
+        used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
+
+        candidates: list[tuple[float, _Unit]] = []
+        for index, passage in enumerate(used):
+            # A sentence is as good as its own match times its passage's relevance.
+            passage_weight = 0.5 + 0.5 * passage.score / best
+            for unit in _units(index, passage.chunk.text):
+                score = self._unit_score(unit, query) * passage_weight
+                if score > 0:
+                    candidates.append((score, unit))
+        candidates.sort(key=lambda c: (-c[0], c[1].passage, c[1].position))
+        if candidates:
+            floor = candidates[0][0] * self.relative_cutoff
+            candidates = [c for c in candidates if c[0] >= floor]
+
+        chosen: list[_Unit] = []
+        size = 0
+        for _, unit in candidates:
+            if len(chosen) == self.max_units:
+                break
+            if chosen and size + len(unit.text) > self.max_chars:
+                continue
+            chosen.append(unit)
+            size += len(unit.text)
+        if not chosen:
+            # The passage matched through its heading only: quote its opening instead.
+            chosen = _units(0, used[0].chunk.text)[:2]
+
+        chosen.sort(key=lambda u: (u.passage, u.position))
+        quoted = [used[i] for i in sorted({u.passage for u in chosen})]
+        return Reply(
+            text=_render(chosen, quoted),
+            sources=tuple(
+                Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
+                for p in quoted
+            ),
+        )
+
+
+def _render(units: Sequence[_Unit], quoted: Sequence[Passage]) -> str:
+    """Quoted units grouped by passage, then a line naming the sources."""
+    blocks: list[str] = []
+    for passage in sorted({u.passage for u in units}):
+        parts: list[str] = []
+        prose: list[str] = []
+        for unit in (u for u in units if u.passage == passage):
+            if unit.kind == "prose":
+                prose.append(unit.text)
+                continue
+            if prose:
+                parts.append(" ".join(prose))
+                prose = []
+            parts.append(f"- {unit.text}" if unit.kind == "item" else unit.text)
+        if prose:
+            parts.append(" ".join(prose))
+        blocks.append("\n".join(parts))
+    names = "; ".join(f"{p.chunk.title} ({p.chunk.source})" for p in quoted)
+    return "\n\n".join(blocks) + f"\n\nSource{'s' if len(quoted) > 1 else ''}: {names}"
+
+
+class ExtractiveGenerator:
+    """The default ``ReplyGenerator``: retrieval plus extraction, no network needed.
+
+    ``retriever`` is public so tools such as ``flask kb`` can reach the index.
+    """
+
+    def __init__(self, retriever: Retriever, *, top_k: int = 5) -> None:
+        self.retriever = retriever
+        self.top_k = top_k
+        self.answerer = ExtractiveAnswerer(retriever)
+
+    def generate(self, question: str, history: Sequence[Message]) -> Reply:
+        """Answer ``question`` by quoting the knowledge base, using ``history`` for context."""
+        query = Query.for_conversation(question, history)
+        return self.answerer.answer(query, self.retriever.search_query(query, self.top_k))

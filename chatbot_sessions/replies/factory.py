@@ -1,0 +1,48 @@
+"""Building the configured reply generator once, at application start-up."""
+
+from __future__ import annotations
+
+from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.extractive import ExtractiveGenerator
+from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
+from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
+from chatbot_sessions.replies.retriever import Retriever
+
+
+def build_generator(
+    *,
+    knowledge_dir: str | None,
+    llm_base_url: str | None,
+    llm_api_key: str | None,
+    llm_model: str,
+    llm_timeout: float,
+    llm_max_tokens: int,
+    context_messages: int,
+) -> ReplyGenerator:
+    """Load and index the knowledge base, and wrap it in the generator the settings ask for.
+
+    ``knowledge_dir`` None (or empty) means the documentation shipped in the package;
+    ``llm_base_url`` None (or empty) means extractive answers only, no network. The
+    result is thread-safe and exposes its ``retriever`` (used by ``flask kb``).
+    Raises ``ValueError`` (``KnowledgeDirError`` for a missing folder) naming the
+    setting at fault, so a bad configuration stops start-up.
+    """
+    retriever = Retriever(load_knowledge_base(knowledge_dir or shipped_corpus_dir()))
+    if not llm_base_url:
+        return ExtractiveGenerator(retriever)
+    if not llm_model:
+        raise ValueError("LLM_MODEL must name a model when LLM_BASE_URL is set")
+    if llm_timeout <= 0:
+        raise ValueError(f"LLM_TIMEOUT must be a positive number of seconds, not {llm_timeout}")
+    if llm_max_tokens <= 0:
+        raise ValueError(f"LLM_MAX_TOKENS must be a positive integer, not {llm_max_tokens}")
+    if context_messages < 0:
+        raise ValueError(f"CONTEXT_MESSAGES must be 0 or more, not {context_messages}")
+    client = ChatCompletionsClient(
+        llm_base_url,
+        model=llm_model,
+        api_key=llm_api_key or None,
+        timeout=llm_timeout,
+        max_tokens=llm_max_tokens,
+    )
+    return LLMGenerator(retriever, client, context_messages=context_messages)

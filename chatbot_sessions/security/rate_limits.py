@@ -1,0 +1,139 @@
+"""Request rate limits: per client IP on the two writing endpoints, per session on chat turns.
+
+flask-limiter was picked because it speaks Redis through the ``limits`` library (one
+``INCR``+``EXPIRE`` script per limit and request with the fixed-window strategy) and plugs
+into Flask's request cycle, so the views stay unaware of it.
+
+Counters live in the same Redis as the sessions, reusing the sessions' client:
+
+- a plain, URL or Sentinel client: its connection pool (same server, timeouts, failover);
+- a Redis Cluster client: a ``redis+cluster://`` storage of its own on the same nodes;
+- the embedded in-process store: ``memory://`` (it is single-process anyway).
+
+If the counter storage fails, requests are not refused and never turn into a 500: the limiter
+falls back to per-process in-memory counters (same limits, checked against Redis again with
+backoff) and, failing that too, logs and lets the request through; the session store then
+answers for itself (503 when Redis is really down).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import redis
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+
+from chatbot_sessions.config import Settings
+from chatbot_sessions.errors import error_response
+from chatbot_sessions.session_ids import parse_session_id
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "chatbot_sessions"
+
+
+def client_ip() -> str:
+    """The caller's address as the WSGI server (or a trusted proxy, see proxy.py) saw it."""
+    return request.remote_addr or "unknown"
+
+
+def ip_key() -> str:
+    """Counter key for per-IP limits."""
+    return f"ip:{client_ip()}"
+
+
+def session_key() -> str:
+    """Counter key for per-session limits: the canonical ``session-id``, else the IP.
+
+    Only a canonical UUID v4 becomes part of a key; a missing or malformed header (which
+    starts a new session) is counted against the caller's address instead.
+    """
+    session_id = parse_session_id(request.headers.get("session-id"))
+    return f"session:{session_id}" if session_id else f"session-ip:{client_ip()}"
+
+
+# endpoint -> [(Settings attribute holding the limit string, counter key function)]
+LIMITS: dict[str, list[tuple[str, Callable[[], str]]]] = {
+    "sessions.CreateSession": [("rate_limit_create", ip_key)],
+    "messages.SendMessage": [
+        ("rate_limit_send_ip", ip_key),
+        ("rate_limit_send_session", session_key),
+    ],
+}
+
+
+def storage_for(client: redis.Redis, settings: Settings) -> tuple[str, dict]:
+    """Return (storage URI, storage options) for counters next to the sessions' data."""
+    from redis.cluster import RedisCluster
+
+    if type(client).__module__.startswith("fakeredis"):
+        return "memory://", {}
+    if isinstance(client, RedisCluster):
+        options: dict = {
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_connect_timeout,
+        }
+        if settings.redis_url:  # limits reads host, port and credentials from the URI
+            scheme, rest = settings.redis_url.split("://", 1)
+            if scheme == "rediss":
+                options["ssl"] = True
+            return f"redis+cluster://{rest}", options
+        if settings.redis_password:
+            options["password"] = settings.redis_password
+        host = settings.redis_host or "localhost"
+        return f"redis+cluster://{host}:{settings.redis_port}", options
+    return "redis://", {"connection_pool": client.connection_pool}
+
+
+def _retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:
+    """Whole seconds until the breached window resets (its full length if unknown)."""
+    try:
+        breached = limiter.current_limit
+        if breached is not None:
+            reset_at, _remaining = breached.window
+            return max(1, math.ceil(reset_at - time.time()))
+    except Exception:  # the storage may have failed between the hit and this lookup
+        log.warning("could not read the rate limit window; sending its full length")
+    return max(1, int(exc.limit.limit.get_expiry()))
+
+
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    limiter: Limiter = current_app.extensions["rate_limiter"]
+    seconds = _retry_after_seconds(limiter, exc)
+    return error_response(
+        429,
+        "rate_limited",
+        f"Too many requests; retry in {seconds} s.",
+        {"limit": str(exc.limit.limit), "retry_after": seconds},
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def init_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
+    """Attach the limiter and wrap the limited views; nothing at all when disabled."""
+    if not settings.rate_limit_enabled:
+        return None
+    uri, options = storage_for(app.extensions["redis"], settings)
+    limiter = Limiter(
+        key_func=ip_key,
+        storage_uri=uri,
+        storage_options=options,
+        strategy="fixed-window",
+        key_prefix=KEY_PREFIX,
+        headers_enabled=False,  # X-RateLimit-* would cost two more Redis calls per request
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+    )
+    limiter.init_app(app)
+    for endpoint, limits in LIMITS.items():
+        view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
+        for setting, key_func in limits:
+            view = limiter.limit(getattr(settings, setting), key_func=key_func)(view)
+        app.view_functions[endpoint] = view
+    app.extensions["rate_limiter"] = limiter
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    return limiter

@@ -1,0 +1,150 @@
+"""The whole API on a real three-master Redis Cluster, built from redis-server processes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from redis.cluster import RedisCluster
+
+from chatbot_sessions import create_app
+from chatbot_sessions.store import _APPEND, _CREATE, _READ, _TOUCH, session_keys
+from tests.conftest import require
+from tests.support.processes import RedisClusterServers, RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.cluster]
+
+SESSIONS = 30  # P(one of 3 masters gets none of 30 random sessions) = 3*(2/3)**30 ~ 1.6e-5
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    require(RedisServer.binary is not None, "redis-server is not installed")
+    require(RedisClusterServers.cli is not None, "redis-cli is not installed")
+    servers = RedisClusterServers(tmp_path / "cluster", masters=3).start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def cluster_app(cluster, generator):
+    return create_app(
+        {"REDIS_CLUSTER": "1", "REDIS_URL": cluster.seed_url, "RATE_LIMIT_ENABLED": "0"},
+        reply_generator=generator,
+    )
+
+
+def owner_port(client: RedisCluster, key: str) -> int:
+    return client.get_node_from_key(key).port
+
+
+def sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_app):
+    client = cluster_app.extensions["redis"]
+    assert isinstance(client, RedisCluster)
+    http = cluster_app.test_client()
+
+    created = []
+    for n in range(SESSIONS):
+        sid = http.post("/api/session/create").get_json()["sessionId"]
+        reply = http.post(
+            "/api/send-message", json={"question": f"q{n}"}, headers={"session-id": sid}
+        )
+        assert reply.status_code == 200 and reply.headers["session-id"] == sid
+        created.append(sid)
+    # a session started by send-message (no header) lands in the cluster the same way
+    fresh = http.post("/api/send-message", json={"question": "new"}).get_json()["sessionId"]
+    assert fresh not in created
+
+    owners = set()
+    for n, sid in enumerate(created):
+        meta, messages = session_keys(sid)
+        assert client.keyslot(meta) == client.keyslot(messages)  # the {id} hash tag
+        node = client.get_node_from_key(meta)
+        assert client.exists(meta, messages) == 2
+        assert node.redis_connection.exists(meta, messages) == 2  # both on the owning master
+        owners.add(node.port)
+        history = http.get(f"/api/session/{sid}/history").get_json()["messages"]
+        assert [m["content"] for m in history] == [f"q{n}", f"answer to: q{n}"]
+        assert http.get(f"/api/session/{sid}/validate").get_json()["valid"] is True
+    assert owners == {node.port for node in cluster.nodes}, "sessions should spread over masters"
+
+    for sid in created[::2]:
+        assert http.delete(f"/api/session/{sid}").status_code == 200
+        assert client.exists(*session_keys(sid)) == 0
+        assert http.get(f"/api/session/{sid}/validate").get_json()["valid"] is False
+        assert http.get(f"/api/session/{sid}/history").status_code == 404
+        assert http.delete(f"/api/session/{sid}").status_code == 404
+
+    # SCAN on the cluster client visits every master (what admin counts rely on)
+    scanned = set(client.scan_iter(match="chat_session:*", count=100))
+    expected = {key for sid in [*created[1::2], fresh] for key in session_keys(sid)}
+    assert scanned == expected
+
+
+def test_scripts_load_on_every_master_and_survive_a_script_flush(cluster, cluster_app):
+    http = cluster_app.test_client()
+    sids = [http.post("/api/session/create").get_json()["sessionId"] for _ in range(SESSIONS)]
+    for sid in sids:
+        http.post("/api/send-message", json={"question": "hi"}, headers={"session-id": sid})
+    used = [sha(_CREATE), sha(_READ), sha(_APPEND)]
+    for node in cluster.nodes:
+        # EVALSHA missed (NOSCRIPT) on first use; redis-py's Script loaded it on all masters
+        assert node.client().script_exists(*used) == [True, True, True]
+
+    for node in cluster.nodes:  # as after a restart without persistence of the script cache
+        node.client().script_flush()
+        assert node.client().script_exists(sha(_TOUCH)) == [False]
+    for sid in sids:
+        assert http.get(f"/api/session/{sid}/validate").get_json()["valid"] is True
+        response = http.post(
+            "/api/send-message", json={"question": "again"}, headers={"session-id": sid}
+        )
+        assert response.status_code == 200
+        assert len(http.get(f"/api/session/{sid}/history").get_json()["messages"]) == 4
+
+
+def test_cluster_seeded_from_redis_host_and_port(cluster, generator):
+    seed = cluster.nodes[-1]
+    app = create_app(
+        {
+            "REDIS_CLUSTER": "true",
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(seed.port),
+            "RATE_LIMIT_ENABLED": "0",
+        },
+        reply_generator=generator,
+    )
+    client = app.extensions["redis"]
+    assert isinstance(client, RedisCluster)
+    assert {n.port for n in client.get_primaries()} == {n.port for n in cluster.nodes}
+    http = app.test_client()
+    sid = http.post("/api/send-message", json={"question": "hello"}).get_json()["sessionId"]
+    assert len(http.get(f"/api/session/{sid}/history").get_json()["messages"]) == 2
+
+
+def test_a_dead_cluster_is_a_503_envelope_not_a_500(cluster, generator):
+    app = create_app(
+        {
+            "REDIS_CLUSTER": "1",
+            "REDIS_URL": cluster.seed_url,
+            "REDIS_CONNECT_TIMEOUT": "0.3",
+            "RATE_LIMIT_ENABLED": "0",
+        },
+        reply_generator=generator,
+    )
+    http = app.test_client()
+    sid = http.post("/api/session/create").get_json()["sessionId"]
+    cluster.stop()
+    for response in (
+        http.post("/api/session/create"),
+        http.post("/api/send-message", json={"question": "x"}, headers={"session-id": sid}),
+        http.get(f"/api/session/{sid}/history"),
+        http.delete(f"/api/session/{sid}"),
+    ):
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "store_unavailable"
+        assert response.headers["Retry-After"] == "1"

@@ -1,0 +1,52 @@
+"""Term extraction: what makes a question and a passage match at all."""
+
+from __future__ import annotations
+
+import threading
+
+from chatbot_sessions.replies.tokens import terms, words
+
+
+def test_stop_words_dropped_but_topic_words_like_down_kept() -> None:
+    assert words("What is the Redis down runbook?") == ["redis", "down", "runbook"]
+
+
+def test_identifiers_match_whole_and_by_parts() -> None:
+    found = words("Set SESSION_TTL and use send-message")
+    assert found == [
+        "set",
+        "session_ttl",
+        "session",
+        "ttl",
+        "use",
+        "send-message",
+        "send",
+        "message",
+    ]
+    assert set(terms("session ttl")) <= set(terms("SESSION_TTL"))
+
+
+def test_stemming_makes_inflections_meet() -> None:
+    assert terms("expires expired expiring") == [terms("expire")[0]] * 3
+    assert terms("") == [] and terms("the of and") == []
+
+
+def test_terms_is_consistent_across_threads() -> None:
+    text = "Sessions expire after the configured lifetime; trimming keeps histories bounded."
+    expected = terms(text)
+    results: list[list[str]] = []
+
+    def work() -> None:
+        for _ in range(200):
+            results.append(terms(text))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 1200 and all(r == expected for r in results)
+
+
+def test_single_letters_from_contractions_are_dropped() -> None:
+    assert words("What's up? Don't 2 x") == ["up", "don", "2"]

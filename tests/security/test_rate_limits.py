@@ -1,0 +1,158 @@
+"""Rate limits: per IP on create and send, per session on send; 429 envelope; fail-open."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from chatbot_sessions import create_app
+from chatbot_sessions.config import ConfigError, load_settings
+from chatbot_sessions.redis_client import connect
+from tests.support.processes import free_port
+
+
+def limited_app(make_app, client=None, **limits):
+    return make_app({"RATE_LIMIT_ENABLED": "1", **limits}, client=client)
+
+
+def from_ip(address: str) -> dict:
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def send(client, sid=None, ip="10.0.0.1"):
+    headers = {"session-id": sid} if sid else {}
+    return client.post("/api/send-message", json={"question": "q"}, headers=headers, **from_ip(ip))
+
+
+def assert_rate_limited(response, window_seconds: int):
+    body = response.get_json()
+    assert response.status_code == 429
+    assert body["success"] is False and body["error"] == "rate_limited"
+    assert body["message"] and isinstance(body["details"], dict)
+    assert 1 <= int(response.headers["Retry-After"]) <= window_seconds
+
+
+def test_create_is_limited_per_client_ip(make_app):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="3/minute").test_client()
+    statuses = [client.post("/api/session/create", **from_ip("10.0.0.1")).status_code
+                for _ in range(3)]  # fmt: skip
+    assert statuses == [201, 201, 201]
+    assert_rate_limited(client.post("/api/session/create", **from_ip("10.0.0.1")), 60)
+    assert client.post("/api/session/create", **from_ip("10.0.0.2")).status_code == 201
+
+
+def test_send_is_limited_per_session_and_per_ip(make_app):
+    client = limited_app(
+        make_app, RATE_LIMIT_SEND_SESSION="2/minute", RATE_LIMIT_SEND_IP="5/minute"
+    ).test_client()
+    sid = send(client, ip="10.0.0.1").get_json()["sessionId"]  # counted against the IP
+    assert send(client, sid, ip="10.0.0.1").status_code == 200
+    assert send(client, sid, ip="10.0.0.2").status_code == 200
+    # The session's budget is spent whichever address asks next.
+    assert_rate_limited(send(client, sid, ip="10.0.0.3"), 60)
+    other = str(uuid.uuid4())  # unknown ids start new sessions, each with its own budget
+    assert send(client, other, ip="10.0.0.1").status_code == 200
+    assert send(client, str(uuid.uuid4()), ip="10.0.0.1").status_code == 200
+    # 10.0.0.1 has now made 4 counted sends (the breach on 10.0.0.3 did not count for it)...
+    assert send(client, str(uuid.uuid4()), ip="10.0.0.1").status_code == 200
+    assert_rate_limited(send(client, str(uuid.uuid4()), ip="10.0.0.1"), 60)  # ...and 6th is out
+
+
+@pytest.mark.parametrize("header", [None, "garbage", "*", "chat_session:{x}"])
+def test_missing_or_malformed_session_ids_count_against_the_ip(make_app, header):
+    client = limited_app(
+        make_app, RATE_LIMIT_SEND_SESSION="2/minute", RATE_LIMIT_SEND_IP="100/minute"
+    ).test_client()
+    answers = [
+        client.post(
+            "/api/send-message",
+            json={"question": "q"},
+            headers={"session-id": f"{header}{n}"} if header else {},
+            **from_ip("10.9.9.9"),
+        )
+        for n in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+
+
+def test_disabled_limits_install_nothing(make_app):
+    app = make_app({"RATE_LIMIT_CREATE": "1/minute"})  # the fixture's default: disabled
+    client = app.test_client()
+    assert {client.post("/api/session/create").status_code for _ in range(5)} == {201}
+    assert "rate_limiter" not in app.extensions and "limiter" not in app.extensions
+
+
+@pytest.mark.parametrize("value", ["lots", "5 per fortnight", "-1/second"])
+def test_bad_limit_strings_stop_start_up_naming_the_variable(value):
+    with pytest.raises(ConfigError, match="RATE_LIMIT_SEND_SESSION"):
+        load_settings({"RATE_LIMIT_SEND_SESSION": value})
+
+
+def test_embedded_store_counts_in_memory(make_app):
+    limiter = limited_app(make_app).extensions["rate_limiter"]
+    assert type(limiter.storage).__name__ == "MemoryStorage"
+
+
+@pytest.mark.redis
+def test_counters_live_in_the_sessions_redis_and_are_shared(redis_server, real_redis, generator):
+    """Two apps (two workers) on one Redis share one budget, through the sessions' pool."""
+    config = {"REDIS_URL": redis_server, "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "4/hour"}
+    apps = [create_app(config, reply_generator=generator) for _ in range(2)]
+    limiter = apps[0].extensions["rate_limiter"]
+    assert limiter.storage.storage.connection_pool is apps[0].extensions["redis"].connection_pool
+    ip = f"10.{uuid.uuid4().int % 250}.1.1"  # distinct per run, should REDIS_URL be external
+    clients = [app.test_client() for app in apps]
+    statuses = [clients[n % 2].post("/api/session/create", **from_ip(ip)).status_code
+                for n in range(6)]  # fmt: skip
+    assert statuses == [201, 201, 201, 201, 429, 429]
+    keys = real_redis.keys("LIMITS:*")
+    assert any(ip in key for key in keys)
+    assert not any("chat_session" in key for key in keys)
+
+
+def test_limiter_storage_failure_is_never_a_500(generator):
+    """Redis down: the limiter falls back to memory, the store answers 503 as usual."""
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(
+        {"REDIS_URL": nobody, "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "2/minute"},
+        redis_client=connect(load_settings({"REDIS_URL": nobody})),
+        reply_generator=generator,
+    )
+    client = app.test_client()
+    statuses = [client.post("/api/session/create").status_code for _ in range(3)]
+    # The fallback keeps counting in memory, so the limit still holds during the outage.
+    assert statuses == [503, 503, 429]
+    assert send(client).status_code == 503
+
+
+@pytest.mark.redis
+@pytest.mark.gunicorn
+def test_limits_hold_across_gunicorn_workers(gunicorn_server, real_redis):
+    server = gunicorn_server(
+        WEB_CONCURRENCY="2", GUNICORN_THREADS="4", RATE_LIMIT_ENABLED="1",
+        RATE_LIMIT_CREATE="5/minute", TRUSTED_PROXIES="1",
+    )  # fmt: skip
+    client_ip = f"192.0.2.{uuid.uuid4().int % 250 + 1}"  # via nginx-style X-Forwarded-For
+
+    def create(_):
+        return requests.post(
+            f"{server.base_url}/api/session/create",
+            headers={"X-Forwarded-For": client_ip},
+            timeout=10,
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(create, range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 5 + [429] * 7
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.json()["error"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    other = requests.post(
+        f"{server.base_url}/api/session/create", headers={"X-Forwarded-For": "198.51.100.7"},
+        timeout=10,
+    )  # fmt: skip
+    assert other.status_code == 201
