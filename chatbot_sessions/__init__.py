@@ -45,13 +45,23 @@ def create_app(
 
     client = redis_client if redis_client is not None else connect(settings)
     store = SessionStore(
-        client, ttl=settings.session_ttl, max_messages=settings.max_messages_per_session
+        client,
+        ttl=settings.session_ttl,
+        max_messages=settings.max_messages_per_session,
+        idempotency_ttl=settings.idempotency_ttl,
     )
     generator = reply_generator if reply_generator is not None else _default_generator(settings)
     app.extensions["redis"] = client
     app.extensions["session_store"] = store
     app.extensions["reply_generator"] = generator
-    app.extensions["chat_service"] = ChatService(store, generator, settings.context_messages)
+    app.extensions["chat_service"] = ChatService(
+        store,
+        generator,
+        settings.context_messages,
+        # A keyed request holds its key while it may still be generating (LLM_TIMEOUT).
+        idempotency_lease=settings.llm_timeout + 2,
+        idempotency_wait=settings.idempotency_wait,
+    )
 
     init_api(app)
     init_widget(app, settings)

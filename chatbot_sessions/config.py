@@ -104,6 +104,7 @@ class Settings:
     rate_limit_send_session: str = "30/minute"
     trusted_proxies: int = 0
     idempotency_ttl: int = 600
+    idempotency_wait: float = 2.0
     host: str = "0.0.0.0"
     port: int = 8000
     web_concurrency: int = 2
@@ -169,6 +170,7 @@ class _SettingsSchema(Schema):
     rate_limit_send_session = fields.String(data_key="RATE_LIMIT_SEND_SESSION")
     trusted_proxies = fields.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(0, 10))
     idempotency_ttl = _positive_int(data_key="IDEMPOTENCY_TTL")
+    idempotency_wait = fields.Float(data_key="IDEMPOTENCY_WAIT", validate=validate.Range(0, 30))
     host = fields.String(data_key="HOST", validate=validate.Length(min=1))
     port = fields.Integer(data_key="PORT", validate=validate.Range(1, 65535))
     web_concurrency = fields.Integer(data_key="WEB_CONCURRENCY", validate=validate.Range(1, 64))

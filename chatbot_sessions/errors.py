@@ -13,7 +13,12 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.exceptions import (
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    SessionNotFound,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,23 @@ def _store_unavailable(exc: StoreUnavailable) -> Response:
     )
 
 
+def _idempotency_key_reused(exc: IdempotencyKeyReused) -> Response:
+    return error_response(
+        422,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used for a different request; use a new key.",
+    )
+
+
+def _idempotency_in_progress(exc: IdempotencyInProgress) -> Response:
+    return error_response(
+        409,
+        "idempotency_in_progress",
+        "A request with this Idempotency-Key is still being answered; retry shortly.",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
@@ -123,4 +145,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, http_exception_response)
     app.register_error_handler(SessionNotFound, _session_not_found)
     app.register_error_handler(StoreUnavailable, _store_unavailable)
+    app.register_error_handler(IdempotencyKeyReused, _idempotency_key_reused)
+    app.register_error_handler(IdempotencyInProgress, _idempotency_in_progress)
     app.register_error_handler(Exception, _unexpected)

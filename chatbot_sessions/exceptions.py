@@ -15,3 +15,19 @@ class SessionNotFound(ChatSessionError):
 
 class StoreUnavailable(ChatSessionError):
     """Redis could not be reached or answered with an error; the request may be retried."""
+
+
+class AlreadyRecorded(ChatSessionError):
+    """An idempotent append found its exchange already stored; nothing was stored again."""
+
+
+class IdempotencyKeyReused(ChatSessionError):
+    """The Idempotency-Key was already used for a different request."""
+
+
+class IdempotencyInProgress(ChatSessionError):
+    """A request with the same Idempotency-Key is still being answered."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"same Idempotency-Key in progress; retry in {retry_after}s")
+        self.retry_after = retry_after

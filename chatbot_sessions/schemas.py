@@ -73,7 +73,7 @@ class SendMessageSchema(Schema):
 
 
 class SessionHeaderSchema(Schema):
-    """The optional ``session-id`` request header of send-message."""
+    """The optional ``session-id`` and ``Idempotency-Key`` request headers of send-message."""
 
     class Meta:
         unknown = EXCLUDE
@@ -83,6 +83,18 @@ class SessionHeaderSchema(Schema):
     session_id = fields.String(
         data_key="session-id",
         metadata={"description": "a session id; unknown, expired or malformed ids get a new one"},
+    )
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=[
+            validate.Length(min=16, max=255),
+            validate.Regexp(r"^[\x21-\x7e]+$", error="must be visible ASCII characters only"),
+        ],
+        metadata={
+            "description": "a fresh random value (a UUID v4) per logical request: a retry with "
+            "the same key within IDEMPOTENCY_TTL returns the original reply and stores "
+            "nothing twice; the same key with a different question gets 422"
+        },
     )
 
 

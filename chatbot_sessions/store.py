@@ -4,6 +4,12 @@ Layout (one Redis Cluster hash tag per session, so multi-key scripts never hit C
 
     chat_session:{<id>}           hash  createdAt, lastActivity (epoch ms), seq (ever appended)
     chat_session:{<id>}:messages  list  one compact entry per message, oldest first
+    chat_session:{<id>}:idem:<h>  hash  Idempotency-Key record of a send into that session
+    chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
+
+``<h>`` is the SHA-256 of the client's Idempotency-Key, so no client string reaches a key
+name. A record is ``state`` (pending/done), ``fp`` (fingerprint of the request), ``sid``,
+``lease``/``owner`` while pending and ``result`` once done; it lives IDEMPOTENCY_TTL.
 
 Each public method is exactly one round trip: a server-side Lua script that does the
 access, refreshes the TTL of both keys and updates ``lastActivity`` atomically. The append
@@ -14,6 +20,7 @@ This module knows Redis and nothing of HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,13 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis
 from redis.exceptions import RedisClusterException, RedisError
 
 from chatbot_sessions import signals
-from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Message, Source
 from chatbot_sessions.session_ids import parse_session_id
 
@@ -76,10 +83,15 @@ end
 return result
 """
 
-# KEYS: meta, messages. ARGV: ttl, now_ms, max_messages, create ('1' = new session), msgs...
-# Returns the new seq, -1 if the session is gone (never resurrected), -2 if create hit an id
-# that already exists.
+# KEYS: meta, messages[, idempotency record]. ARGV: ttl, now_ms, max_messages, create
+# ('1' = new session), record_ttl, fingerprint, session id, result, msgs... (the record
+# arguments are ignored without the third key). Returns the new seq, -1 if the session is
+# gone (never resurrected), -2 if create hit an id that already exists, -3 if the record is
+# already done: the exchange was stored before and must not be stored again. Marking the
+# record done in the same script means no crash can store without recording or vice versa.
 _APPEND = """
+local record = KEYS[3]
+if record and redis.call('HGET', record, 'state') == 'done' then return -3 end
 local exists = redis.call('EXISTS', KEYS[1])
 if ARGV[4] == '1' then
   if exists == 1 then return -2 end
@@ -87,13 +99,56 @@ if ARGV[4] == '1' then
 elseif exists == 0 then
   return -1
 end
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 5))
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 9))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 4)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 8)
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+if record then
+  redis.call('HSET', record, 'state', 'done', 'fp', ARGV[6], 'sid', ARGV[7], 'result', ARGV[8])
+  redis.call('HDEL', record, 'lease', 'owner')
+  redis.call('EXPIRE', record, ARGV[5])
+end
 return seq
+"""
+
+# KEYS: record. ARGV: ttl, now_ms, fingerprint, lease_until_ms, owner, proposed session id.
+# Returns {status, sid[, result or lease_until]}: 'new' (this caller now holds the lease,
+# also when taking over a lapsed one), 'busy' (another holds it), 'done', 'mismatch'.
+_CLAIM = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[3], 'lease', ARGV[4],
+             'owner', ARGV[5], 'sid', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  return {'new', ARGV[6]}
+end
+if r[2] ~= ARGV[3] then return {'mismatch', r[4]} end
+if r[1] == 'done' then return {'done', r[4], r[5]} end
+if tonumber(r[3]) > tonumber(ARGV[2]) then return {'busy', r[4], r[3]} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[4], 'owner', ARGV[5])
+return {'new', r[4]}
+"""
+
+# KEYS: record. ARGV: owner. Ends the owner's lease early (a failed attempt) but keeps the
+# record and its session id: the attempt may still have stored, and a retry must find out.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'pending'
+   and redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease', 0)
+  redis.call('HDEL', KEYS[1], 'owner')
+end
+return 1
+"""
+
+# KEYS: record. ARGV: ttl, fingerprint, session id, result. Copies a stored exchange's
+# result onto a session-less record, so its retries find the reply without a second lookup.
+_FINISH = """
+redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[2], 'sid', ARGV[3], 'result', ARGV[4])
+redis.call('HDEL', KEYS[1], 'lease', 'owner')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 
 T = TypeVar("T")
@@ -106,6 +161,14 @@ def session_keys(session_id: str) -> tuple[str, str]:
         raise SessionNotFound(session_id)
     tag = f"{KEY_PREFIX}{{{canonical}}}"
     return tag, f"{tag}:messages"
+
+
+def idempotency_key(client_key: str, session_id: str | None) -> str:
+    """The record key of an Idempotency-Key: in the session's hash tag, or its own if none."""
+    digest = hashlib.sha256(client_key.encode("utf-8")).hexdigest()
+    if session_id is None:
+        return f"{KEY_PREFIX}idem:{{{digest}}}"
+    return f"{session_keys(session_id)[0]}:idem:{digest}"
 
 
 def now_ms() -> int:
@@ -196,17 +259,42 @@ class SessionPage:
     total_stored: int = 0
 
 
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What claiming an Idempotency-Key found; ``new`` means the caller now holds the lease."""
+
+    status: Literal["new", "busy", "done", "mismatch"]
+    session_id: str | None
+    result: str | None = None
+    lease_until_ms: int = 0
+
+
+@dataclass(frozen=True)
+class IdempotentWrite:
+    """The record an append marks done in the same script: key, request fingerprint, result."""
+
+    key: str
+    fingerprint: str
+    result: str
+
+
 class SessionStore:
     """Thread-safe repository of chat sessions over one shared redis-py client."""
 
-    def __init__(self, client: redis.Redis, *, ttl: int, max_messages: int) -> None:
+    def __init__(
+        self, client: redis.Redis, *, ttl: int, max_messages: int, idempotency_ttl: int = 600
+    ) -> None:
         self.client = client
         self.ttl = ttl
         self.max_messages = max_messages
+        self.idempotency_ttl = idempotency_ttl
         self._touch = client.register_script(_TOUCH)
         self._create = client.register_script(_CREATE)
         self._read = client.register_script(_READ)
         self._append = client.register_script(_APPEND)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._finish = client.register_script(_FINISH)
 
     @contextmanager
     def _redis_errors(self) -> Iterator[None]:
@@ -256,25 +344,76 @@ class SessionStore:
         )
 
     def append(
-        self, session_id: str, messages: Sequence[NewMessage], *, create: bool = False
+        self,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        create: bool = False,
+        record: IdempotentWrite | None = None,
     ) -> int:
         """Append ``messages`` atomically, trimming to the maximum; return the message count.
 
         Without ``create`` a vanished session raises SessionNotFound instead of coming back;
-        with it, the session must not exist yet and is created with these messages.
+        with it, the session must not exist yet and is created with these messages. With a
+        ``record``, the session's Idempotency-Key record is marked done in the same step, and
+        AlreadyRecorded is raised (nothing stored) if it was done already.
         """
+        keys = list(session_keys(session_id))
+        record_args: list[Any] = ["", "", "", ""]
+        if record is not None:
+            keys.append(idempotency_key(record.key, session_id))
+            record_args = [self.idempotency_ttl, record.fingerprint, session_id, record.result]
         encoded = [m.encode() for m in messages]
-        result = self._run(
-            self._append, session_id, now_ms(), self.max_messages, int(create), *encoded
-        )
+        args = [self.ttl, now_ms(), self.max_messages, int(create), *record_args, *encoded]
+        with self._redis_errors():
+            result = self._append(keys=keys, args=args)
         if result == -1:
             raise SessionNotFound(session_id)
         if result == -2:
             raise ValueError(f"session id {session_id} is already taken")
+        if result == -3:
+            raise AlreadyRecorded(session_id)
         if create:
             signals.session_created.send(self)
         signals.messages_stored.send(self, count=len(encoded))
         return int(result)
+
+    def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        session_id: str | None,
+        proposed_session_id: str | None = None,
+        lease_ms: int,
+        owner: str,
+    ) -> IdempotencyClaim:
+        """Find or start the record of Idempotency-Key ``key`` for ``session_id`` (None: the
+        session-less record, which reserves ``proposed_session_id`` for the new session).
+        """
+        at = now_ms()
+        args = [self.idempotency_ttl, at, fingerprint, at + lease_ms, owner]
+        sid = session_id or proposed_session_id or ""
+        with self._redis_errors():
+            status, found_sid, *extra = self._claim(
+                keys=[idempotency_key(key, session_id)], args=[*args, sid]
+            )
+        if status == "done":
+            return IdempotencyClaim("done", found_sid or None, result=extra[0])
+        if status == "busy":
+            return IdempotencyClaim("busy", found_sid or None, lease_until_ms=int(extra[0]))
+        return IdempotencyClaim(status, found_sid or None)
+
+    def release(self, key: str, *, session_id: str | None, owner: str) -> None:
+        """End ``owner``'s lease on the record now, so a retry need not wait for it to lapse."""
+        with self._redis_errors():
+            self._release(keys=[idempotency_key(key, session_id)], args=[owner])
+
+    def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
+        """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
+        args = [self.idempotency_ttl, record.fingerprint, session_id, record.result]
+        with self._redis_errors():
+            self._finish(keys=[idempotency_key(key, None)], args=args)
 
     def delete(self, session_id: str) -> None:
         """Delete every key of the session; SessionNotFound if there was nothing to delete."""

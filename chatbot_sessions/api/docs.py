@@ -25,6 +25,10 @@ _RETRY_AFTER = {
 ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any] | None]] = {
     400: ("`invalid_json`: the body is not valid JSON", None),
     404: ("`session_not_found`: unknown, expired or deleted session", None),
+    409: (
+        "`idempotency_in_progress`: a request with this Idempotency-Key is still being answered",
+        _RETRY_AFTER,
+    ),
     413: ("`payload_too_large`: the body is larger than MAX_CONTENT_LENGTH", None),
     429: ("`rate_limited`: too many requests from this client or session", _RETRY_AFTER),
     503: ("`store_unavailable`: the session store is down; retry shortly", _RETRY_AFTER),
@@ -34,6 +38,14 @@ SESSION_ID_HEADER = {
     "session-id": {
         "description": "the session this exchange was stored in (new if the request had none)",
         "schema": {"type": "string", "format": "uuid"},
+    }
+}
+
+REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored reply to an earlier request with the "
+        "same Idempotency-Key (nothing was stored again)",
+        "schema": {"type": "string", "enum": ["true"]},
     }
 }
 

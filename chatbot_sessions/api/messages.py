@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from chatbot_sessions.api.docs import SESSION_ID_HEADER, errors
+from chatbot_sessions.api.docs import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.extensions import get_chat
 from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
 
@@ -16,11 +16,11 @@ blp = Blueprint("messages", __name__, url_prefix="/api", description="Chat turns
 class SendMessage(MethodView):
     @blp.arguments(SessionHeaderSchema(), location="headers", as_kwargs=True)
     @blp.arguments(SendMessageSchema())
-    @blp.response(200, ReplySchema, headers=SESSION_ID_HEADER)
-    @errors(blp, 400, 413, 429, 503)
-    def post(self, body: dict, session_id: str | None = None):
+    @blp.response(200, ReplySchema, headers={**SESSION_ID_HEADER, **REPLAYED_HEADER})
+    @errors(blp, 400, 409, 413, 429, 503)
+    def post(self, body: dict, session_id: str | None = None, idempotency_key: str | None = None):
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
-        exchange = get_chat().send(session_id, body["question"])
+        exchange = get_chat().send(session_id, body["question"], idempotency_key)
         reply = exchange.reply
         result = {
             "reply": reply.text,
@@ -29,4 +29,7 @@ class SendMessage(MethodView):
             "sources": list(reply.sources),
             "degraded": reply.degraded,
         }
-        return result, 200, {"session-id": exchange.session_id}
+        headers = {"session-id": exchange.session_id}
+        if exchange.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return result, 200, headers

@@ -15,7 +15,7 @@ OPERATIONS = {
     ("get", "/api/session/{session_id}/history"): {"200", "404", "422", "503"},
     ("get", "/api/session/{session_id}/validate"): {"200", "503"},
     ("delete", "/api/session/{session_id}"): {"200", "404", "503"},
-    ("post", "/api/send-message"): {"200", "400", "413", "422", "429", "503"},
+    ("post", "/api/send-message"): {"200", "400", "409", "413", "422", "429", "503"},
     ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
 }
 
@@ -64,6 +64,11 @@ def test_headers_and_limits_are_documented(document, make_app):
     header = next(p for p in send["parameters"] if p["name"] == "session-id")
     assert header["in"] == "header" and "nullable" not in header["schema"]
     assert "session-id" in send["responses"]["200"]["headers"]
+    key = next(p for p in send["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header" and "nullable" not in key["schema"]
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (16, 255)
+    assert "Idempotent-Replayed" in send["responses"]["200"]["headers"]
+    assert "Retry-After" in send["responses"]["409"]["headers"]
     assert "Retry-After" in send["responses"]["429"]["headers"]
     assert "Retry-After" in send["responses"]["503"]["headers"]
     question = document["components"]["schemas"]["SendMessage"]["properties"]["question"]

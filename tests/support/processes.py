@@ -43,6 +43,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
     raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_error})")
 
 
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may contain spaces
+
+
 class RedisServer:
     """A throwaway ``redis-server`` on 127.0.0.1, optionally with extra config lines."""
 
@@ -300,6 +312,11 @@ class GunicornServer:
 
         wait_until(answers, timeout, what="gunicorn answering")
         return self
+
+    def worker_pids(self) -> set[int]:
+        """Pids of the master's current worker processes, read from ``/proc``."""
+        assert self.process is not None
+        return {pid for pid in _pids() if _parent_pid(pid) == self.process.pid}
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
