@@ -78,6 +78,8 @@ def configure_logging(level: str) -> None:
     handler.addFilter(_RequestIdFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    # bm25s sets its own logger to DEBUG and narrates every index build.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def send_logs_to_stderr() -> None:
