@@ -130,6 +130,9 @@ class ChatService:
         fingerprint = hashlib.sha256(question.encode("utf-8")).hexdigest()
         attempt = _Attempt(idempotency_key, fingerprint, uuid.uuid4().hex)
         claim = self._claim(attempt, session_id)
+        if claim.status == "gone":  # deleted since the read above: as if the id were unknown
+            session_id = history = None
+            claim = self._claim(attempt, None)
         if claim.status == "done":
             return self._replay(claim)
         try:

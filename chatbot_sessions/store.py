@@ -5,16 +5,25 @@ Layout (one Redis Cluster hash tag per session, so multi-key scripts never hit C
     chat_session:{<id>}           hash  createdAt, lastActivity (epoch ms), seq (ever appended)
     chat_session:{<id>}:messages  list  one compact entry per message, oldest first
     chat_session:{<id>}:idem:<h>  hash  Idempotency-Key record of a send into that session
+    chat_session:{<id>}:idem      set   registry: the names of the session's records
     chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
 
 ``<h>`` is the SHA-256 of the client's Idempotency-Key, so no client string reaches a key
 name. A record is ``state`` (pending/done), ``fp`` (fingerprint of the request), ``sid``,
-``lease``/``owner`` while pending and ``result`` once done; it lives IDEMPOTENCY_TTL.
+``lease``/``owner`` while pending and ``result`` once done; it lives IDEMPOTENCY_TTL from
+its creation (a per-session record: from its append).
+
+The registry lets DELETE remove a session's records without SCAN: the scripts that create a
+record add its name to the registry in the same step, including the session-less record of
+the send that created the session, and give the registry max(SESSION_TTL,
+IDEMPOTENCY_TTL), so it outlives every record it names and no key lives without a TTL.
 
 Each public method is exactly one round trip: a server-side Lua script that does the
 access, refreshes the TTL of both keys and updates ``lastActivity`` atomically. The append
 script refuses to recreate a session that expired or was deleted, and trims to the
 maximum in the same step, so concurrent writers can neither lose nor reorder messages.
+(One exception: on Redis Cluster, deleting a session whose first send was keyed takes a
+second command for the session-less record, which lives under another hash tag.)
 This module knows Redis and nothing of HTTP.
 """
 
@@ -31,6 +40,7 @@ from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from chatbot_sessions import signals
@@ -39,6 +49,8 @@ from chatbot_sessions.replies.base import Message, Source
 from chatbot_sessions.session_ids import parse_session_id
 
 KEY_PREFIX = "chat_session:"
+#: Names of the session-less Idempotency-Key records start with this (then ``{<h>}``).
+SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
@@ -83,12 +95,14 @@ end
 return result
 """
 
-# KEYS: meta, messages[, idempotency record]. ARGV: ttl, now_ms, max_messages, create
-# ('1' = new session), record_ttl, fingerprint, session id, result, msgs... (the record
-# arguments are ignored without the third key). Returns the new seq, -1 if the session is
-# gone (never resurrected), -2 if create hit an id that already exists, -3 if the record is
-# already done: the exchange was stored before and must not be stored again. Marking the
-# record done in the same script means no crash can store without recording or vice versa.
+# KEYS: meta, messages[, idempotency record, registry]. ARGV: ttl, now_ms, max_messages,
+# create ('1' = new session), record_ttl, fingerprint, session id, result, registry_ttl,
+# origin (name of the session-less record that reserved a new session, or ''), msgs...
+# (the record arguments are ignored without the third key). Returns the new seq, -1 if
+# the session is gone (never resurrected), -2 if create hit an id that already exists, -3
+# if the record is already done: the exchange was stored before and must not be stored
+# again. Marking the record done in the same script means no crash can store without
+# recording or vice versa; registering it (and the origin) here means DELETE finds both.
 _APPEND = """
 local record = KEYS[3]
 if record and redis.call('HGET', record, 'state') == 'done' then return -3 end
@@ -99,9 +113,9 @@ if ARGV[4] == '1' then
 elseif exists == 0 then
   return -1
 end
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 9))
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 11))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 8)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 10)
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -109,19 +123,29 @@ if record then
   redis.call('HSET', record, 'state', 'done', 'fp', ARGV[6], 'sid', ARGV[7], 'result', ARGV[8])
   redis.call('HDEL', record, 'lease', 'owner')
   redis.call('EXPIRE', record, ARGV[5])
+  redis.call('SADD', KEYS[4], record)
+  if ARGV[10] ~= '' then redis.call('SADD', KEYS[4], ARGV[10]) end
+  redis.call('EXPIRE', KEYS[4], ARGV[9])
 end
 return seq
 """
 
-# KEYS: record. ARGV: ttl, now_ms, fingerprint, lease_until_ms, owner, proposed session id.
+# KEYS: record[, registry, meta] (the last two for a record in a session). ARGV: ttl,
+# now_ms, fingerprint, lease_until_ms, owner, proposed session id, registry_ttl.
 # Returns {status, sid[, result or lease_until]}: 'new' (this caller now holds the lease,
-# also when taking over a lapsed one), 'busy' (another holds it), 'done', 'mismatch'.
+# also when taking over a lapsed one), 'busy' (another holds it), 'done', 'mismatch', or
+# 'gone' when the session no longer exists (nothing written: no record of a deleted session).
 _CLAIM = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {'gone', ''} end
 local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[3], 'lease', ARGV[4],
              'owner', ARGV[5], 'sid', ARGV[6])
   redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if KEYS[2] then
+    redis.call('SADD', KEYS[2], KEYS[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[7])
+  end
   return {'new', ARGV[6]}
 end
 if r[2] ~= ARGV[3] then return {'mismatch', r[4]} end
@@ -142,13 +166,40 @@ end
 return 1
 """
 
-# KEYS: record. ARGV: ttl, fingerprint, session id, result. Copies a stored exchange's
-# result onto a session-less record, so its retries find the reply without a second lookup.
+# KEYS: record. ARGV: fingerprint, session id, result. Copies a stored exchange's result
+# onto a session-less record, so its retries find the reply without a second lookup. Only
+# onto a record that still exists: if the new session was deleted meanwhile, its DELETE
+# removed the record (the append registered it), and it must not come back. The record
+# keeps the TTL of its claim, so it never outlives the registry that names it.
 _FINISH = """
-redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[2], 'sid', ARGV[3], 'result', ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[1], 'sid', ARGV[2], 'result', ARGV[3])
 redis.call('HDEL', KEYS[1], 'lease', 'owner')
-redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
+"""
+
+# KEYS: meta, messages, registry. ARGV: '1' if the script may delete keys of other hash
+# tags (a single server; never on a cluster), the session-less record prefix. Deletes the
+# session, each record its registry names and the registry, atomically. Records of this
+# session share its slot; a session-less record does not, so on a cluster its name is
+# returned for the caller to delete. Returns {keys deleted (registry not counted), names...}.
+_DELETE = """
+local removed = redis.call('DEL', KEYS[1], KEYS[2])
+local own = KEYS[1] .. ':idem:'
+local other = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if string.sub(name, 1, #own) == own then
+    removed = removed + redis.call('DEL', name)
+  elseif string.sub(name, 1, #ARGV[2]) == ARGV[2] then
+    if ARGV[1] == '1' then
+      removed = removed + redis.call('DEL', name)
+    else
+      other[#other + 1] = name
+    end
+  end
+end
+redis.call('DEL', KEYS[3])
+return {removed, unpack(other)}
 """
 
 T = TypeVar("T")
@@ -163,12 +214,17 @@ def session_keys(session_id: str) -> tuple[str, str]:
     return tag, f"{tag}:messages"
 
 
+def registry_key(session_id: str) -> str:
+    """The set naming every Idempotency-Key record that DELETE must remove with the session."""
+    return f"{session_keys(session_id)[0]}:idem"
+
+
 def idempotency_key(client_key: str, session_id: str | None) -> str:
     """The record key of an Idempotency-Key: in the session's hash tag, or its own if none."""
     digest = hashlib.sha256(client_key.encode("utf-8")).hexdigest()
     if session_id is None:
-        return f"{KEY_PREFIX}idem:{{{digest}}}"
-    return f"{session_keys(session_id)[0]}:idem:{digest}"
+        return f"{SESSIONLESS_RECORD_PREFIX}{digest}}}"
+    return f"{registry_key(session_id)}:{digest}"
 
 
 def now_ms() -> int:
@@ -263,7 +319,7 @@ class SessionPage:
 class IdempotencyClaim:
     """What claiming an Idempotency-Key found; ``new`` means the caller now holds the lease."""
 
-    status: Literal["new", "busy", "done", "mismatch"]
+    status: Literal["new", "busy", "done", "mismatch", "gone"]
     session_id: str | None
     result: str | None = None
     lease_until_ms: int = 0
@@ -288,6 +344,10 @@ class SessionStore:
         self.ttl = ttl
         self.max_messages = max_messages
         self.idempotency_ttl = idempotency_ttl
+        # The registry must outlive every record it names, and lives at least as the session.
+        self.registry_ttl = max(ttl, idempotency_ttl)
+        # A script may touch another hash tag's key on a single server, never on a cluster.
+        self._one_node = not isinstance(client, RedisCluster)
         self._touch = client.register_script(_TOUCH)
         self._create = client.register_script(_CREATE)
         self._read = client.register_script(_READ)
@@ -295,6 +355,7 @@ class SessionStore:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._finish = client.register_script(_FINISH)
+        self._delete = client.register_script(_DELETE)
 
     @contextmanager
     def _redis_errors(self) -> Iterator[None]:
@@ -356,13 +417,19 @@ class SessionStore:
         Without ``create`` a vanished session raises SessionNotFound instead of coming back;
         with it, the session must not exist yet and is created with these messages. With a
         ``record``, the session's Idempotency-Key record is marked done in the same step, and
-        AlreadyRecorded is raised (nothing stored) if it was done already.
+        AlreadyRecorded is raised (nothing stored) if it was done already. The record joins
+        the session's registry, and so, with ``create``, does the key's session-less record
+        (the one that reserved this id), so that deleting the session deletes both.
         """
         keys = list(session_keys(session_id))
-        record_args: list[Any] = ["", "", "", ""]
+        record_args: list[Any] = ["", "", "", "", "", ""]
         if record is not None:
-            keys.append(idempotency_key(record.key, session_id))
-            record_args = [self.idempotency_ttl, record.fingerprint, session_id, record.result]
+            keys += [idempotency_key(record.key, session_id), registry_key(session_id)]
+            origin = idempotency_key(record.key, None) if create else ""
+            record_args = [
+                self.idempotency_ttl, record.fingerprint, session_id, record.result,
+                self.registry_ttl, origin,
+            ]  # fmt: skip
         encoded = [m.encode() for m in messages]
         args = [self.ttl, now_ms(), self.max_messages, int(create), *record_args, *encoded]
         with self._redis_errors():
@@ -390,14 +457,16 @@ class SessionStore:
     ) -> IdempotencyClaim:
         """Find or start the record of Idempotency-Key ``key`` for ``session_id`` (None: the
         session-less record, which reserves ``proposed_session_id`` for the new session).
+        In a session that no longer exists the status is ``gone`` and nothing is written.
         """
         at = now_ms()
-        args = [self.idempotency_ttl, at, fingerprint, at + lease_ms, owner]
         sid = session_id or proposed_session_id or ""
+        args = [self.idempotency_ttl, at, fingerprint, at + lease_ms, owner, sid, self.registry_ttl]
+        keys = [idempotency_key(key, session_id)]
+        if session_id is not None:
+            keys += [registry_key(session_id), session_keys(session_id)[0]]
         with self._redis_errors():
-            status, found_sid, *extra = self._claim(
-                keys=[idempotency_key(key, session_id)], args=[*args, sid]
-            )
+            status, found_sid, *extra = self._claim(keys=keys, args=args)
         if status == "done":
             return IdempotencyClaim("done", found_sid or None, result=extra[0])
         if status == "busy":
@@ -411,15 +480,24 @@ class SessionStore:
 
     def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
         """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
-        args = [self.idempotency_ttl, record.fingerprint, session_id, record.result]
+        args = [record.fingerprint, session_id, record.result]
         with self._redis_errors():
             self._finish(keys=[idempotency_key(key, None)], args=args)
 
     def delete(self, session_id: str) -> None:
-        """Delete every key of the session; SessionNotFound if there was nothing to delete."""
-        keys = session_keys(session_id)
+        """Delete every key of the session, its Idempotency-Key records included, in one
+        script; SessionNotFound if there was nothing to delete.
+
+        On Redis Cluster the session-less record that started the session (another hash
+        tag) is deleted by a second command right after the script.
+        """
+        keys = [*session_keys(session_id), registry_key(session_id)]
         with self._redis_errors():
-            removed = self.client.delete(*keys)
+            removed, *elsewhere = self._delete(
+                keys=keys, args=[int(self._one_node), SESSIONLESS_RECORD_PREFIX]
+            )
+            if elsewhere:
+                removed += self.client.delete(*elsewhere)
         if not removed:
             raise SessionNotFound(session_id)
 

@@ -7,6 +7,10 @@ the request path never comes here; the admin stats endpoint and ``flask sessions
   they do not block Redis, and ``RedisCluster.scan_iter`` walks every primary.
 - Per-session commands are one Lua script on the session's two keys. Both keys carry the
   session's hash tag, so the script is atomic and valid on a cluster (one slot).
+- Idempotency keys (``store.registry_key``, ``store.idempotency_key``) are not sessions:
+  the meta glob never matches them, so counts and stats ignore them; ``purge`` deletes them
+  (they share the prefix); export/import carry messages only, and an import leaves a
+  session's registered records in place for DELETE to find.
 - TTL invariant: every session key expires. ``set_ttl(..., None)`` (PERSIST) is the one,
   explicit exception an operator can ask for, and it lasts only until the session is next
   used through the API, whose scripts re-arm the normal TTL on every access.

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.store import SessionStore, session_keys
+from chatbot_sessions.store import SessionStore, idempotency_key, registry_key, session_keys
 from tests.support.processes import wait_until
 
 
@@ -30,9 +30,14 @@ def session_count(redis_client) -> int:
 
 
 def stored(redis_client) -> dict:
-    """Every message list and idempotency record (session metadata changes on any access)."""
+    """Every message list, idempotency record and registry (metadata changes on any access)."""
+    read = {
+        "list": lambda k: redis_client.lrange(k, 0, -1),
+        "hash": redis_client.hgetall,
+        "set": redis_client.smembers,
+    }
     return {
-        k: redis_client.lrange(k, 0, -1) if k.endswith(":messages") else redis_client.hgetall(k)
+        k: read[redis_client.type(k)](k)
         for k in redis_client.keys("*")
         if k.endswith(":messages") or ":idem" in k
     }
@@ -119,7 +124,7 @@ def test_key_is_hashed_into_the_sessions_hash_tag_with_its_own_ttl(make_app, fak
     sid = send(client, "hello").get_json()["sessionId"]
     send(client, "again", sid, raw)
     send(client, "fresh", key=raw)
-    records = [k for k in fake_redis.keys("*") if ":idem" in k]
+    records = [k for k in fake_redis.keys("*") if ":idem" in k and fake_redis.type(k) == "hash"]
     # One in sid, one in the new session, and the session-less one naming the new session.
     assert len(records) == 3 and not any("evil" in k or "*" in k for k in records)
     in_session = [k for k in records if k.startswith(session_keys(sid)[0])]
@@ -236,3 +241,61 @@ def test_duplicate_in_flight_waits_for_the_original_reply(make_app, generator, f
     assert a.get_json() == b.get_json()
     assert history(app.test_client(), sid).count("slow") == 1
     assert b.headers["Idempotent-Replayed"] == "true" and statuses[-1] == "done"
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def any_redis(request):
+    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
+
+
+def tagged(redis_client, sid: str) -> list[str]:
+    """Every key in the session's hash tag, by SCAN restricted to that tag."""
+    return list(redis_client.scan_iter(match=f"chat_session:{{{sid}}}*", count=1000))
+
+
+def test_delete_after_keyed_sends_leaves_nothing_and_retries_start_afresh(make_app, any_redis):
+    client = make_app({"SESSION_TTL": 3600, "IDEMPOTENCY_TTL": 120}, client=any_redis).test_client()
+    started, inside = str(uuid.uuid4()), str(uuid.uuid4())
+    first = send(client, "hello", key=started)
+    sid = first.get_json()["sessionId"]
+    assert send(client, "more", sid, inside).status_code == 200
+    sessionless = idempotency_key(started, None)
+    assert any_redis.hget(sessionless, "sid") == sid
+    registry = registry_key(sid)
+    assert 120 < any_redis.ttl(registry) <= 3600
+    assert all(any_redis.ttl(k) > 0 for k in [*tagged(any_redis, sid), sessionless])
+
+    assert client.delete(f"/api/session/{sid}").status_code == 200
+    assert tagged(any_redis, sid) == [] and not any_redis.exists(sessionless)
+    assert client.delete(f"/api/session/{sid}").status_code == 404
+
+    # Retries of both keys get new answers in new sessions: the deleted one stays deleted,
+    # and no deleted reply is replayed.
+    again = send(client, "hello", key=started)
+    moved = send(client, "more", sid, inside)
+    for response in (again, moved):
+        assert response.status_code == 200 and "Idempotent-Replayed" not in response.headers
+        assert response.headers["session-id"] != sid
+    assert again.headers["session-id"] != moved.headers["session-id"]
+    assert history(client, moved.headers["session-id"]) == ["more", "answer to: more"]
+    assert tagged(any_redis, sid) == []
+    assert client.get(f"/api/session/{sid}/validate").get_json()["valid"] is False
+
+
+def test_a_session_deleted_mid_request_gets_no_record(client, app, fake_redis, key):
+    """DELETE lands between the context read and the claim: the turn goes to a new session."""
+    sid = send(client, "first").get_json()["sessionId"]
+    store = app.extensions["session_store"]
+    real_claim = store.claim
+
+    def delete_first(*args, **kwargs):
+        if kwargs["session_id"] == sid:
+            store.delete(sid)
+        return real_claim(*args, **kwargs)
+
+    store.claim = delete_first
+    response = send(client, "second", sid, key)
+    assert response.status_code == 200
+    assert response.headers["session-id"] != sid
+    assert tagged(fake_redis, sid) == []
+    assert history(client, response.headers["session-id"]) == ["second", "answer to: second"]

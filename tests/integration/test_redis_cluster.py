@@ -8,7 +8,15 @@ import pytest
 from redis.cluster import RedisCluster
 
 from chatbot_sessions import create_app
-from chatbot_sessions.store import _APPEND, _CREATE, _READ, _TOUCH, session_keys
+from chatbot_sessions.store import (
+    _APPEND,
+    _CREATE,
+    _READ,
+    _TOUCH,
+    idempotency_key,
+    registry_key,
+    session_keys,
+)
 from tests.conftest import require
 from tests.support.processes import RedisClusterServers, RedisServer
 
@@ -83,6 +91,42 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
     scanned = set(client.scan_iter(match="chat_session:*", count=100))
     expected = {key for sid in [*created[1::2], fresh] for key in session_keys(sid)}
     assert scanned == expected
+
+
+def test_delete_removes_idempotency_records_across_hash_tags(cluster, cluster_app):
+    """The session-less record lives in another slot than the session it started: the
+    delete script removes the session's own records, a second command removes that one."""
+    client = cluster_app.extensions["redis"]
+    http = cluster_app.test_client()
+    deleted = []
+    for n in range(SESSIONS // 3):  # enough sessions that some sit on another master
+        started, inside = f"start-key-{n:08d}", f"inside-key-{n:08d}"
+        sid = http.post(
+            "/api/send-message", json={"question": "hi"}, headers={"Idempotency-Key": started}
+        ).get_json()["sessionId"]
+        reply = http.post(
+            "/api/send-message",
+            json={"question": "more"},
+            headers={"session-id": sid, "Idempotency-Key": inside},
+        )
+        assert reply.status_code == 200
+        sessionless = idempotency_key(started, None)
+        assert client.hget(sessionless, "sid") == sid
+        assert client.ttl(registry_key(sid)) > 0
+        assert http.delete(f"/api/session/{sid}").status_code == 200
+        assert not client.exists(sessionless)
+        deleted.append((sid, started))
+    assert any(
+        owner_port(client, idempotency_key(key, None)) != owner_port(client, session_keys(sid)[0])
+        for sid, key in deleted
+    ), "some session-less record should live on another master than its session"
+    assert list(client.scan_iter(match="chat_session:*", count=100)) == []
+    sid, started = deleted[0]
+    again = http.post(
+        "/api/send-message", json={"question": "hi"}, headers={"Idempotency-Key": started}
+    )
+    assert again.status_code == 200 and again.headers["session-id"] != sid
+    assert "Idempotent-Replayed" not in again.headers
 
 
 def test_scripts_load_on_every_master_and_survive_a_script_flush(cluster, cluster_app):

@@ -6,7 +6,14 @@ import pytest
 
 from chatbot_sessions.replies.base import Source
 from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import NewMessage, SessionStore, iso_from_ms, now_ms, session_keys
+from chatbot_sessions.store import (
+    IdempotentWrite,
+    NewMessage,
+    SessionStore,
+    iso_from_ms,
+    now_ms,
+    session_keys,
+)
 from chatbot_sessions.store_admin import META_PATTERN, SessionAdmin, ms_from_iso
 
 
@@ -151,3 +158,31 @@ def test_purge_deletes_session_keys_and_nothing_else(whole_redis):
         whole_redis.set(key, value)
     assert admin.purge() == 10  # five sessions, two keys each
     assert sorted(whole_redis.scan_iter(match="*")) == sorted(others)
+
+
+def test_idempotency_keys_are_not_sessions_and_purge_takes_them(whole_redis):
+    """Registries and records are counted out, exported out, and purged with the rest."""
+    store, admin = make(whole_redis)
+    plain = new_session(store)
+    keyed = new_session_id()
+    store.claim("start-key-0123456", "fp", session_id=None, proposed_session_id=keyed,
+                lease_ms=10_000, owner="o")  # fmt: skip
+    write = IdempotentWrite("start-key-0123456", "fp", "reply copy")
+    store.append(keyed, [NewMessage("user", "q", now_ms())], create=True, record=write)
+    store.finish("start-key-0123456", write, session_id=keyed)
+    inside = IdempotentWrite("inside-key-0123456", "fp", "reply copy")
+    store.append(keyed, [NewMessage("user", "q2", now_ms())], record=inside)
+    # 2 metas, 2 lists, the registry, 2 records in the session, 1 session-less record
+    assert whole_redis.dbsize() == 8
+    assert set(admin.iter_session_ids()) == {plain, keyed} and admin.count() == 2
+    stats = admin.stats()
+    assert stats.sessions == 2 and stats.persistent == 0
+
+    document = admin.export(keyed)
+    assert [m["content"] for m in document["messages"]] == ["q", "q2"]
+    assert "reply copy" not in repr(document) and "idem" not in repr(document)
+    assert admin.restore(document, replace=True)
+    assert admin.export(keyed)["messages"] == document["messages"]
+    assert whole_redis.dbsize() == 8  # the import keeps the records, DELETE still finds them
+
+    assert admin.purge() == 8 and whole_redis.dbsize() == 0
