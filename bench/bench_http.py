@@ -192,6 +192,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the service (repeatable), e.g. RATE_LIMIT_ENABLED=0",
+    )
     parser.add_argument("--latency-requests", type=int, default=200)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -200,7 +207,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     redis_server = RedisServer(workdir / "redis").start()
     env = {"REDIS_URL": redis_server.url, "MAX_MESSAGES_PER_SESSION": "5000"}
-    service = GunicornServer(env, workdir).start()
+    # Production defaults, except limits high enough never to trip: their checks are paid.
+    service_env = {
+        **env,
+        "RATE_LIMIT_ENABLED": "1",
+        "RATE_LIMIT_CREATE": "100000000/minute",
+        "RATE_LIMIT_SEND_IP": "100000000/minute",
+        "RATE_LIMIT_SEND_SESSION": "100000000/minute",
+    }
+    extra = dict(item.split("=", 1) for item in args.service_env)
+    service = GunicornServer({**service_env, **extra}, workdir).start()
     floor = GunicornServer(env, workdir, app="bench.floor_app:app", ready_path="/floor")
     try:
         floor.start()
