@@ -13,6 +13,7 @@ share between threads (the gunicorn gthread workers).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -53,6 +54,11 @@ class ChatCompletionsClient:
     ``timeout`` bounds one reply *including* retries, so the user never waits much
     longer than LLM_TIMEOUT; a retry happens only if time is left for it. A request
     that timed out is not retried: it has already spent the budget.
+
+    httpx's timeouts bound each connect, write and read, not a whole response, so a
+    server trickling its body could outlast any of them. The body is therefore streamed
+    and the deadline checked after every chunk; each socket operation is bounded by the
+    time left when the attempt began.
     """
 
     def __init__(
@@ -86,35 +92,46 @@ class ChatCompletionsClient:
         deadline = time.monotonic() + self.timeout
         error = LLMError("no attempt made")
         for attempt in range(self.retries + 1):
-            remaining = deadline - time.monotonic()
-            if attempt and remaining <= self.backoff:
-                break
             if attempt:
+                if deadline - time.monotonic() <= self.backoff:
+                    break
                 time.sleep(self.backoff)
-                remaining -= self.backoff
             try:
-                response = self._http.post(self.url, json=payload, timeout=remaining)
+                status, body = self._post(payload, deadline)
             except httpx.TimeoutException as exc:
                 raise LLMError(f"timed out after {self.timeout:g}s") from exc
             except httpx.TransportError as exc:
                 error = LLMError(f"connection failed ({exc.__class__.__name__})")
                 continue
-            if response.status_code in RETRY_STATUSES:
-                error = LLMError(f"HTTP {response.status_code}")
+            if status in RETRY_STATUSES:
+                error = LLMError(f"HTTP {status}")
                 continue
-            if response.status_code >= 400:
-                raise LLMError(f"HTTP {response.status_code}")
-            return _message_content(response)
+            if status >= 400:
+                raise LLMError(f"HTTP {status}")
+            return _message_content(body)
         raise error
+
+    def _post(self, payload: dict[str, Any], deadline: float) -> tuple[int, bytes]:
+        """Status and body of one POST, abandoned (TimeoutException) once ``deadline`` passes."""
+        remaining = deadline - time.monotonic()
+        with self._http.stream("POST", self.url, json=payload, timeout=remaining) as response:
+            if response.status_code >= 400:
+                return response.status_code, b""  # only the status matters; skip the body
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() >= deadline:
+                    raise httpx.ReadTimeout("deadline passed while reading the body")
+            return response.status_code, b"".join(chunks)
 
     def close(self) -> None:
         """Close the connection pool (at application shutdown)."""
         self._http.close()
 
 
-def _message_content(response: httpx.Response) -> str:
+def _message_content(raw: bytes) -> str:
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError as exc:
         raise LLMError("response is not JSON") from exc
     try:

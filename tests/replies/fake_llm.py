@@ -17,11 +17,15 @@ from typing import Any
 
 @dataclass
 class Answer:
-    """What the fake server sends back: status, raw body, and a delay before sending."""
+    """What the fake server sends back: status, raw body, and a delay before sending.
+
+    ``trickle`` > 0 sends the body one byte at a time, that many seconds apart.
+    """
 
     status: int = 200
     body: bytes = b""
     delay: float = 0.0
+    trickle: float = 0.0
 
 
 def completion(content: str) -> Answer:
@@ -77,7 +81,12 @@ def start_fake_llm() -> tuple[FakeLLM, Callable[[], None]]:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(answer.body)
+                if answer.trickle:
+                    for byte in answer.body:
+                        self.wfile.write(bytes([byte]))  # wfile is unbuffered: one send each
+                        time.sleep(answer.trickle)
+                else:
+                    self.wfile.write(answer.body)
             except OSError:
                 pass  # the client gave up (timeout test)
 

@@ -146,6 +146,28 @@ def test_timeout_degrades_within_the_budget(retriever, llm, caplog) -> None:
     assert any("timed out" in r.getMessage() for r in caplog.records)
 
 
+def test_a_trickled_body_cannot_outlast_the_budget(retriever, llm, caplog) -> None:
+    # One byte every 100 ms: every read returns well within any per-read timeout, so only
+    # an overall deadline stops it. The whole body would take ~12 s.
+    body = completion("slow " * 20).body
+    llm.respond = lambda _: Answer(200, body, trickle=0.1)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        reply = make_generator(retriever, llm, timeout=1.0).generate(QUESTION, [])
+    elapsed = time.monotonic() - started
+    assert len(body) * 0.1 > 10
+    assert_degraded_extractive(reply)
+    assert 1.0 <= elapsed < 1.5
+    assert len(llm.received) == 1
+    assert any("timed out after 1s" in r.getMessage() for r in caplog.records)
+
+
+def test_a_body_trickled_within_the_budget_is_used(retriever, llm) -> None:
+    llm.respond = lambda _: Answer(200, completion("made it").body, trickle=0.002)
+    reply = make_generator(retriever, llm, timeout=5.0).generate(QUESTION, [])
+    assert (reply.text, reply.degraded) == ("made it", False)
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
