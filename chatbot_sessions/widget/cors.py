@@ -2,8 +2,9 @@
 
 Only the origins listed in ``CORS_ORIGINS`` get a grant; with none listed (the default) no
 CORS headers are ever sent, so browsers keep the API same-origin. flask-cors does the
-preflight and header work; we pin it to ``/api/``, to exact origins, and to the one custom
-header the API speaks (``session-id``), which browsers must be allowed to send and to read.
+preflight and header work; we pin it to ``/api/``, to exact origins, and to the custom
+headers the API speaks: ``session-id`` (sent and read) and ``Idempotency-Key`` (sent; the
+widget's retries carry it), with ``Idempotent-Replayed`` readable on a replayed reply.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 
 API_PATHS = r"/api/.*"
-ALLOWED_HEADERS = ["Content-Type", "session-id"]
+ALLOWED_HEADERS = ["Content-Type", "session-id", "Idempotency-Key"]
 # Retry-After is not CORS-safelisted: without exposing it the widget could not honour it.
-EXPOSED_HEADERS = ["session-id", "Retry-After"]
+EXPOSED_HEADERS = ["session-id", "Retry-After", "Idempotent-Replayed"]
 METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
 PREFLIGHT_MAX_AGE_SECONDS = 600
 

@@ -6,7 +6,7 @@ what a person sees (and what the accessibility tree says) rather than widget int
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
 
 class ChatUI:
@@ -55,3 +55,15 @@ class ChatUI:
         return self.page.evaluate(
             "key => window.localStorage.getItem(key)", f"chatbot-sessions:session:{self.api}"
         )
+
+
+def record_idempotency_keys(page: Page) -> list[str | None]:
+    """A list that fills with the Idempotency-Key of each send-message POST ``page`` makes."""
+    keys: list[str | None] = []
+
+    def on_request(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/api/send-message"):
+            keys.append(request.headers.get("idempotency-key"))
+
+    page.on("request", on_request)
+    return keys

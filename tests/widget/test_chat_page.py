@@ -7,6 +7,7 @@ every test here also proves the widget needs nothing inline.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from chatbot_sessions import create_app
 from chatbot_sessions.replies.base import Message, Reply, Source
 from tests.support.processes import RedisServer
 from tests.support.web import serve_wsgi
-from tests.widget.chat_ui import ChatUI
+from tests.widget.chat_ui import ChatUI, record_idempotency_keys
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -26,6 +27,8 @@ STRICT_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+SEND = "**/api/send-message"
+UUID_V4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 SOURCES = (
     Source(title="Session <b>lifetime</b>", source="docs/sessions.md", score=0.91),
     Source(title="Operations handbook", source="https://docs.example.com/ops", score=0.55),
@@ -178,6 +181,88 @@ def test_a_failed_send_keeps_the_question_and_retries(ui, failure, expected):
     expect(ui.user_messages).to_have_text(["please keep me"])
     expect(ui.error).to_be_hidden()
     expect(ui.input).to_have_value("")
+
+
+def test_a_retry_reuses_the_failed_questions_key_and_a_new_question_gets_a_new_one(ui):
+    keys = record_idempotency_keys(ui.page)
+    busy = iter([(503, "store_unavailable"), (409, "idempotency_in_progress")])
+
+    def fail(route):
+        status, code = next(busy)
+        route.fulfill(
+            status=status,
+            headers={"Retry-After": "1", "Content-Type": "application/json"},
+            body=f'{{"success": false, "error": "{code}", "message": "x", "details": {{}}}}',
+        )
+
+    ui.page.route(SEND, fail)
+    ui.ask("same question")
+    expect(ui.error).to_contain_text("busy right now. Please try again in 1 second.")
+    ui.retry_button.click()
+    expect(ui.error).to_contain_text(
+        "Your previous message is still being answered. Please try again in 1 second."
+    )
+    expect(ui.input).to_have_value("same question")  # a 409 keeps the question too
+    ui.page.unroute(SEND)
+    ui.retry_button.click()
+    expect(ui.answers).to_have_count(1)
+
+    ui.ask_and_wait("another question")
+    ui.ask_and_wait("same question")  # asked again after its answer: a new turn
+    assert len(keys) == 5
+    first, *retries = keys[:3]
+    assert first and UUID_V4.fullmatch(first)
+    assert retries == [first, first]
+    assert len({first, keys[3], keys[4]}) == 3
+
+
+def test_a_retry_after_a_lost_response_stores_the_exchange_once(ui, service):
+    replayed: list[str | None] = []
+    ui.page.on(
+        "response",
+        lambda response: (
+            replayed.append(response.headers.get("idempotent-replayed"))
+            if response.url.endswith("/api/send-message")
+            else None
+        ),
+    )
+
+    def lose_the_response(route):
+        route.fetch()  # the server answers and stores the turn ...
+        route.abort("connectionreset")  # ... but the browser never hears back
+
+    ui.page.route(SEND, lose_the_response, times=1)
+    ui.ask("was I stored?")
+    expect(ui.error).to_contain_text("Can't reach the chat service")
+    history = requests.get(
+        f"{service}/api/session/{ui.stored_session_id()}/history", timeout=5
+    ).json()["messages"]
+    assert [m["content"] for m in history if m["type"] == "user"] == ["was I stored?"]
+
+    ui.retry_button.click()
+    expect(ui.answers).to_have_count(1)
+    expect(ui.user_messages).to_have_text(["was I stored?"])
+    assert replayed == ["true"]  # the aborted attempt fired no response event
+    history = requests.get(
+        f"{service}/api/session/{ui.stored_session_id()}/history", timeout=5
+    ).json()["messages"]
+    assert [m["type"] for m in history] == ["user", "assistant"]
+    ui.page.reload()
+    ui.wait_ready()
+    expect(ui.user_messages).to_have_text(["was I stored?"])
+
+
+def test_keys_come_from_get_random_values_where_random_uuid_is_missing(service, page):
+    # crypto.randomUUID exists only in secure contexts; an http page embedding the widget
+    # has getRandomValues alone.
+    page.add_init_script("delete Crypto.prototype.randomUUID")
+    keys = record_idempotency_keys(page)
+    ui = ChatUI(page, service).open_page()
+    assert page.evaluate("typeof crypto.randomUUID") == "undefined"
+    ui.ask_and_wait("first")
+    ui.ask_and_wait("second")
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert all(key and UUID_V4.fullmatch(key) for key in keys), keys
 
 
 def test_redis_outage_gives_a_503_message_then_recovers(tmp_path, generator, page):

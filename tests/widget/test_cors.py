@@ -1,5 +1,6 @@
-"""CORS_ORIGINS: listed origins get a grant on /api/ (session-id allowed and readable),
-every other origin gets none, and with nothing listed the API stays same-origin."""
+"""CORS_ORIGINS: listed origins get a grant on /api/ (session-id allowed and readable,
+Idempotency-Key allowed, Idempotent-Replayed readable), every other origin gets none, and
+with nothing listed the API stays same-origin."""
 
 from __future__ import annotations
 
@@ -48,6 +49,39 @@ def test_listed_origin_can_read_session_id_and_retry_after(cors_client):
         response.headers["Access-Control-Expose-Headers"]
     )
     assert "Origin" in response.headers["Vary"]
+
+
+def test_preflight_allows_the_idempotency_key_the_widget_sends(cors_client):
+    response = cors_client.options(
+        "/api/send-message",
+        headers={
+            "Origin": ALLOWED,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,idempotency-key,session-id",
+        },
+    )
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert {"content-type", "idempotency-key", "session-id"} <= _names(
+        response.headers["Access-Control-Allow-Headers"]
+    )
+
+
+def test_a_replayed_reply_says_so_readably_cross_origin(cors_client):
+    headers = {"Origin": ALLOWED, "Idempotency-Key": "cors-test-key-0123456789"}
+    first = cors_client.post("/api/send-message", json={"question": "hi"}, headers=headers)
+    retry = cors_client.post(
+        "/api/send-message",
+        json={"question": "hi"},
+        headers={**headers, "session-id": first.headers["session-id"]},
+    )
+    assert (first.status_code, retry.status_code) == (200, 200)
+    assert "Idempotent-Replayed" not in first.headers
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.get_json() == first.get_json()
+    assert retry.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert {"idempotent-replayed", "session-id", "retry-after"} <= _names(
+        retry.headers["Access-Control-Expose-Headers"]
+    )
 
 
 def test_error_responses_carry_the_grant_too(cors_client):

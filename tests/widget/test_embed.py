@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from chatbot_sessions.store import session_keys
 from tests.support.web import serve_static
-from tests.widget.chat_ui import ChatUI
+from tests.widget.chat_ui import ChatUI, record_idempotency_keys
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.gunicorn]
 
@@ -37,6 +37,7 @@ def sites(tmp_path, gunicorn_server):
 
 def test_embed_from_a_listed_origin_chats(sites, real_redis, page):
     api, allowed, _ = sites
+    keys = record_idempotency_keys(page)
     page.goto(f"{allowed}/index.html")
     launcher = page.get_by_role("button", name="Open Chat")
     expect(launcher).to_have_attribute("aria-expanded", "false")
@@ -50,6 +51,8 @@ def test_embed_from_a_listed_origin_chats(sites, real_redis, page):
     expect(ui.input).to_be_focused()
     ui.ask_and_wait("do you ship abroad?")
 
+    # The preflight granted the widget's Idempotency-Key: the send carried one and worked.
+    assert [len(key or "") for key in keys] == [36]
     session_id = ui.stored_session_id()  # kept in the host page's own localStorage
     assert session_id and real_redis.llen(session_keys(session_id)[1]) == 2
     send_colour = ui.send_button.evaluate("b => getComputedStyle(b).backgroundColor")

@@ -47,10 +47,11 @@
       this.base = base;
     }
 
-    async call(method, path, { body, sessionId } = {}) {
+    async call(method, path, { body, sessionId, idempotencyKey } = {}) {
       const headers = { Accept: "application/json" };
       if (body !== undefined) headers["Content-Type"] = "application/json";
       if (sessionId) headers["session-id"] = sessionId;
+      if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
       let response;
@@ -105,9 +106,31 @@
       return this.call("DELETE", `/api/session/${encodeURIComponent(id)}`);
     }
 
-    send(id, question) {
-      return this.call("POST", "/api/send-message", { body: { question }, sessionId: id });
+    /** Ask a question; retries of one question must reuse its key (see newIdempotencyKey). */
+    send(id, question, idempotencyKey) {
+      return this.call("POST", "/api/send-message", {
+        body: { question },
+        sessionId: id,
+        idempotencyKey,
+      });
     }
+  }
+
+  /**
+   * A fresh random key (UUID v4) for one question. A failed send may still have been stored
+   * (the connection broke after the server appended), so every retry of that question sends
+   * the same key and the server replays its reply instead of storing the turn twice.
+   */
+  function newIdempotencyKey() {
+    const { crypto } = window;
+    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    // randomUUID exists only in secure contexts (https, localhost); a page embedding the
+    // widget over plain http still has getRandomValues.
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+    return hex.replace(/^(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-");
   }
 
   /** The session id, kept in localStorage (in memory where storage is blocked). */
@@ -163,6 +186,7 @@
       return "Can't reach the chat service. Check your connection and try again.";
     }
     const wait = err.retryAfter ? ` in ${err.retryAfter} second${err.retryAfter === 1 ? "" : "s"}` : "";
+    if (err.status === 409) return `Your previous message is still being answered. Please try again${wait || " shortly"}.`;
     if (err.status === 429) return `You're sending messages too quickly. Please try again${wait || " shortly"}.`;
     if (err.status === 503) return `The chat service is busy right now. Please try again${wait || " shortly"}.`;
     if (err.status >= 500) return "Something went wrong on our side. Please try again.";
@@ -184,6 +208,8 @@
       this.busy = false;
       this.retry = null;
       this.started = null;
+      // The question last sent without an answer and its Idempotency-Key, for retries.
+      this.unanswered = null;
       const uid = `cs-${++instances}`;
 
       this.title = el("h2", { cls: "cs-title", text: TITLE, attrs: { id: `${uid}-title` } });
@@ -362,6 +388,7 @@
         }
         this.sessionId = null;
         sessionStore.set(null);
+        this.unanswered = null; // a question asked again in the new chat is a new turn
         await this.startSession();
         this.element.dataset.ready = "true";
         this.input.focus();
@@ -379,8 +406,13 @@
       this.input.value = "";
       const bubble = this.appendMessage({ type: "user", content: question });
       this.setBusy(true, true);
+      // The same text again after a failure is a retry: same key. Edited text is a new turn.
+      if (!this.unanswered || this.unanswered.question !== question) {
+        this.unanswered = { question, key: newIdempotencyKey() };
+      }
       try {
-        const answer = await this.api.send(this.sessionId, question);
+        const answer = await this.api.send(this.sessionId, question, this.unanswered.key);
+        this.unanswered = null;
         if (answer.sessionId && answer.sessionId !== this.sessionId) {
           // The old session had expired: the server started a new one for this turn.
           this.sessionId = answer.sessionId;
