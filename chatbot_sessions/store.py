@@ -17,9 +17,13 @@ The registry lets DELETE remove a session's records without SCAN: the scripts th
 record add its name to the registry in the same step, including the session-less record of
 the send that created the session, and give the registry max(SESSION_TTL,
 IDEMPOTENCY_TTL), so it outlives every record it names and no key lives without a TTL.
+Every access extends the registry's TTL to at least SESSION_TTL (``EXPIRE ... GT``, never
+shortening it), so the session cannot outlive it either. Records are replay caches with
+their own window: no access extends them.
 
 Each public method is exactly one round trip: a server-side Lua script that does the
-access, refreshes the TTL of both keys and updates ``lastActivity`` atomically. The append
+access, refreshes the TTL of the session's keys (meta, messages, registry) and updates
+``lastActivity`` atomically. The append
 script refuses to recreate a session that expired or was deleted, and trims to the
 maximum in the same step, so concurrent writers can neither lose nor reorder messages.
 (One exception: on Redis Cluster, deleting a session whose first send was keyed takes a
@@ -54,15 +58,19 @@ SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
-# KEYS: meta, messages. ARGV: ttl, now_ms. Returns 1 if the session exists (and was touched).
+# KEYS: meta, messages, registry. ARGV: ttl, now_ms. Returns 1 if the session exists (and
+# was touched). The registry's TTL only ever grows here (GT: it may hold a longer
+# idempotency window; a no-op when the session has no registry), so it never ends first.
 _TOUCH = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 return 1
 """
 
-# KEYS: meta, messages. ARGV: ttl, now_ms. Creates an empty session; 0 if the id is taken.
+# KEYS: meta, messages, registry (unused: a new session has none). ARGV: ttl, now_ms.
+# Creates an empty session; 0 if the id is taken.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'lastActivity', ARGV[2], 'seq', 0)
@@ -70,12 +78,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: meta, messages. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
+# KEYS: meta, messages, registry. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
 # Returns nil if missing, else {createdAt, first_abs, start_abs, seq, messages...} where
 # message positions are absolute (counted since the session began) so cursors survive trims.
+# TTLs as in _TOUCH.
 _READ = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'seq')
 local len = redis.call('LLEN', KEYS[2])
@@ -95,16 +105,16 @@ end
 return result
 """
 
-# KEYS: meta, messages[, idempotency record, registry]. ARGV: ttl, now_ms, max_messages,
+# KEYS: meta, messages, registry[, idempotency record]. ARGV: ttl, now_ms, max_messages,
 # create ('1' = new session), record_ttl, fingerprint, session id, result, registry_ttl,
 # origin (name of the session-less record that reserved a new session, or ''), msgs...
-# (the record arguments are ignored without the third key). Returns the new seq, -1 if
+# (the record arguments are ignored without the fourth key). Returns the new seq, -1 if
 # the session is gone (never resurrected), -2 if create hit an id that already exists, -3
 # if the record is already done: the exchange was stored before and must not be stored
 # again. Marking the record done in the same script means no crash can store without
 # recording or vice versa; registering it (and the origin) here means DELETE finds both.
 _APPEND = """
-local record = KEYS[3]
+local record = KEYS[4]
 if record and redis.call('HGET', record, 'state') == 'done' then return -3 end
 local exists = redis.call('EXISTS', KEYS[1])
 if ARGV[4] == '1' then
@@ -123,9 +133,11 @@ if record then
   redis.call('HSET', record, 'state', 'done', 'fp', ARGV[6], 'sid', ARGV[7], 'result', ARGV[8])
   redis.call('HDEL', record, 'lease', 'owner')
   redis.call('EXPIRE', record, ARGV[5])
-  redis.call('SADD', KEYS[4], record)
-  if ARGV[10] ~= '' then redis.call('SADD', KEYS[4], ARGV[10]) end
-  redis.call('EXPIRE', KEYS[4], ARGV[9])
+  redis.call('SADD', KEYS[3], record)
+  if ARGV[10] ~= '' then redis.call('SADD', KEYS[3], ARGV[10]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+else
+  redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 end
 return seq
 """
@@ -214,9 +226,15 @@ def session_keys(session_id: str) -> tuple[str, str]:
     return tag, f"{tag}:messages"
 
 
+def all_session_keys(session_id: str) -> list[str]:
+    """Meta, messages and registry: the keys whose TTL every access of the session refreshes."""
+    meta, messages = session_keys(session_id)
+    return [meta, messages, f"{meta}:idem"]
+
+
 def registry_key(session_id: str) -> str:
     """The set naming every Idempotency-Key record that DELETE must remove with the session."""
-    return f"{session_keys(session_id)[0]}:idem"
+    return all_session_keys(session_id)[2]
 
 
 def idempotency_key(client_key: str, session_id: str | None) -> str:
@@ -368,7 +386,7 @@ class SessionStore:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
-        keys = session_keys(session_id)
+        keys = all_session_keys(session_id)
         with self._redis_errors():
             return script(keys=keys, args=[self.ttl, *args])
 
@@ -421,10 +439,10 @@ class SessionStore:
         the session's registry, and so, with ``create``, does the key's session-less record
         (the one that reserved this id), so that deleting the session deletes both.
         """
-        keys = list(session_keys(session_id))
+        keys = all_session_keys(session_id)
         record_args: list[Any] = ["", "", "", "", "", ""]
         if record is not None:
-            keys += [idempotency_key(record.key, session_id), registry_key(session_id)]
+            keys.append(idempotency_key(record.key, session_id))
             origin = idempotency_key(record.key, None) if create else ""
             record_args = [
                 self.idempotency_ttl, record.fingerprint, session_id, record.result,
@@ -491,7 +509,7 @@ class SessionStore:
         On Redis Cluster the session-less record that started the session (another hash
         tag) is deleted by a second command right after the script.
         """
-        keys = [*session_keys(session_id), registry_key(session_id)]
+        keys = all_session_keys(session_id)
         with self._redis_errors():
             removed, *elsewhere = self._delete(
                 keys=keys, args=[int(self._one_node), SESSIONLESS_RECORD_PREFIX]

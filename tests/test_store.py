@@ -10,7 +10,16 @@ import pytest
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Source
 from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import NewMessage, SessionStore, now_ms, session_keys
+from chatbot_sessions.store import (
+    IdempotentWrite,
+    NewMessage,
+    SessionStore,
+    all_session_keys,
+    idempotency_key,
+    now_ms,
+    registry_key,
+    session_keys,
+)
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -99,12 +108,14 @@ def test_trims_oldest_beyond_maximum_atomically(store, redis_client):
 
 
 def test_every_access_refreshes_ttl_of_all_keys(redis_client):
-    store = SessionStore(redis_client, ttl=100, max_messages=10)
+    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
     sid = new_session_id()
-    store.append(sid, pair(1), create=True)
-    keys = session_keys(sid)
-    for key in keys:
-        redis_client.expire(key, 5)
+    # A keyed send creates the session's registry (and a record, which keeps its own window).
+    first = IdempotentWrite("client-key-0123456789", "fp", "result")
+    store.append(sid, pair(1), create=True, record=first)
+    record = idempotency_key(first.key, sid)
+    keys = all_session_keys(sid)
+    assert redis_client.exists(*keys) == 3
     for access in (
         lambda: store.read(sid),
         lambda: store.touch(sid),
@@ -112,8 +123,22 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     ):
         for key in keys:
             redis_client.expire(key, 5)
+        redis_client.expire(record, 7)
         access()
-        assert all(95 <= redis_client.ttl(key) <= 100 for key in keys)
+        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 3
+        assert redis_client.ttl(record) <= 7  # replay caches are not extended
+
+
+def test_registry_ttl_is_never_shortened(redis_client):
+    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
+    sid = new_session_id()
+    store.append(sid, pair(1), create=True, record=IdempotentWrite("k" * 16, "fp", "r"))
+    registry = registry_key(sid)
+    redis_client.expire(registry, 1000)  # e.g. a longer idempotency window than the session's
+    store.read(sid)
+    store.touch(sid)
+    store.append(sid, pair(2))
+    assert 990 <= redis_client.ttl(registry) <= 1000
 
 
 def test_no_session_key_exists_without_ttl(store, redis_client):
