@@ -20,6 +20,7 @@ from chatbot_sessions.store import (
     registry_key,
     session_keys,
 )
+from tests.support.commands import record_commands
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -44,13 +45,24 @@ def test_keys_share_one_cluster_hash_tag_and_prefix():
 
 
 @pytest.mark.parametrize("bad", ["*", "chat_session:*", "", "not-a-uuid", "{x}", "1" * 36])
-def test_non_canonical_ids_never_become_keys(store, redis_client, bad):
+def test_non_canonical_ids_never_become_keys(store, redis_client, monkeypatch, bad):
+    sent = record_commands(monkeypatch, redis_client)
     with pytest.raises(SessionNotFound):
         store.read(bad)
     with pytest.raises(SessionNotFound):
         store.delete(bad)
+    with pytest.raises(SessionNotFound):
+        store.append(bad, pair(1))
+    with pytest.raises(SessionNotFound):
+        store.claim("client-key-0123456789", "fp", session_id=bad, lease_ms=1000, owner="o")
     assert store.touch(bad) is False
-    assert redis_client.keys("*") == []
+    assert sent == []  # not one command: a malformed id never reaches Redis at all
+
+
+def test_command_recorder_sees_script_calls(store, redis_client, monkeypatch):
+    sent = record_commands(monkeypatch, redis_client)
+    store.touch(new_session_id())
+    assert sent and sent[0][0] in ("EVALSHA", "EVAL")  # so an empty record above means something
 
 
 def test_create_then_read_empty_session(store):

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.store import session_keys
+from tests.support.commands import record_commands
 
 
 def send(client, question, sid=None):
@@ -40,6 +41,27 @@ def test_unknown_or_malformed_ids_get_a_new_session(client, header):
         assert body["sessionId"] not in (header, known)
         history = client.get(f"/api/session/{body['sessionId']}/history").get_json()
         assert [m["content"] for m in history["messages"]] == ["q", "answer to: q"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage-session-id",
+        "chat_session:{tag}*",
+        "00000000-0000-0000-0000-000000000000",  # well-formed, but not a UUID v4
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",  # a UUID v1
+        " 6ba7b810-9dad-41d1-80b4-00c04fd430c8",  # a v4 with a stray space
+    ],
+)
+def test_malformed_session_header_never_becomes_a_key(client, fake_redis, monkeypatch, header):
+    sent = record_commands(monkeypatch, fake_redis)
+    response = client.post(
+        "/api/send-message", json={"question": "q"}, headers={"session-id": header}
+    )
+    assert response.status_code == 200
+    assert sent  # the new session was stored...
+    stripped = header.strip()
+    assert [args for args in sent if any(stripped in arg for arg in args)] == []  # ...not there
 
 
 def test_existing_session_keeps_its_id_and_gets_context(client, generator):

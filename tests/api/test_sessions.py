@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.store import session_keys
+from tests.support.commands import record_commands
 
 
 def create(client) -> str:
@@ -77,13 +78,15 @@ def test_unknown_session(client, path):
 
 
 @pytest.mark.parametrize("bad", ["abc", "*", "%2A", "chat_session:x", "{tag}", "a%0Ab"])
-def test_malformed_ids_never_reach_redis(client, fake_redis, bad):
-    before = fake_redis.dbsize()
+def test_malformed_ids_never_reach_redis(client, fake_redis, monkeypatch, bad):
+    sent = record_commands(monkeypatch, fake_redis)
     assert client.get(f"/api/session/{bad}/history").status_code == 404
     assert client.delete(f"/api/session/{bad}").status_code == 404
     body = client.get(f"/api/session/{bad}/validate").get_json()
     assert body["valid"] is False
-    assert fake_redis.dbsize() == before
+    assert sent == []  # not one command, reads included
+    create(client)
+    assert sent  # the recorder does see what the app sends
 
 
 def test_validate_known_session(client):
