@@ -65,6 +65,11 @@ class SendMessageSchema(Schema):
 
     @validates("question")
     def _check_question(self, value: str, **_: Any) -> None:
+        # JSON may spell a lone surrogate ("\ud800"); no such string can be stored or hashed.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("must be valid Unicode text") from None
         if not value.strip():
             raise ValidationError("must not be blank")
         limit = current_app.config["SETTINGS"].max_question_chars

@@ -85,6 +85,10 @@ def test_context_is_limited_to_context_messages(make_app, generator):
     ]
 
 
+JSON = "application/json"
+LONE_SURROGATE = '{"question": "\\ud800"}'
+
+
 def test_bad_bodies_store_nothing(client, fake_redis):
     cases = [
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json", None),
@@ -97,7 +101,11 @@ def test_bad_bodies_store_nothing(client, fake_redis):
         ({"json": {"question": None}}, 422, "validation_error", "question"),
         ({"json": {"question": ["a"]}}, 422, "validation_error", "question"),
         ({"data": "question=hi"}, 422, "validation_error", "question"),
-    ]
+        # Valid JSON, but lone surrogates are not Unicode text: 422, not a 500 from encoding.
+        ({"data": LONE_SURROGATE, "content_type": JSON}, 422, "validation_error", "question"),
+        ({"data": '{"question": "ok \\udfff"}', "content_type": JSON}, 422, "validation_error",
+         "question"),
+    ]  # fmt: skip
     for kwargs, status, error, field in cases:
         response = client.post("/api/send-message", **kwargs)
         body = response.get_json()
@@ -105,6 +113,28 @@ def test_bad_bodies_store_nothing(client, fake_redis):
         assert body["success"] is False and body["error"] == error and body["message"]
         if field:
             assert field in body["details"]["fields"]
+    assert fake_redis.dbsize() == 0
+    surrogate = client.post("/api/send-message", data=LONE_SURROGATE, content_type=JSON)
+    assert surrogate.get_json()["details"]["fields"]["question"] == ["must be valid Unicode text"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "\u00e9" * 20,  # Latin-1: how a WSGI server hands over non-ASCII header bytes
+        "\u043a\u043b\u044e\u0447" * 5,
+        "\u2603" * 20,
+        "\udcff" * 20,  # surrogate-escaped bytes, should a server ever pass them on
+        "a" * 15 + "\x00",
+    ],
+)
+def test_non_ascii_idempotency_keys_are_422(client, fake_redis, key):
+    # environ_overrides: the test client would refuse to encode some of these itself.
+    response = client.post(
+        "/api/send-message", json={"question": "q"}, environ_overrides={"HTTP_IDEMPOTENCY_KEY": key}
+    )
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.get_json()["details"]["fields"]
     assert fake_redis.dbsize() == 0
 
 
