@@ -135,7 +135,11 @@ class CreatedSchema(SuccessSchema):
 class HistorySchema(SuccessSchema):
     """Answer of GET /api/session/<id>/history."""
 
-    sessionId = fields.String(required=True, attribute="session_id")
+    sessionId = fields.String(
+        required=True,
+        attribute="session_id",
+        metadata={"description": "the session id in canonical (lower-case) form"},
+    )
     createdAt = fields.String(required=True, attribute="created_at")
     lastActivity = fields.String(required=True, attribute="last_activity")
     messages = PreRenderedList(fields.Nested(MessageSchema), required=True)
@@ -156,7 +160,13 @@ class ValidSchema(SuccessSchema):
     """Answer of GET /api/session/<id>/validate."""
 
     valid = fields.Boolean(required=True)
-    sessionId = fields.String(required=True, attribute="session_id")
+    sessionId = fields.String(
+        required=True,
+        attribute="session_id",
+        metadata={
+            "description": "the id in canonical (lower-case) form if it is a UUID v4, else as given"
+        },
+    )
 
 
 class ReplySchema(SuccessSchema):

@@ -217,12 +217,17 @@ return {removed, unpack(other)}
 T = TypeVar("T")
 
 
-def session_keys(session_id: str) -> tuple[str, str]:
-    """Return (meta key, messages key) for a canonical id; anything else is not found."""
+def canonical_session_id(session_id: str) -> str:
+    """The id in the one form keys, records and answers use; a malformed id is not found."""
     canonical = parse_session_id(session_id)
     if canonical is None:
         raise SessionNotFound(session_id)
-    tag = f"{KEY_PREFIX}{{{canonical}}}"
+    return canonical
+
+
+def session_keys(session_id: str) -> tuple[str, str]:
+    """Return (meta key, messages key) for a canonical id; anything else is not found."""
+    tag = f"{KEY_PREFIX}{{{canonical_session_id(session_id)}}}"
     return tag, f"{tag}:messages"
 
 
@@ -406,7 +411,8 @@ class SessionStore:
     def read(self, session_id: str, *, limit: int = 0, before: int | None = None) -> SessionPage:
         """Return the newest ``limit`` messages (all if 0) before absolute position ``before``.
 
-        Raises SessionNotFound for a missing session; the access refreshes its TTL.
+        Raises SessionNotFound for a missing session; the access refreshes its TTL. The page
+        carries the canonical id, whatever case the caller spelled it in.
         """
         at = now_ms()
         result = self._run(self._read, session_id, at, limit, -1 if before is None else before)
@@ -414,7 +420,7 @@ class SessionStore:
             raise SessionNotFound(session_id)
         created_at, first, start, seq, *raw = result
         return SessionPage(
-            session_id=session_id,
+            session_id=canonical_session_id(session_id),
             created_at=iso_from_ms(created_at),
             last_activity=iso_from_ms(at),
             messages=[decode_message(item) for item in raw],
@@ -445,7 +451,8 @@ class SessionStore:
             keys.append(idempotency_key(record.key, session_id))
             origin = idempotency_key(record.key, None) if create else ""
             record_args = [
-                self.idempotency_ttl, record.fingerprint, session_id, record.result,
+                self.idempotency_ttl, record.fingerprint, canonical_session_id(session_id),
+                record.result,
                 self.registry_ttl, origin,
             ]  # fmt: skip
         encoded = [m.encode() for m in messages]
@@ -478,7 +485,8 @@ class SessionStore:
         In a session that no longer exists the status is ``gone`` and nothing is written.
         """
         at = now_ms()
-        sid = session_id or proposed_session_id or ""
+        # Records hold canonical ids, so a replay answers with the id the first reply gave.
+        sid = canonical_session_id(session_id) if session_id else proposed_session_id or ""
         args = [self.idempotency_ttl, at, fingerprint, at + lease_ms, owner, sid, self.registry_ttl]
         keys = [idempotency_key(key, session_id)]
         if session_id is not None:
@@ -498,7 +506,7 @@ class SessionStore:
 
     def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
         """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
-        args = [record.fingerprint, session_id, record.result]
+        args = [record.fingerprint, canonical_session_id(session_id), record.result]
         with self._redis_errors():
             self._finish(keys=[idempotency_key(key, None)], args=args)
 

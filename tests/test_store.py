@@ -65,6 +65,15 @@ def test_command_recorder_sees_script_calls(store, redis_client, monkeypatch):
     assert sent and sent[0][0] in ("EVALSHA", "EVAL")  # so an empty record above means something
 
 
+def test_ids_come_back_canonical_whatever_the_case_given(store):
+    sid = new_session_id()
+    write = IdempotentWrite("client-key-0123456789", "fp", "result")
+    store.append(sid.upper(), pair(1), create=True, record=write)
+    assert store.read(sid.upper()).session_id == sid
+    replay = store.claim(write.key, "fp", session_id=sid.upper(), lease_ms=1000, owner="o")
+    assert replay.status == "done" and replay.session_id == sid
+
+
 def test_create_then_read_empty_session(store):
     sid = new_session_id()
     store.create(sid)

@@ -109,3 +109,19 @@ def test_delete_removes_all_keys(client, fake_redis):
 def test_uppercase_id_is_the_same_session(client):
     sid = create(client)
     assert client.get(f"/api/session/{sid.upper()}/validate").get_json()["valid"] is True
+
+
+def test_answers_name_the_session_by_its_canonical_id(client):
+    sid = create(client)
+    upper = sid.upper()
+    history = client.get(f"/api/session/{upper}/history").get_json()
+    assert history["sessionId"] == sid
+    assert client.get(f"/api/session/{upper}/validate").get_json() == {
+        "success": True, "valid": True, "sessionId": sid,
+    }  # fmt: skip
+    sent = client.post("/api/send-message", json={"question": "q"}, headers={"session-id": upper})
+    assert sent.get_json()["sessionId"] == sent.headers["session-id"] == sid
+    client.delete(f"/api/session/{upper}")
+    # Well-formed but gone: still canonical. Malformed: echoed as given (it names no session).
+    assert client.get(f"/api/session/{upper}/validate").get_json()["sessionId"] == sid
+    assert client.get("/api/session/Not-An-Id/validate").get_json()["sessionId"] == "Not-An-Id"
