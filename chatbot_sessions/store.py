@@ -79,7 +79,7 @@ return 1
 """
 
 # KEYS: meta, messages, registry. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
-# Returns nil if missing, else {createdAt, first_abs, start_abs, seq, messages...} where
+# Returns nil if missing, else {createdAt, first_abs, start_abs, messages...} where
 # message positions are absolute (counted since the session began) so cursors survive trims.
 # TTLs as in _TOUCH.
 _READ = """
@@ -97,7 +97,7 @@ if before >= 0 and before < stop then stop = before end
 local start = first
 local limit = tonumber(ARGV[3])
 if limit > 0 and stop - limit > start then start = stop - limit end
-local result = {meta[1], first, start, seq}
+local result = {meta[1], first, start}
 if stop > start then
   local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
   for i = 1, #items do result[#result + 1] = items[i] end
@@ -335,7 +335,6 @@ class SessionPage:
     last_activity: str
     messages: list[Message] = field(default_factory=list)
     next_cursor: int | None = None
-    total_stored: int = 0
 
 
 @dataclass(frozen=True)
@@ -418,14 +417,13 @@ class SessionStore:
         result = self._run(self._read, session_id, at, limit, -1 if before is None else before)
         if result is None:
             raise SessionNotFound(session_id)
-        created_at, first, start, seq, *raw = result
+        created_at, first, start, *raw = result
         return SessionPage(
             session_id=canonical_session_id(session_id),
             created_at=iso_from_ms(created_at),
             last_activity=iso_from_ms(at),
             messages=[decode_message(item) for item in raw],
             next_cursor=int(start) if int(start) > int(first) else None,
-            total_stored=int(seq) - int(first),
         )
 
     def append(
