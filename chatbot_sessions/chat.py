@@ -36,8 +36,8 @@ from chatbot_sessions.store import (
     IdempotentWrite,
     NewMessage,
     SessionStore,
-    now_ms,
 )
+from chatbot_sessions.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 # A duplicate in flight polls the record, first soon (most turns take milliseconds without

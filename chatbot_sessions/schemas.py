@@ -16,7 +16,8 @@ from marshmallow import (
 )
 
 from chatbot_sessions.session_ids import parse_session_id
-from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT, ms_from_iso
+from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.timestamps import ms_from_iso
 
 
 class SourceSchema(Schema):

@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import redis
@@ -51,6 +48,7 @@ from chatbot_sessions import signals
 from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Message, Source
 from chatbot_sessions.session_ids import parse_session_id
+from chatbot_sessions.timestamps import iso_from_ms, now_ms
 
 KEY_PREFIX = "chat_session:"
 #: Names of the session-less Idempotency-Key records start with this (then ``{<h>}``).
@@ -250,26 +248,6 @@ def idempotency_key(client_key: str, session_id: str | None) -> str:
     return f"{registry_key(session_id)}:{digest}"
 
 
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds, the unit every stored timestamp uses."""
-    return time.time_ns() // 1_000_000
-
-
-@lru_cache(maxsize=4096)
-def _iso_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def iso_from_ms(ms: int | str) -> str:
-    """Render epoch milliseconds as ISO 8601 UTC with a ``Z``, as JavaScript's toISOString.
-
-    Whole seconds are cached: a history page renders many stamps from the same minutes,
-    and this runs for every message of every history read.
-    """
-    seconds, millis = divmod(int(ms), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
-
-
 def _base36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
@@ -380,7 +358,9 @@ class SessionStore:
         self._delete = client.register_script(_DELETE)
 
     @contextmanager
-    def _redis_errors(self) -> Iterator[None]:
+    def redis_errors(self) -> Iterator[None]:
+        """Turn redis-py failures inside the block into StoreUnavailable (and a store_error
+        signal), for the store and for tools that send commands over its client."""
         try:
             yield
         # RedisClusterException is not a RedisError: it is what a cluster client raises
@@ -391,7 +371,7 @@ class SessionStore:
 
     def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
         keys = all_session_keys(session_id)
-        with self._redis_errors():
+        with self.redis_errors():
             return script(keys=keys, args=[self.ttl, *args])
 
     def create(self, session_id: str) -> None:
@@ -455,7 +435,7 @@ class SessionStore:
             ]  # fmt: skip
         encoded = [m.encode() for m in messages]
         args = [self.ttl, now_ms(), self.max_messages, int(create), *record_args, *encoded]
-        with self._redis_errors():
+        with self.redis_errors():
             result = self._append(keys=keys, args=args)
         if result == -1:
             raise SessionNotFound(session_id)
@@ -489,7 +469,7 @@ class SessionStore:
         keys = [idempotency_key(key, session_id)]
         if session_id is not None:
             keys += [registry_key(session_id), session_keys(session_id)[0]]
-        with self._redis_errors():
+        with self.redis_errors():
             status, found_sid, *extra = self._claim(keys=keys, args=args)
         if status == "done":
             return IdempotencyClaim("done", found_sid or None, result=extra[0])
@@ -499,13 +479,13 @@ class SessionStore:
 
     def release(self, key: str, *, session_id: str | None, owner: str) -> None:
         """End ``owner``'s lease on the record now, so a retry need not wait for it to lapse."""
-        with self._redis_errors():
+        with self.redis_errors():
             self._release(keys=[idempotency_key(key, session_id)], args=[owner])
 
     def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
         """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
         args = [record.fingerprint, canonical_session_id(session_id), record.result]
-        with self._redis_errors():
+        with self.redis_errors():
             self._finish(keys=[idempotency_key(key, None)], args=args)
 
     def delete(self, session_id: str) -> None:
@@ -516,7 +496,7 @@ class SessionStore:
         tag) is deleted by a second command right after the script.
         """
         keys = all_session_keys(session_id)
-        with self._redis_errors():
+        with self.redis_errors():
             removed, *elsewhere = self._delete(
                 keys=keys, args=[int(self._one_node), SESSIONLESS_RECORD_PREFIX]
             )
@@ -527,5 +507,5 @@ class SessionStore:
 
     def ping(self) -> bool:
         """True when Redis answers PING; StoreUnavailable otherwise."""
-        with self._redis_errors():
+        with self.redis_errors():
             return bool(self.client.ping())

@@ -16,10 +16,10 @@ from chatbot_sessions.store import (
     SessionStore,
     all_session_keys,
     idempotency_key,
-    now_ms,
     registry_key,
     session_keys,
 )
+from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import record_commands
 
 
