@@ -36,8 +36,8 @@ from chatbot_sessions.store import (
     IdempotentWrite,
     NewMessage,
     SessionStore,
-    now_ms,
 )
+from chatbot_sessions.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 # A duplicate in flight polls the record, first soon (most turns take milliseconds without
@@ -47,14 +47,13 @@ _POLL_FIRST, _POLL_MAX = 0.002, 0.05
 
 @dataclass(frozen=True)
 class Exchange:
-    """The outcome of a turn: which session holds it, the reply, and whether it is new.
+    """The outcome of a turn: which session holds it and the reply.
 
     ``replayed`` marks a reply returned again for a retried Idempotency-Key.
     """
 
     session_id: str
     reply: Reply
-    new_session: bool
     replayed: bool = False
 
 
@@ -163,7 +162,7 @@ class ChatService:
         if session_id is not None:
             try:
                 self.store.append(session_id, turns, record=record)
-                return Exchange(session_id, reply, new_session=False)
+                return Exchange(session_id, reply)
             except AlreadyRecorded:
                 return self._replay(self._claim(attempt, session_id))  # type: ignore[arg-type]
             except SessionNotFound:
@@ -201,7 +200,7 @@ class ChatService:
                     # Stored and recorded under the session already; a retry finds it there
                     # once this attempt's lease lapses.
                     log.warning("could not mark idempotency record done: %s", exc)
-            return Exchange(fresh, reply, new_session=True)
+            return Exchange(fresh, reply)
         raise RuntimeError("could not find a free session id in three tries")
 
     def _claim(self, attempt: _Attempt, session_id: str | None) -> IdempotencyClaim:
@@ -230,7 +229,7 @@ class ChatService:
     def _replay(self, claim: IdempotencyClaim) -> Exchange:
         if claim.status != "done" or claim.result is None or claim.session_id is None:
             raise IdempotencyInProgress(retry_after=1)  # the record expired meanwhile
-        return Exchange(claim.session_id, decode_reply(claim.result), False, replayed=True)
+        return Exchange(claim.session_id, decode_reply(claim.result), replayed=True)
 
     def _release(self, attempt: _Attempt, session_id: str | None) -> None:
         with contextlib.suppress(StoreUnavailable):  # Redis is down: the lease lapses anyway

@@ -16,7 +16,8 @@ from marshmallow import (
 )
 
 from chatbot_sessions.session_ids import parse_session_id
-from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT, ms_from_iso
+from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.timestamps import ms_from_iso
 
 
 class SourceSchema(Schema):
@@ -65,6 +66,11 @@ class SendMessageSchema(Schema):
 
     @validates("question")
     def _check_question(self, value: str, **_: Any) -> None:
+        # JSON may spell a lone surrogate ("\ud800"); no such string can be stored or hashed.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("must be valid Unicode text") from None
         if not value.strip():
             raise ValidationError("must not be blank")
         limit = current_app.config["SETTINGS"].max_question_chars
@@ -130,7 +136,11 @@ class CreatedSchema(SuccessSchema):
 class HistorySchema(SuccessSchema):
     """Answer of GET /api/session/<id>/history."""
 
-    sessionId = fields.String(required=True, attribute="session_id")
+    sessionId = fields.String(
+        required=True,
+        attribute="session_id",
+        metadata={"description": "the session id in canonical (lower-case) form"},
+    )
     createdAt = fields.String(required=True, attribute="created_at")
     lastActivity = fields.String(required=True, attribute="last_activity")
     messages = PreRenderedList(fields.Nested(MessageSchema), required=True)
@@ -151,7 +161,13 @@ class ValidSchema(SuccessSchema):
     """Answer of GET /api/session/<id>/validate."""
 
     valid = fields.Boolean(required=True)
-    sessionId = fields.String(required=True, attribute="session_id")
+    sessionId = fields.String(
+        required=True,
+        attribute="session_id",
+        metadata={
+            "description": "the id in canonical (lower-case) form if it is a UUID v4, else as given"
+        },
+    )
 
 
 class ReplySchema(SuccessSchema):

@@ -17,9 +17,13 @@ The registry lets DELETE remove a session's records without SCAN: the scripts th
 record add its name to the registry in the same step, including the session-less record of
 the send that created the session, and give the registry max(SESSION_TTL,
 IDEMPOTENCY_TTL), so it outlives every record it names and no key lives without a TTL.
+Every access extends the registry's TTL to at least SESSION_TTL (``EXPIRE ... GT``, never
+shortening it), so the session cannot outlive it either. Records are replay caches with
+their own window: no access extends them.
 
 Each public method is exactly one round trip: a server-side Lua script that does the
-access, refreshes the TTL of both keys and updates ``lastActivity`` atomically. The append
+access, refreshes the TTL of the session's keys (meta, messages, registry) and updates
+``lastActivity`` atomically. The append
 script refuses to recreate a session that expired or was deleted, and trims to the
 maximum in the same step, so concurrent writers can neither lose nor reorder messages.
 (One exception: on Redis Cluster, deleting a session whose first send was keyed takes a
@@ -31,12 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import redis
@@ -47,6 +48,7 @@ from chatbot_sessions import signals
 from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Message, Source
 from chatbot_sessions.session_ids import parse_session_id
+from chatbot_sessions.timestamps import iso_from_ms, now_ms
 
 KEY_PREFIX = "chat_session:"
 #: Names of the session-less Idempotency-Key records start with this (then ``{<h>}``).
@@ -54,15 +56,19 @@ SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
-# KEYS: meta, messages. ARGV: ttl, now_ms. Returns 1 if the session exists (and was touched).
+# KEYS: meta, messages, registry. ARGV: ttl, now_ms. Returns 1 if the session exists (and
+# was touched). The registry's TTL only ever grows here (GT: it may hold a longer
+# idempotency window; a no-op when the session has no registry), so it never ends first.
 _TOUCH = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 return 1
 """
 
-# KEYS: meta, messages. ARGV: ttl, now_ms. Creates an empty session; 0 if the id is taken.
+# KEYS: meta, messages, registry (unused: a new session has none). ARGV: ttl, now_ms.
+# Creates an empty session; 0 if the id is taken.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'lastActivity', ARGV[2], 'seq', 0)
@@ -70,12 +76,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: meta, messages. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
-# Returns nil if missing, else {createdAt, first_abs, start_abs, seq, messages...} where
+# KEYS: meta, messages, registry. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
+# Returns nil if missing, else {createdAt, first_abs, start_abs, messages...} where
 # message positions are absolute (counted since the session began) so cursors survive trims.
+# TTLs as in _TOUCH.
 _READ = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'seq')
 local len = redis.call('LLEN', KEYS[2])
@@ -87,7 +95,7 @@ if before >= 0 and before < stop then stop = before end
 local start = first
 local limit = tonumber(ARGV[3])
 if limit > 0 and stop - limit > start then start = stop - limit end
-local result = {meta[1], first, start, seq}
+local result = {meta[1], first, start}
 if stop > start then
   local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
   for i = 1, #items do result[#result + 1] = items[i] end
@@ -95,16 +103,16 @@ end
 return result
 """
 
-# KEYS: meta, messages[, idempotency record, registry]. ARGV: ttl, now_ms, max_messages,
+# KEYS: meta, messages, registry[, idempotency record]. ARGV: ttl, now_ms, max_messages,
 # create ('1' = new session), record_ttl, fingerprint, session id, result, registry_ttl,
 # origin (name of the session-less record that reserved a new session, or ''), msgs...
-# (the record arguments are ignored without the third key). Returns the new seq, -1 if
+# (the record arguments are ignored without the fourth key). Returns the new seq, -1 if
 # the session is gone (never resurrected), -2 if create hit an id that already exists, -3
 # if the record is already done: the exchange was stored before and must not be stored
 # again. Marking the record done in the same script means no crash can store without
 # recording or vice versa; registering it (and the origin) here means DELETE finds both.
 _APPEND = """
-local record = KEYS[3]
+local record = KEYS[4]
 if record and redis.call('HGET', record, 'state') == 'done' then return -3 end
 local exists = redis.call('EXISTS', KEYS[1])
 if ARGV[4] == '1' then
@@ -123,9 +131,11 @@ if record then
   redis.call('HSET', record, 'state', 'done', 'fp', ARGV[6], 'sid', ARGV[7], 'result', ARGV[8])
   redis.call('HDEL', record, 'lease', 'owner')
   redis.call('EXPIRE', record, ARGV[5])
-  redis.call('SADD', KEYS[4], record)
-  if ARGV[10] ~= '' then redis.call('SADD', KEYS[4], ARGV[10]) end
-  redis.call('EXPIRE', KEYS[4], ARGV[9])
+  redis.call('SADD', KEYS[3], record)
+  if ARGV[10] ~= '' then redis.call('SADD', KEYS[3], ARGV[10]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+else
+  redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 end
 return seq
 """
@@ -205,18 +215,29 @@ return {removed, unpack(other)}
 T = TypeVar("T")
 
 
-def session_keys(session_id: str) -> tuple[str, str]:
-    """Return (meta key, messages key) for a canonical id; anything else is not found."""
+def canonical_session_id(session_id: str) -> str:
+    """The id in the one form keys, records and answers use; a malformed id is not found."""
     canonical = parse_session_id(session_id)
     if canonical is None:
         raise SessionNotFound(session_id)
-    tag = f"{KEY_PREFIX}{{{canonical}}}"
+    return canonical
+
+
+def session_keys(session_id: str) -> tuple[str, str]:
+    """Return (meta key, messages key) for a canonical id; anything else is not found."""
+    tag = f"{KEY_PREFIX}{{{canonical_session_id(session_id)}}}"
     return tag, f"{tag}:messages"
+
+
+def all_session_keys(session_id: str) -> list[str]:
+    """Meta, messages and registry: the keys whose TTL every access of the session refreshes."""
+    meta, messages = session_keys(session_id)
+    return [meta, messages, f"{meta}:idem"]
 
 
 def registry_key(session_id: str) -> str:
     """The set naming every Idempotency-Key record that DELETE must remove with the session."""
-    return f"{session_keys(session_id)[0]}:idem"
+    return all_session_keys(session_id)[2]
 
 
 def idempotency_key(client_key: str, session_id: str | None) -> str:
@@ -225,26 +246,6 @@ def idempotency_key(client_key: str, session_id: str | None) -> str:
     if session_id is None:
         return f"{SESSIONLESS_RECORD_PREFIX}{digest}}}"
     return f"{registry_key(session_id)}:{digest}"
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds, the unit every stored timestamp uses."""
-    return time.time_ns() // 1_000_000
-
-
-@lru_cache(maxsize=4096)
-def _iso_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def iso_from_ms(ms: int | str) -> str:
-    """Render epoch milliseconds as ISO 8601 UTC with a ``Z``, as JavaScript's toISOString.
-
-    Whole seconds are cached: a history page renders many stamps from the same minutes,
-    and this runs for every message of every history read.
-    """
-    seconds, millis = divmod(int(ms), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
 
 
 def _base36(number: int) -> str:
@@ -312,7 +313,6 @@ class SessionPage:
     last_activity: str
     messages: list[Message] = field(default_factory=list)
     next_cursor: int | None = None
-    total_stored: int = 0
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,9 @@ class SessionStore:
         self._delete = client.register_script(_DELETE)
 
     @contextmanager
-    def _redis_errors(self) -> Iterator[None]:
+    def redis_errors(self) -> Iterator[None]:
+        """Turn redis-py failures inside the block into StoreUnavailable (and a store_error
+        signal), for the store and for tools that send commands over its client."""
         try:
             yield
         # RedisClusterException is not a RedisError: it is what a cluster client raises
@@ -368,8 +370,8 @@ class SessionStore:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _run(self, script: Callable[..., T], session_id: str, *args: Any) -> T:
-        keys = session_keys(session_id)
-        with self._redis_errors():
+        keys = all_session_keys(session_id)
+        with self.redis_errors():
             return script(keys=keys, args=[self.ttl, *args])
 
     def create(self, session_id: str) -> None:
@@ -388,20 +390,20 @@ class SessionStore:
     def read(self, session_id: str, *, limit: int = 0, before: int | None = None) -> SessionPage:
         """Return the newest ``limit`` messages (all if 0) before absolute position ``before``.
 
-        Raises SessionNotFound for a missing session; the access refreshes its TTL.
+        Raises SessionNotFound for a missing session; the access refreshes its TTL. The page
+        carries the canonical id, whatever case the caller spelled it in.
         """
         at = now_ms()
         result = self._run(self._read, session_id, at, limit, -1 if before is None else before)
         if result is None:
             raise SessionNotFound(session_id)
-        created_at, first, start, seq, *raw = result
+        created_at, first, start, *raw = result
         return SessionPage(
-            session_id=session_id,
+            session_id=canonical_session_id(session_id),
             created_at=iso_from_ms(created_at),
             last_activity=iso_from_ms(at),
             messages=[decode_message(item) for item in raw],
             next_cursor=int(start) if int(start) > int(first) else None,
-            total_stored=int(seq) - int(first),
         )
 
     def append(
@@ -421,18 +423,19 @@ class SessionStore:
         the session's registry, and so, with ``create``, does the key's session-less record
         (the one that reserved this id), so that deleting the session deletes both.
         """
-        keys = list(session_keys(session_id))
+        keys = all_session_keys(session_id)
         record_args: list[Any] = ["", "", "", "", "", ""]
         if record is not None:
-            keys += [idempotency_key(record.key, session_id), registry_key(session_id)]
+            keys.append(idempotency_key(record.key, session_id))
             origin = idempotency_key(record.key, None) if create else ""
             record_args = [
-                self.idempotency_ttl, record.fingerprint, session_id, record.result,
+                self.idempotency_ttl, record.fingerprint, canonical_session_id(session_id),
+                record.result,
                 self.registry_ttl, origin,
             ]  # fmt: skip
         encoded = [m.encode() for m in messages]
         args = [self.ttl, now_ms(), self.max_messages, int(create), *record_args, *encoded]
-        with self._redis_errors():
+        with self.redis_errors():
             result = self._append(keys=keys, args=args)
         if result == -1:
             raise SessionNotFound(session_id)
@@ -460,12 +463,13 @@ class SessionStore:
         In a session that no longer exists the status is ``gone`` and nothing is written.
         """
         at = now_ms()
-        sid = session_id or proposed_session_id or ""
+        # Records hold canonical ids, so a replay answers with the id the first reply gave.
+        sid = canonical_session_id(session_id) if session_id else proposed_session_id or ""
         args = [self.idempotency_ttl, at, fingerprint, at + lease_ms, owner, sid, self.registry_ttl]
         keys = [idempotency_key(key, session_id)]
         if session_id is not None:
             keys += [registry_key(session_id), session_keys(session_id)[0]]
-        with self._redis_errors():
+        with self.redis_errors():
             status, found_sid, *extra = self._claim(keys=keys, args=args)
         if status == "done":
             return IdempotencyClaim("done", found_sid or None, result=extra[0])
@@ -475,13 +479,13 @@ class SessionStore:
 
     def release(self, key: str, *, session_id: str | None, owner: str) -> None:
         """End ``owner``'s lease on the record now, so a retry need not wait for it to lapse."""
-        with self._redis_errors():
+        with self.redis_errors():
             self._release(keys=[idempotency_key(key, session_id)], args=[owner])
 
     def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
         """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
-        args = [record.fingerprint, session_id, record.result]
-        with self._redis_errors():
+        args = [record.fingerprint, canonical_session_id(session_id), record.result]
+        with self.redis_errors():
             self._finish(keys=[idempotency_key(key, None)], args=args)
 
     def delete(self, session_id: str) -> None:
@@ -491,8 +495,8 @@ class SessionStore:
         On Redis Cluster the session-less record that started the session (another hash
         tag) is deleted by a second command right after the script.
         """
-        keys = [*session_keys(session_id), registry_key(session_id)]
-        with self._redis_errors():
+        keys = all_session_keys(session_id)
+        with self.redis_errors():
             removed, *elsewhere = self._delete(
                 keys=keys, args=[int(self._one_node), SESSIONLESS_RECORD_PREFIX]
             )
@@ -503,5 +507,5 @@ class SessionStore:
 
     def ping(self) -> bool:
         """True when Redis answers PING; StoreUnavailable otherwise."""
-        with self._redis_errors():
+        with self.redis_errors():
             return bool(self.client.ping())

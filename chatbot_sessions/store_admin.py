@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -35,9 +34,9 @@ from chatbot_sessions.store import (
     NewMessage,
     SessionStore,
     decode_message,
-    iso_from_ms,
     session_keys,
 )
+from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 #: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
 META_PATTERN = KEY_PREFIX + "{*}"
@@ -49,8 +48,6 @@ SCAN_COUNT = 1000
 TTL_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 #: The ``format`` of an exported session document.
 SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
 # {createdAt, lastActivity, seq, pttl, raw messages...}.
@@ -94,15 +91,6 @@ return 1
 """
 
 Progress = Callable[[int], None]
-
-
-def ms_from_iso(text: str) -> int:
-    """Parse an ISO 8601 timestamp (as ``iso_from_ms`` writes it) back to epoch ms, exactly."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone")
-    # Integer arithmetic: going through float seconds could be off by a millisecond.
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -177,7 +165,7 @@ class SessionAdmin:
     def iter_session_ids(self) -> Iterator[str]:
         """Every live session id, in SCAN order (a session may appear twice during a
         rehash, as SCAN allows; counts are exact when the keyspace is not resizing)."""
-        with self.store._redis_errors():
+        with self.store.redis_errors():
             for key in self._meta_keys():
                 yield key[len(KEY_PREFIX) + 1 : -1]
 
@@ -194,7 +182,7 @@ class SessionAdmin:
         """Count sessions and bucket their TTLs: one SCAN pass, one TTL pipeline per batch."""
         buckets = [0] * (len(TTL_BUCKETS) + 1)
         sessions = persistent = 0
-        with self.store._redis_errors():
+        with self.store.redis_errors():
             for batch in _chunks(self._meta_keys(), SCAN_COUNT):
                 pipe = self.client.pipeline(transaction=False)
                 for key in batch:
@@ -220,7 +208,7 @@ class SessionAdmin:
             else {}
         )
         try:
-            with self.store._redis_errors():
+            with self.store.redis_errors():
                 raw = self.client.info("memory", **where)
         except StoreUnavailable as exc:
             if not isinstance(exc.__cause__, ResponseError):
@@ -240,7 +228,7 @@ class SessionAdmin:
     def purge(self, progress: Progress | None = None) -> int:
         """UNLINK every ``chat_session:`` key (and no other), in SCAN batches; never FLUSHDB."""
         deleted = 0
-        with self.store._redis_errors():
+        with self.store.redis_errors():
             for batch in _chunks(self.client.scan_iter(match=ALL_PATTERN, count=SCAN_COUNT),
                                  SCAN_COUNT):  # fmt: skip
                 # Belt and braces: the glob already guarantees the prefix.
@@ -256,7 +244,7 @@ class SessionAdmin:
     def export(self, session_id: str) -> dict[str, Any] | None:
         """The whole session as a JSON-ready document (no TTL refresh), or None if missing."""
         keys = session_keys(session_id)
-        with self.store._redis_errors():
+        with self.store.redis_errors():
             result = self._snapshot(keys=keys)
         if result is None:
             return None
@@ -285,7 +273,7 @@ class SessionAdmin:
             document.get("seq", len(raw)),
             *raw,
         ]
-        with self.store._redis_errors():
+        with self.store.redis_errors():
             return bool(self._restore(keys=keys, args=args))
 
     def set_ttl(self, session_ids: Sequence[str], seconds: int | None) -> list[str]:
@@ -299,7 +287,7 @@ class SessionAdmin:
             except SessionNotFound:
                 missing.append(session_id)
                 continue
-            with self.store._redis_errors():
+            with self.store.redis_errors():
                 if not self._set_ttl(keys=keys, args=[ttl_ms]):
                     missing.append(session_id)
         return missing

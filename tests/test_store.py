@@ -10,7 +10,17 @@ import pytest
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Source
 from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import NewMessage, SessionStore, now_ms, session_keys
+from chatbot_sessions.store import (
+    IdempotentWrite,
+    NewMessage,
+    SessionStore,
+    all_session_keys,
+    idempotency_key,
+    registry_key,
+    session_keys,
+)
+from chatbot_sessions.timestamps import now_ms
+from tests.support.commands import record_commands
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -35,13 +45,33 @@ def test_keys_share_one_cluster_hash_tag_and_prefix():
 
 
 @pytest.mark.parametrize("bad", ["*", "chat_session:*", "", "not-a-uuid", "{x}", "1" * 36])
-def test_non_canonical_ids_never_become_keys(store, redis_client, bad):
+def test_non_canonical_ids_never_become_keys(store, redis_client, monkeypatch, bad):
+    sent = record_commands(monkeypatch, redis_client)
     with pytest.raises(SessionNotFound):
         store.read(bad)
     with pytest.raises(SessionNotFound):
         store.delete(bad)
+    with pytest.raises(SessionNotFound):
+        store.append(bad, pair(1))
+    with pytest.raises(SessionNotFound):
+        store.claim("client-key-0123456789", "fp", session_id=bad, lease_ms=1000, owner="o")
     assert store.touch(bad) is False
-    assert redis_client.keys("*") == []
+    assert sent == []  # not one command: a malformed id never reaches Redis at all
+
+
+def test_command_recorder_sees_script_calls(store, redis_client, monkeypatch):
+    sent = record_commands(monkeypatch, redis_client)
+    store.touch(new_session_id())
+    assert sent and sent[0][0] in ("EVALSHA", "EVAL")  # so an empty record above means something
+
+
+def test_ids_come_back_canonical_whatever_the_case_given(store):
+    sid = new_session_id()
+    write = IdempotentWrite("client-key-0123456789", "fp", "result")
+    store.append(sid.upper(), pair(1), create=True, record=write)
+    assert store.read(sid.upper()).session_id == sid
+    replay = store.claim(write.key, "fp", session_id=sid.upper(), lease_ms=1000, owner="o")
+    assert replay.status == "done" and replay.session_id == sid
 
 
 def test_create_then_read_empty_session(store):
@@ -99,12 +129,14 @@ def test_trims_oldest_beyond_maximum_atomically(store, redis_client):
 
 
 def test_every_access_refreshes_ttl_of_all_keys(redis_client):
-    store = SessionStore(redis_client, ttl=100, max_messages=10)
+    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
     sid = new_session_id()
-    store.append(sid, pair(1), create=True)
-    keys = session_keys(sid)
-    for key in keys:
-        redis_client.expire(key, 5)
+    # A keyed send creates the session's registry (and a record, which keeps its own window).
+    first = IdempotentWrite("client-key-0123456789", "fp", "result")
+    store.append(sid, pair(1), create=True, record=first)
+    record = idempotency_key(first.key, sid)
+    keys = all_session_keys(sid)
+    assert redis_client.exists(*keys) == 3
     for access in (
         lambda: store.read(sid),
         lambda: store.touch(sid),
@@ -112,8 +144,22 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     ):
         for key in keys:
             redis_client.expire(key, 5)
+        redis_client.expire(record, 7)
         access()
-        assert all(95 <= redis_client.ttl(key) <= 100 for key in keys)
+        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 3
+        assert redis_client.ttl(record) <= 7  # replay caches are not extended
+
+
+def test_registry_ttl_is_never_shortened(redis_client):
+    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
+    sid = new_session_id()
+    store.append(sid, pair(1), create=True, record=IdempotentWrite("k" * 16, "fp", "r"))
+    registry = registry_key(sid)
+    redis_client.expire(registry, 1000)  # e.g. a longer idempotency window than the session's
+    store.read(sid)
+    store.touch(sid)
+    store.append(sid, pair(2))
+    assert 990 <= redis_client.ttl(registry) <= 1000
 
 
 def test_no_session_key_exists_without_ttl(store, redis_client):

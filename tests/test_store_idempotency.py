@@ -15,10 +15,10 @@ from chatbot_sessions.store import (
     NewMessage,
     SessionStore,
     idempotency_key,
-    now_ms,
     registry_key,
     session_keys,
 )
+from chatbot_sessions.timestamps import now_ms
 
 KEY = "client-key-0123456789"
 

@@ -14,7 +14,7 @@ from chatbot_sessions.schemas import (
     HistorySchema,
     ValidSchema,
 )
-from chatbot_sessions.session_ids import new_session_id
+from chatbot_sessions.session_ids import new_session_id, parse_session_id
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/session", description="Chat sessions")
 
@@ -47,7 +47,9 @@ class ValidateSession(MethodView):
     @errors(blp, 503)
     def get(self, session_id: str):
         """Say whether the session exists (and keep it alive if it does)."""
-        return {"valid": get_store().touch(session_id), "session_id": session_id}
+        # A well-formed id comes back canonical (lower case); a malformed one as it was given.
+        shown = parse_session_id(session_id) or session_id
+        return {"valid": get_store().touch(session_id), "session_id": shown}
 
 
 @blp.route("/<session:session_id>")

@@ -7,7 +7,8 @@ of every worker, live or dead, so counters stay monotonic across worker restarts
 the variable (tests, ``flask run``) each app keeps its own in-memory registry.
 
 Labels are bounded: the endpoint label is the route template, never the raw path (which
-holds session ids), and unmatched paths share one value.
+holds session ids), and unmatched paths share one value; any method outside the standard
+ones a client may send is counted as ``OTHER``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ENDPOINT = "<unmatched>"
+#: Method label values; any other method (a client can send ``FOO``) is ``OTHER``, so no
+#: client can create series at will.
+KNOWN_METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Reply generation may wait on an LLM: wider buckets than plain HTTP.
 _REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
@@ -113,6 +118,7 @@ class Metrics:
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Record one served request."""
+        method = method if method in KNOWN_METHODS else OTHER_METHOD
         labels = (method, endpoint, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)

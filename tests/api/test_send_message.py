@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.store import session_keys
+from tests.support.commands import record_commands
 
 
 def send(client, question, sid=None):
@@ -42,6 +43,27 @@ def test_unknown_or_malformed_ids_get_a_new_session(client, header):
         assert [m["content"] for m in history["messages"]] == ["q", "answer to: q"]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage-session-id",
+        "chat_session:{tag}*",
+        "00000000-0000-0000-0000-000000000000",  # well-formed, but not a UUID v4
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",  # a UUID v1
+        " 6ba7b810-9dad-41d1-80b4-00c04fd430c8",  # a v4 with a stray space
+    ],
+)
+def test_malformed_session_header_never_becomes_a_key(client, fake_redis, monkeypatch, header):
+    sent = record_commands(monkeypatch, fake_redis)
+    response = client.post(
+        "/api/send-message", json={"question": "q"}, headers={"session-id": header}
+    )
+    assert response.status_code == 200
+    assert sent  # the new session was stored...
+    stripped = header.strip()
+    assert [args for args in sent if any(stripped in arg for arg in args)] == []  # ...not there
+
+
 def test_existing_session_keeps_its_id_and_gets_context(client, generator):
     first = send(client, "first").get_json()["sessionId"]
     second = send(client, "second", first).get_json()
@@ -63,6 +85,10 @@ def test_context_is_limited_to_context_messages(make_app, generator):
     ]
 
 
+JSON = "application/json"
+LONE_SURROGATE = '{"question": "\\ud800"}'
+
+
 def test_bad_bodies_store_nothing(client, fake_redis):
     cases = [
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json", None),
@@ -75,7 +101,11 @@ def test_bad_bodies_store_nothing(client, fake_redis):
         ({"json": {"question": None}}, 422, "validation_error", "question"),
         ({"json": {"question": ["a"]}}, 422, "validation_error", "question"),
         ({"data": "question=hi"}, 422, "validation_error", "question"),
-    ]
+        # Valid JSON, but lone surrogates are not Unicode text: 422, not a 500 from encoding.
+        ({"data": LONE_SURROGATE, "content_type": JSON}, 422, "validation_error", "question"),
+        ({"data": '{"question": "ok \\udfff"}', "content_type": JSON}, 422, "validation_error",
+         "question"),
+    ]  # fmt: skip
     for kwargs, status, error, field in cases:
         response = client.post("/api/send-message", **kwargs)
         body = response.get_json()
@@ -83,6 +113,28 @@ def test_bad_bodies_store_nothing(client, fake_redis):
         assert body["success"] is False and body["error"] == error and body["message"]
         if field:
             assert field in body["details"]["fields"]
+    assert fake_redis.dbsize() == 0
+    surrogate = client.post("/api/send-message", data=LONE_SURROGATE, content_type=JSON)
+    assert surrogate.get_json()["details"]["fields"]["question"] == ["must be valid Unicode text"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "\u00e9" * 20,  # Latin-1: how a WSGI server hands over non-ASCII header bytes
+        "\u043a\u043b\u044e\u0447" * 5,
+        "\u2603" * 20,
+        "\udcff" * 20,  # surrogate-escaped bytes, should a server ever pass them on
+        "a" * 15 + "\x00",
+    ],
+)
+def test_non_ascii_idempotency_keys_are_422(client, fake_redis, key):
+    # environ_overrides: the test client would refuse to encode some of these itself.
+    response = client.post(
+        "/api/send-message", json={"question": "q"}, environ_overrides={"HTTP_IDEMPOTENCY_KEY": key}
+    )
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.get_json()["details"]["fields"]
     assert fake_redis.dbsize() == 0
 
 

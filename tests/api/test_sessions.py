@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.store import session_keys
+from tests.support.commands import record_commands
 
 
 def create(client) -> str:
@@ -77,13 +78,15 @@ def test_unknown_session(client, path):
 
 
 @pytest.mark.parametrize("bad", ["abc", "*", "%2A", "chat_session:x", "{tag}", "a%0Ab"])
-def test_malformed_ids_never_reach_redis(client, fake_redis, bad):
-    before = fake_redis.dbsize()
+def test_malformed_ids_never_reach_redis(client, fake_redis, monkeypatch, bad):
+    sent = record_commands(monkeypatch, fake_redis)
     assert client.get(f"/api/session/{bad}/history").status_code == 404
     assert client.delete(f"/api/session/{bad}").status_code == 404
     body = client.get(f"/api/session/{bad}/validate").get_json()
     assert body["valid"] is False
-    assert fake_redis.dbsize() == before
+    assert sent == []  # not one command, reads included
+    create(client)
+    assert sent  # the recorder does see what the app sends
 
 
 def test_validate_known_session(client):
@@ -106,3 +109,19 @@ def test_delete_removes_all_keys(client, fake_redis):
 def test_uppercase_id_is_the_same_session(client):
     sid = create(client)
     assert client.get(f"/api/session/{sid.upper()}/validate").get_json()["valid"] is True
+
+
+def test_answers_name_the_session_by_its_canonical_id(client):
+    sid = create(client)
+    upper = sid.upper()
+    history = client.get(f"/api/session/{upper}/history").get_json()
+    assert history["sessionId"] == sid
+    assert client.get(f"/api/session/{upper}/validate").get_json() == {
+        "success": True, "valid": True, "sessionId": sid,
+    }  # fmt: skip
+    sent = client.post("/api/send-message", json={"question": "q"}, headers={"session-id": upper})
+    assert sent.get_json()["sessionId"] == sent.headers["session-id"] == sid
+    client.delete(f"/api/session/{upper}")
+    # Well-formed but gone: still canonical. Malformed: echoed as given (it names no session).
+    assert client.get(f"/api/session/{upper}/validate").get_json()["sessionId"] == sid
+    assert client.get("/api/session/Not-An-Id/validate").get_json()["sessionId"] == "Not-An-Id"

@@ -90,3 +90,18 @@ def test_metric_names_use_one_namespace(client):
     text = client.get("/metrics").get_data(as_text=True)
     names = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
     assert names and all(name.startswith("chatbot_") for name in names)
+
+
+def test_unknown_methods_share_one_label_value(client):
+    for method in ("FOO", "BAR", "PROPFIND", "get-ish"):
+        client.open("/api/session/create", method=method)
+    client.open("/no/such/path", method="BREW")
+    client.open("/api/session/create", method="OPTIONS")
+    data = samples(client)
+    methods = {
+        dict(labels)["method"] for name, labels in data if name == "chatbot_http_requests_total"
+    }
+    assert methods == {"OTHER", "OPTIONS"}
+    other = {"method": "OTHER", "endpoint": "<unmatched>"}
+    assert value(data, "chatbot_http_requests_total", **other, status="405") == 4
+    assert value(data, "chatbot_http_requests_total", **other, status="404") == 1

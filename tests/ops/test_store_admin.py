@@ -10,11 +10,10 @@ from chatbot_sessions.store import (
     IdempotentWrite,
     NewMessage,
     SessionStore,
-    iso_from_ms,
-    now_ms,
     session_keys,
 )
-from chatbot_sessions.store_admin import META_PATTERN, SessionAdmin, ms_from_iso
+from chatbot_sessions.store_admin import META_PATTERN, SessionAdmin
+from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso, now_ms
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
