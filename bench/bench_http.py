@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chatbot_sessions.session_ids import new_session_id  # noqa: E402
-from chatbot_sessions.store import NewMessage, SessionStore, now_ms  # noqa: E402
+from chatbot_sessions.store import NewMessage, SessionStore  # noqa: E402
+from chatbot_sessions.timestamps import now_ms  # noqa: E402
 from tests.support.processes import GunicornServer, RedisServer  # noqa: E402
 
 QUESTION = "How do I configure the session TTL when running behind nginx with gunicorn?"
