@@ -105,7 +105,9 @@ class Settings:
     trusted_proxies: int = 0
     idempotency_ttl: int = 600
     idempotency_wait: float = 2.0
-    host: str = "0.0.0.0"
+    # Loopback: `make run` (often the embedded trial store) must not face the network by
+    # default. The Dockerfile and docker-compose.yml set HOST=0.0.0.0 for containers.
+    host: str = "127.0.0.1"
     port: int = 8000
     web_concurrency: int = 2
     gunicorn_threads: int = 8

@@ -114,11 +114,45 @@ def _cluster_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
 
     options.pop("health_check_interval")  # not a RedisCluster option
     options["max_connections"] = settings.redis_max_connections  # per node
+    seed_url, seed_options = _cluster_seed(settings)
+    return RedisCluster.from_url(seed_url, **seed_options, **options)
+
+
+def _cluster_seed(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The cluster's seed node as (URL, extra options): REDIS_URL, else REDIS_HOST/PORT/PASSWORD.
+
+    Shared by the sessions' client and the rate limiter's storage, so both reach the same
+    nodes with the same credentials and TLS.
+    """
     if settings.redis_url:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return RedisCluster(
-        host=settings.redis_host or "localhost",
-        port=settings.redis_port,
-        password=settings.redis_password,
-        **options,
-    )
+        return settings.redis_url, {}
+    host = settings.redis_host or "localhost"
+    if ":" in host:  # an IPv6 address goes in brackets inside a URL
+        host = f"[{host}]"
+    password = {"password": settings.redis_password} if settings.redis_password else {}
+    return f"redis://{host}:{settings.redis_port}", password
+
+
+def limiter_storage(client: redis.Redis, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """(storage URI, options) for the ``limits`` library, next to the sessions' data.
+
+    - the embedded in-process store: ``memory://`` (it is single-process anyway);
+    - a Redis Cluster client: a ``redis+cluster://`` storage of its own, seeded like the
+      sessions' client (``limits`` builds its own ``RedisCluster``);
+    - a plain, URL or Sentinel client: its connection pool (same server, timeouts, failover).
+    """
+    from redis.cluster import RedisCluster
+
+    if type(client).__module__.startswith("fakeredis"):
+        return "memory://", {}
+    if isinstance(client, RedisCluster):
+        seed_url, options = _cluster_seed(settings)
+        options.update(
+            socket_timeout=settings.redis_socket_timeout,
+            socket_connect_timeout=settings.redis_connect_timeout,
+        )
+        scheme, rest = seed_url.split("://", 1)  # limits reads host, port, credentials from it
+        if scheme == "rediss":
+            options["ssl"] = True
+        return f"redis+cluster://{rest}", options
+    return "redis://", {"connection_pool": client.connection_pool}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from chatbot_sessions import create_app
-from chatbot_sessions.config import ConfigError, load_settings
+from chatbot_sessions.config import _SCHEMA, _VARIABLES, ConfigError, load_settings
+from tests.support.processes import REPO_ROOT
 
 
 def test_defaults_without_environment():
@@ -60,3 +63,43 @@ def test_unknown_override_is_refused():
 def test_create_app_stops_on_bad_setting():
     with pytest.raises(ConfigError, match="SESSION_TTL"):
         create_app({"SESSION_TTL": "abc"})
+
+
+# How the README's default column says "no value".
+_UNSET = {"unset", "none", "shipped docs"}
+
+
+def _readme_configuration_rows() -> list[tuple[list[str], list[str]]]:
+    """(variable names, defaults) per row of README.md's configuration table."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    assert rows, "README.md has no configuration table under '## Configuration'"
+    return [
+        (re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[1]), cells[2].strip().split(" / "))
+        for cells in rows
+    ]
+
+
+def test_readme_configuration_table_lists_every_setting():
+    documented = {name for names, _ in _readme_configuration_rows() for name in names}
+    missing = _VARIABLES - documented
+    assert not missing, f"add these settings to README.md's configuration table: {missing}"
+    unknown = documented - _VARIABLES
+    assert not unknown, f"README.md's configuration table names unknown variables: {unknown}"
+
+
+def test_readme_configuration_table_shows_the_real_defaults():
+    defaults = load_settings(environ={})
+    field_of = {field.data_key: name for name, field in _SCHEMA.fields.items()}
+    for names, shown in _readme_configuration_rows():
+        if len(shown) == 1 and len(names) > 1:
+            shown = shown * len(names)  # one "unset" for the whole row
+        assert len(shown) == len(names), f"README row {names}: one default per variable"
+        for name, value in zip(names, shown, strict=True):
+            actual = getattr(defaults, field_of[name])
+            if value in _UNSET:
+                assert actual in (None, ()), f"README says {name} is {value}; it is {actual!r}"
+            else:
+                parsed = getattr(load_settings(environ={name: value}), field_of[name])
+                assert parsed == actual, f"README says {name}={value}; the default is {actual!r}"

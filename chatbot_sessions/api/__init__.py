@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_smorest import Api
 from marshmallow import fields
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from chatbot_sessions.config import Settings
@@ -30,7 +31,8 @@ class ChatApi(Api):
     # a status the document does not name is a contract failure, not silently "documented".
     DEFAULT_ERROR_RESPONSE_NAME = None
 
-    def handle_http_exception(self, error):
+    def handle_http_exception(self, error: HTTPException) -> Response:
+        """Render Flask's, werkzeug's and webargs' HTTP errors in our JSON envelope."""
         return http_exception_response(error)
 
 

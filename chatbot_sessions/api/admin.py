@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import Any
 
-from flask import abort, request
+from flask import Response, abort, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
@@ -22,7 +23,8 @@ blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Operato
 
 
 @blp.before_request
-def _require_admin_token():
+def _require_admin_token() -> Response | None:
+    """404 while ADMIN_TOKEN is unset; 401 unless the request carries it as a bearer token."""
     expected = get_settings().admin_token
     if not expected:
         abort(404)
@@ -41,12 +43,14 @@ def _require_admin_token():
 
 @blp.route("/stats")
 class Stats(MethodView):
+    """GET /api/admin/stats: what an operator looks at during an incident."""
+
     @blp.response(200, AdminStatsSchema)
     @blp.alt_response(401, schema=ErrorSchema, description="missing or wrong admin token")
     @blp.alt_response(404, schema=ErrorSchema, description="the admin API is off (no ADMIN_TOKEN)")
     @errors(blp, 503)
     @blp.doc(security=[{"adminToken": []}])
-    def get(self):
+    def get(self) -> dict[str, Any]:
         """Session count and TTL histogram (one SCAN pass, never KEYS), Redis memory."""
         admin = get_admin()
         started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -14,11 +16,18 @@ blp = Blueprint("messages", __name__, url_prefix="/api", description="Chat turns
 
 @blp.route("/send-message")
 class SendMessage(MethodView):
+    """POST /api/send-message: one chat turn, question and reply stored together."""
+
     @blp.arguments(SessionHeaderSchema(), location="headers", as_kwargs=True)
     @blp.arguments(SendMessageSchema())
     @blp.response(200, ReplySchema, headers={**SESSION_ID_HEADER, **REPLAYED_HEADER})
     @errors(blp, 400, 409, 413, 429, 503)
-    def post(self, body: dict, session_id: str | None = None, idempotency_key: str | None = None):
+    def post(
+        self,
+        body: dict[str, Any],
+        session_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
         exchange = get_chat().send(session_id, body["question"], idempotency_key)
         reply = exchange.reply

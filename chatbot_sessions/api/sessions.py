@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -15,15 +17,18 @@ from chatbot_sessions.schemas import (
     ValidSchema,
 )
 from chatbot_sessions.session_ids import new_session_id, parse_session_id
+from chatbot_sessions.store import SessionPage
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/session", description="Chat sessions")
 
 
 @blp.route("/create")
 class CreateSession(MethodView):
+    """POST /api/session/create: a new, empty session."""
+
     @blp.response(201, CreatedSchema)
     @errors(blp, 429, 503)
-    def post(self):
+    def post(self) -> dict[str, Any]:
         """Start an empty session and return its id."""
         session_id = new_session_id()
         get_store().create(session_id)
@@ -32,10 +37,14 @@ class CreateSession(MethodView):
 
 @blp.route("/<session:session_id>/history")
 class SessionHistory(MethodView):
+    """GET /api/session/<id>/history: the session's messages, a page at a time."""
+
     @blp.arguments(HistoryQuerySchema(), location="query", as_kwargs=True)
     @blp.response(200, HistorySchema)
     @errors(blp, 404, 503)
-    def get(self, session_id: str, limit: int | None = None, before: int | None = None):
+    def get(
+        self, session_id: str, limit: int | None = None, before: int | None = None
+    ) -> SessionPage:
         """Messages oldest first; ``limit`` keeps the newest N, ``before`` pages back."""
         page_max = get_settings().history_page_max
         return get_store().read(session_id, limit=min(limit or page_max, page_max), before=before)
@@ -43,9 +52,11 @@ class SessionHistory(MethodView):
 
 @blp.route("/<session:session_id>/validate")
 class ValidateSession(MethodView):
+    """GET /api/session/<id>/validate: whether a stored session id is still good."""
+
     @blp.response(200, ValidSchema)
     @errors(blp, 503)
-    def get(self, session_id: str):
+    def get(self, session_id: str) -> dict[str, Any]:
         """Say whether the session exists (and keep it alive if it does)."""
         # A well-formed id comes back canonical (lower case); a malformed one as it was given.
         shown = parse_session_id(session_id) or session_id
@@ -53,10 +64,12 @@ class ValidateSession(MethodView):
 
 
 @blp.route("/<session:session_id>")
-class Session(MethodView):
+class DeleteSession(MethodView):
+    """DELETE /api/session/<id>: the session, its messages and its idempotency records."""
+
     @blp.response(200, ClearedSchema)
     @errors(blp, 404, 503)
-    def delete(self, session_id: str):
+    def delete(self, session_id: str) -> dict[str, Any]:
         """Delete the session and all its messages."""
         get_store().delete(session_id)
         return {"message": "Session cleared successfully"}

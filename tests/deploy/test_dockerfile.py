@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chatbot_sessions.config import Settings
 from tests.conftest import require
 from tests.support.processes import REPO_ROOT
 
@@ -68,6 +69,19 @@ def test_slim_base_cached_dependencies_non_root_gunicorn():
     assert user.split(":")[0] not in {"0", "root"}
     assert words.index("USER") < words.index("CMD")
     assert json.loads(dict(steps)["CMD"]) == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+
+
+def test_image_listens_on_every_interface():
+    # The app defaults to 127.0.0.1 (safe for `make run`); inside a container that would be
+    # unreachable from the published port, so the image sets HOST itself.
+    env = dict(
+        pair.split("=", 1)
+        for word, rest in instructions()
+        if word == "ENV"
+        for pair in rest.split()
+    )
+    assert env["HOST"] == "0.0.0.0" and env["PORT"] == "8000"
+    assert Settings().host == "127.0.0.1"
 
 
 class _Health(BaseHTTPRequestHandler):

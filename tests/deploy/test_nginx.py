@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import subprocess
 
 import pytest
 import requests
@@ -71,6 +73,95 @@ def test_nginx_to_gunicorn_to_redis(tmp_path, gunicorn_server, real_redis):
         [line] = wait_until(logged, 10, what="the app's request log line")
         assert line["request_id"] == "e2e-req-1"
         assert line["client_ip"] == "203.0.113.9"  # nginx appended; ProxyFix took 2 hops back
+    finally:
+        nginx.stop()
+    assert "[emerg]" not in nginx.error_log.read_text()
+
+
+PRIVATE_NETWORKS = ["127.0.0.1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+def _location_blocks(config: str) -> dict[str, list[str]]:
+    """``location`` argument -> its directives, from ``nginx -T`` output (no nested blocks)."""
+    blocks = re.findall(r"^\s*location\s+([^{]+?)\s*\{(.*?)\}", config, re.M | re.S)
+    return {
+        where: [line.strip() for line in body.split(";") if line.strip()] for where, body in blocks
+    }
+
+
+def test_internal_endpoints_are_restricted_to_private_networks(tmp_path):
+    require(NginxServer.binary is not None, "nginx is not installed (apt: nginx-light)")
+    nginx = NginxServer(tmp_path, upstream="127.0.0.1:9")
+    nginx.write_config()
+    dumped = subprocess.run(
+        [*nginx._args(), "-T"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    locations = _location_blocks(dumped)
+    expected = [*(f"allow {net}" for net in PRIVATE_NETWORKS), "deny all"]
+    for where in ("= /metrics", "/api/admin/"):
+        directives = locations[where]
+        access = [d for d in directives if d.startswith(("allow", "deny"))]
+        assert access == expected, where  # deny all last: nginx checks rules in order
+        assert "proxy_pass http://chatbot_sessions" in directives
+    # the proxy headers live at server level, so no location may set its own (that would
+    # silently drop every inherited proxy_set_header there)
+    assert not any(d.startswith("proxy_set_header") for ds in locations.values() for d in ds)
+
+
+def _get(base_port: int, path: str, source: str, headers: dict | None = None, method="GET"):
+    """One request to nginx on loopback from the given source address (any of 127/8)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", base_port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.redis
+@pytest.mark.gunicorn
+def test_nginx_refuses_metrics_and_admin_to_other_addresses(tmp_path, gunicorn_server):
+    require(NginxServer.binary is not None, "nginx is not installed (apt: nginx-light)")
+    app = gunicorn_server(TRUSTED_PROXIES="1", ADMIN_TOKEN="t0ken")
+    nginx = NginxServer(tmp_path / "nginx", upstream=f"127.0.0.1:{app.port}").start()
+    try:
+        # 127.0.0.1 is allowed: the scrape reaches the app, with the proxy headers applied
+        status, headers, body = _get(nginx.port, "/metrics", "127.0.0.1", {"X-Request-ID": "m-1"})
+        assert status == 200 and b"# TYPE" in body
+        assert headers["X-Request-ID"] == "m-1"
+        auth = {"Authorization": "Bearer t0ken"}
+        status, _, body = _get(nginx.port, "/api/admin/stats", "127.0.0.1", auth)
+        assert status == 200 and "activeSessions" in json.loads(body)
+
+        # Any other loopback address is neither 127.0.0.1 nor a private network: refused by
+        # nginx in the API's envelope, whatever the spelling of the path or a forged XFF.
+        outsider = "127.0.0.2"
+        for path, extra in [
+            ("/metrics", {}),
+            ("/metrics?name[]=x", {}),
+            ("/%6Detrics", {}),
+            ("//metrics", {}),
+            ("/metrics", {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "10.0.0.1"}),
+            ("/api/admin/stats", auth),
+            ("/api//admin/stats", auth),
+            ("/api/admin/%73tats", auth),
+        ]:
+            status, headers, body = _get(nginx.port, path, outsider, extra)
+            assert status == 403, path
+            assert headers["Content-Type"] == "application/json"
+            assert json.loads(body)["error"] == "forbidden"
+        # a trailing slash is another route, not the metrics: the app's own 404
+        status, _, body = _get(nginx.port, "/metrics/", outsider)
+        assert status == 404 and b"# TYPE" not in body
+
+        # the public API and the probes stay open to everyone
+        status, _, _ = _get(nginx.port, "/api/session/create", outsider, method="POST")
+        assert status == 201
+        assert _get(nginx.port, "/readyz", outsider)[0] == 200
+        assert _get(nginx.port, "/healthz", outsider)[0] == 200
     finally:
         nginx.stop()
     assert "[emerg]" not in nginx.error_log.read_text()

@@ -192,3 +192,23 @@ def test_a_dead_cluster_is_a_503_envelope_not_a_500(cluster, generator):
         assert response.status_code == 503
         assert response.get_json()["error"] == "store_unavailable"
         assert response.headers["Retry-After"] == "1"
+
+
+def test_rate_limit_counters_live_in_the_cluster_whichever_way_it_is_seeded(cluster, generator):
+    """Seeded from REDIS_URL or from REDIS_HOST/PORT, the limiter reaches the same cluster."""
+    limits = {"REDIS_CLUSTER": "1", "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "3/hour"}
+    by_url = create_app({**limits, "REDIS_URL": cluster.seed_url}, reply_generator=generator)
+    seed = cluster.nodes[-1]
+    by_host = create_app(
+        {**limits, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(seed.port)},
+        reply_generator=generator,
+    )
+    for app in (by_url, by_host):
+        storage = app.extensions["rate_limiter"].storage
+        assert type(storage).__name__ == "RedisClusterStorage"
+    clients = [by_url.test_client(), by_host.test_client()]
+    remote = {"environ_base": {"REMOTE_ADDR": "10.9.8.7"}}
+    statuses = [clients[n % 2].post("/api/session/create", **remote).status_code for n in range(5)]
+    assert statuses == [201, 201, 201, 429, 429]  # one budget, shared through the cluster
+    counters = list(by_url.extensions["redis"].scan_iter(match="LIMITS:*", count=100))
+    assert counters and all("10.9.8.7" in key for key in counters)
