@@ -237,6 +237,8 @@ def main() -> None:
         }
         # Interleaved rounds: a machine-wide slowdown hits the floor and the service alike,
         # so each round's ratio is fair even when absolute numbers drift between rounds.
+        for url, script in targets.values():  # warm-up, discarded: first requests pay imports
+            wrk(url, 2, args.connections, script, workdir)
         rounds: dict[str, list[dict]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for name, (url, script) in targets.items():
