@@ -18,9 +18,8 @@ from werkzeug.serving import make_server
 
 
 @contextmanager
-def serve_wsgi(app) -> Iterator[str]:
-    """Serve ``app`` with werkzeug's threaded server; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def _serving(server) -> Iterator[str]:
+    """Run a socketserver-style ``server`` in a thread; yield its base URL; stop it."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -29,6 +28,13 @@ def serve_wsgi(app) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_wsgi(app) -> Iterator[str]:
+    """Serve ``app`` with werkzeug's threaded server; yields its base URL."""
+    with _serving(make_server("127.0.0.1", 0, app, threaded=True)) as base_url:
+        yield base_url
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -43,12 +49,5 @@ def serve_static(root: Path, files: Mapping[str, str]) -> Iterator[str]:
     for name, text in files.items():
         (root / name).write_text(text, encoding="utf-8")
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with _serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as base_url:
+        yield base_url
