@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from chatbot_sessions.store import (
 )
 from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import record_commands
+from tests.support.threads import run_in_threads
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -216,11 +216,7 @@ def test_concurrent_appends_lose_and_reorder_nothing(redis_client):
                 sid, [NewMessage("user", f"{t}:{i}", at), NewMessage("assistant", f"{t}:{i}", at)]
             )
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(writer, 8, indexed=True)
     messages = store.read(sid).messages
     assert len(messages) == 8 * 20 * 2
     for user, assistant in zip(messages[::2], messages[1::2], strict=True):

@@ -11,6 +11,7 @@ import redis
 
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.ops.health import ReadinessProbe
+from tests.support.threads import run_in_threads
 
 
 def test_healthz_is_ok_and_sends_no_redis_command(make_app, redis_down):
@@ -85,11 +86,7 @@ def test_concurrent_probes_share_one_pending_ping():
         except StoreUnavailable as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=check) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
+    run_in_threads(check, 6, timeout=5)
     assert len(failures) == 6 and store.calls == 1
     store.release.set()
     time.sleep(0.05)  # let the pending PING finish (it returns at once now)

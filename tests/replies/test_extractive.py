@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 from chatbot_sessions.replies.extractive import NO_INFORMATION, ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base
 from chatbot_sessions.replies.retriever import Retriever
 from tests.replies.helpers import turns
+from tests.support.threads import run_in_threads
 
 GUIDE = {
     "redis.md": (
@@ -110,9 +109,5 @@ def test_concurrent_generate_calls_match_sequential(corpus_retriever) -> None:
                 if gen.generate(q, []) != expected[q]:
                     mismatches.append(q)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert mismatches == []

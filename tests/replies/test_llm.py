@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from chatbot_sessions.replies.llm import (
 from chatbot_sessions.replies.retriever import Retriever
 from tests.replies.fake_llm import Answer, completion, start_fake_llm
 from tests.replies.helpers import turns
+from tests.support.threads import run_in_threads
 
 KB = {
     "redis.md": (
@@ -212,11 +212,7 @@ def test_concurrent_generate_calls_get_their_own_answers(retriever, llm) -> None
     def ask(i: int) -> None:
         results[i] = generator.generate(f"durability question {i}", []).text
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(ask, 16, indexed=True)
     assert results == {i: f"echo: durability question {i}" for i in range(16)}
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 from chatbot_sessions.replies.knowledge import load_knowledge_base
 from chatbot_sessions.replies.retriever import Query, Retriever, previous_user_turns
 from tests.replies.helpers import turns
+from tests.support.threads import run_in_threads
 
 PETS = {
     "cats.md": "# Cats\n\nCats purr.\n\n## Food\n\nCats eat fish and chicken.\n",
@@ -92,11 +91,7 @@ def test_concurrent_searches_agree_with_sequential(corpus_retriever) -> None:
                 if corpus_retriever.search(q, 3) != expected[q]:
                     failures.append(q)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert failures == []
 
 

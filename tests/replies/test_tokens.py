@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 from chatbot_sessions.replies.tokens import terms, words
+from tests.support.threads import run_in_threads
 
 
 def test_stop_words_dropped_but_topic_words_like_down_kept() -> None:
@@ -40,11 +39,7 @@ def test_terms_is_consistent_across_threads() -> None:
         for _ in range(200):
             results.append(terms(text))
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert len(results) == 1200 and all(r == expected for r in results)
 
 
