@@ -85,6 +85,12 @@ def runner(app):
     return app.test_cli_runner()
 
 
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def redis_client(request) -> redis.Redis:
+    """The same test twice: on fakeredis, and on the real Redis (only its own keys touched)."""
+    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real Redis: ``REDIS_URL`` if the environment names one, else our own redis-server."""

@@ -23,11 +23,6 @@ from tests.support.commands import record_commands
 from tests.support.threads import run_in_threads
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
-def redis_client(request):
-    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
-
-
 @pytest.fixture
 def store(redis_client) -> SessionStore:
     return SessionStore(redis_client, ttl=300, max_messages=6)

@@ -23,11 +23,6 @@ from chatbot_sessions.timestamps import now_ms
 KEY = "client-key-0123456789"
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
-def redis_client(request):
-    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
-
-
 @pytest.fixture
 def store(redis_client) -> SessionStore:
     return SessionStore(redis_client, ttl=300, max_messages=50, idempotency_ttl=60)

@@ -17,12 +17,6 @@ from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso, now_ms
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
-def redis_client(request):
-    """Per-key tests: any real Redis will do (they only touch keys they create)."""
-    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
-
-
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
 def whole_redis(request):
     """Keyspace-wide tests: fakeredis or a redis-server of our own, never a shared one."""
     name = "fake_redis" if request.param == "fakeredis" else "private_redis"
