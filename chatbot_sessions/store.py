@@ -56,16 +56,22 @@ SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
+
 # KEYS: meta, messages, registry. ARGV: ttl, now_ms. Returns 1 if the session exists (and
 # was touched). The registry's TTL only ever grows here (GT: it may hold a longer
 # idempotency window; a no-op when the session has no registry), so it never ends first.
-_TOUCH = """
-if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+def _refresh(if_missing: str) -> str:
+    """The access rule every reading script opens with, written once: stop with
+    ``if_missing`` when the session is gone, else re-arm all its TTLs and lastActivity."""
+    return f"""
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return {if_missing} end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
-return 1
 """
+
+
+_TOUCH = _refresh("0") + "return 1\n"
 
 # KEYS: meta, messages, registry (unused: a new session has none). ARGV: ttl, now_ms.
 # Creates an empty session; 0 if the id is taken.
@@ -79,12 +85,10 @@ return 1
 # KEYS: meta, messages, registry. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
 # Returns nil if missing, else {createdAt, first_abs, start_abs, messages...} where
 # message positions are absolute (counted since the session began) so cursors survive trims.
-# TTLs as in _TOUCH.
-_READ = """
-if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[1], 'GT')
-redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+# Opens with the same access rule as _TOUCH (_refresh).
+_READ = (
+    _refresh("false")
+    + """
 local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'seq')
 local len = redis.call('LLEN', KEYS[2])
 local seq = tonumber(meta[2]) or len
@@ -102,6 +106,7 @@ if stop > start then
 end
 return result
 """
+)
 
 # KEYS: meta, messages, registry[, idempotency record]. ARGV: ttl, now_ms, max_messages,
 # create ('1' = new session), record_ttl, fingerprint, session id, result, registry_ttl,
