@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from flask import Flask
 
+from chatbot_sessions import redis_budget
 from chatbot_sessions.api import init_api
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings, load_settings
@@ -63,6 +64,7 @@ def create_app(
         idempotency_wait=settings.idempotency_wait,
     )
 
+    redis_budget.init_app(app)
     init_api(app)
     init_widget(app, settings)
     register_error_handlers(app)

@@ -17,6 +17,14 @@ class StoreUnavailable(ChatSessionError):
     """Redis could not be reached or answered with an error; the request may be retried."""
 
 
+class SessionIdTaken(ChatSessionError):
+    """A new session's id already belongs to another session (a UUID v4 collision)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session id {session_id!r} is already taken")
+        self.session_id = session_id
+
+
 class AlreadyRecorded(ChatSessionError):
     """An idempotent append found its exchange already stored; nothing was stored again."""
 

@@ -11,8 +11,7 @@ import logging
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chatbot_sessions.config import Settings, parse_host_port
@@ -20,13 +19,13 @@ from chatbot_sessions.config import Settings, parse_host_port
 log = logging.getLogger(__name__)
 
 
-def _retry() -> Retry:
-    # Only connection failures are retried: a timed-out command may already have run on the
-    # server, and replaying an append would store the exchange twice. Two quick retries
-    # ride out a dropped idle connection without stretching an outage past the timeout.
-    return Retry(
-        ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
-    )
+def _no_retry() -> Retry:
+    # redis-py would otherwise retry on its own (timeouts included, three times), hidden
+    # from the store. The store retries its scripts itself (``store.RETRY_DELAYS``): it
+    # knows every script is safe to run twice, and whether a call was retried, which a
+    # DELETE needs to tell "my earlier attempt deleted it" from "there was nothing". A
+    # timeout is never retried, so a request waits on Redis once (``redis_budget``).
+    return Retry(NoBackoff(), 0)
 
 
 def _common_options(settings: Settings) -> dict[str, Any]:
@@ -34,7 +33,7 @@ def _common_options(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": settings.redis_connect_timeout,
         "decode_responses": True,
-        "retry": _retry(),
+        "retry": _no_retry(),
         "health_check_interval": 30,
     }
 
@@ -107,8 +106,9 @@ def _cluster_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
     """A ``RedisCluster`` seeded from REDIS_URL or REDIS_HOST/PORT; it discovers the rest.
 
     Every key of a session shares one hash tag (see ``store.session_keys``), so each
-    script runs on the one master owning that slot. The retry is the cluster's own: on a
-    connection error it refreshes the slot map before trying again.
+    script runs on the one master owning that slot. On a connection error the cluster
+    client refreshes its slot map before raising, so the store's retry reaches the node
+    that owns the slot now.
     """
     from redis.cluster import RedisCluster
 

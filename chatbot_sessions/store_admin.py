@@ -33,6 +33,7 @@ from chatbot_sessions.store import (
     KEY_PREFIX,
     NewMessage,
     SessionStore,
+    all_session_keys,
     decode_message,
     session_keys,
 )
@@ -77,15 +78,16 @@ end
 return 1
 """
 
-# KEYS: meta, messages. ARGV: ttl in ms, or -1 to PERSIST. 0 if the session does not exist.
+# KEYS: meta, messages, write log (the keys every access re-arms). ARGV: ttl in ms, or -1
+# to PERSIST. 0 if the session does not exist.
 _SET_TTL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if tonumber(ARGV[1]) < 0 then
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+for i = 1, #KEYS do
+  if tonumber(ARGV[1]) < 0 then
+    redis.call('PERSIST', KEYS[i])
+  else
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  end
 end
 return 1
 """
@@ -283,7 +285,7 @@ class SessionAdmin:
         missing = []
         for session_id in session_ids:
             try:
-                keys = session_keys(session_id)
+                keys = all_session_keys(session_id)
             except SessionNotFound:
                 missing.append(session_id)
                 continue

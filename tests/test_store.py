@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
+from chatbot_sessions.exceptions import SessionIdTaken, SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.base import Source
 from chatbot_sessions.session_ids import new_session_id
 from chatbot_sessions.store import (
@@ -15,7 +15,6 @@ from chatbot_sessions.store import (
     SessionStore,
     all_session_keys,
     idempotency_key,
-    registry_key,
     session_keys,
 )
 from chatbot_sessions.timestamps import now_ms
@@ -107,7 +106,7 @@ def test_append_to_missing_session_does_not_resurrect_it(store, redis_client):
 def test_append_with_create_refuses_an_existing_id(store):
     sid = new_session_id()
     store.create(sid)
-    with pytest.raises(ValueError):
+    with pytest.raises(SessionIdTaken):
         store.append(sid, pair(1), create=True)
     assert store.read(sid).messages == []
 
@@ -126,7 +125,7 @@ def test_trims_oldest_beyond_maximum_atomically(store, redis_client):
 def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
     sid = new_session_id()
-    # A keyed send creates the session's registry (and a record, which keeps its own window).
+    # A keyed send logs its record in the write log (the record keeps its own window).
     first = IdempotentWrite("client-key-0123456789", "fp", "result")
     store.append(sid, pair(1), create=True, record=first)
     record = idempotency_key(first.key, sid)
@@ -145,16 +144,13 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
         assert redis_client.ttl(record) <= 7  # replay caches are not extended
 
 
-def test_registry_ttl_is_never_shortened(redis_client):
-    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=30)
+def test_records_never_outlive_their_session(redis_client):
+    store = SessionStore(redis_client, ttl=100, max_messages=10, idempotency_ttl=1000)
     sid = new_session_id()
     store.append(sid, pair(1), create=True, record=IdempotentWrite("k" * 16, "fp", "r"))
-    registry = registry_key(sid)
-    redis_client.expire(registry, 1000)  # e.g. a longer idempotency window than the session's
-    store.read(sid)
-    store.touch(sid)
-    store.append(sid, pair(2))
-    assert 990 <= redis_client.ttl(registry) <= 1000
+    record = idempotency_key("k" * 16, sid)
+    assert 0 < redis_client.ttl(record) <= 100  # min(IDEMPOTENCY_TTL, SESSION_TTL)
+    assert redis_client.ttl(record) <= redis_client.ttl(session_keys(sid)[0])
 
 
 def test_no_session_key_exists_without_ttl(store, redis_client):
@@ -226,17 +222,19 @@ def test_concurrent_appends_lose_and_reorder_nothing(redis_client):
         assert mine == list(range(20))
 
 
-def test_redis_errors_become_store_unavailable():
-    import redis as redis_lib
+def test_redis_errors_become_store_unavailable_quickly():
+    from chatbot_sessions.config import load_settings
+    from chatbot_sessions.redis_client import connect
 
-    dead = redis_lib.Redis(
-        host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True
-    )
+    # The service's own client (no hidden redis-py retries) against a port nobody serves.
+    dead = connect(load_settings({"REDIS_URL": "redis://127.0.0.1:1/0"}))
     store = SessionStore(dead, ttl=10, max_messages=10)
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable):
         store.read(new_session_id())
     with pytest.raises(StoreUnavailable):
         store.create(new_session_id())
+    assert time.monotonic() - started < 1.0  # two calls, each three quick attempts
 
 
 @pytest.mark.parametrize("content", ["", "a|b|c", "line\nbreak\n", '\u2603 <b>x</b> "q"', "U1|x"])

@@ -10,15 +10,15 @@ import pytest
 from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound
 from chatbot_sessions.session_ids import new_session_id
 from chatbot_sessions.store import (
-    SESSIONLESS_RECORD_PREFIX,
     IdempotentWrite,
     NewMessage,
     SessionStore,
     idempotency_key,
-    registry_key,
     session_keys,
+    writes_key,
 )
 from chatbot_sessions.timestamps import now_ms
+from tests.support.commands import record_commands
 
 KEY = "client-key-0123456789"
 
@@ -70,7 +70,7 @@ def test_a_done_record_stops_a_second_append(store, redis_client):
     sid = new_session_id()
     store.create(sid)
     write = IdempotentWrite(KEY, "fp1", "r")
-    assert store.append(sid, turns("q"), record=write) == 2
+    store.append(sid, turns("q"), record=write)
     with pytest.raises(AlreadyRecorded):
         store.append(sid, turns("q"), record=write)
     assert redis_client.llen(session_keys(sid)[1]) == 2
@@ -119,38 +119,50 @@ def keyed_session(store, key: str = KEY) -> str:
     return sid
 
 
-def test_records_join_the_registry_which_outlives_them(store, redis_client):
+def record_names(redis_client, sid: str) -> set[str]:
+    """The key names in the session's write log (its write ids start with ``w:``)."""
+    return {m for m in redis_client.zrange(writes_key(sid), 0, -1) if not m.startswith("w:")}
+
+
+def test_records_join_the_write_log_which_expires_with_the_session(store, redis_client):
     sid = keyed_session(store)
-    registry = registry_key(sid)
-    assert registry == f"chat_session:{{{sid}}}:idem"
+    assert writes_key(sid) == f"chat_session:{{{sid}}}:writes"
     # The session's own record and the session-less record that reserved the id.
-    assert redis_client.smembers(registry) == {
+    assert record_names(redis_client, sid) == {
         idempotency_key(KEY, sid),
         idempotency_key(KEY, None),
     }
     other = "another-client-key-42"
     assert store.claim(other, "fp", session_id=sid, lease_ms=1000, owner="x").status == "new"
-    assert idempotency_key(other, sid) in redis_client.smembers(registry)
-    # max(SESSION_TTL 300, IDEMPOTENCY_TTL 60): as long as the session, longer than any record
-    assert 60 < redis_client.ttl(registry) <= 300
+    assert idempotency_key(other, sid) in record_names(redis_client, sid)
+    assert 290 < redis_client.ttl(writes_key(sid)) <= 300  # the session's TTL, like meta
     for key in [*keys_of(redis_client, sid), idempotency_key(KEY, None)]:
         assert redis_client.ttl(key) > 0, key  # no key without a TTL
 
 
-def test_registry_ttl_covers_records_when_they_outlive_the_session(redis_client):
+def test_records_expire_no_later_than_the_session(redis_client):
     store = SessionStore(redis_client, ttl=30, max_messages=50, idempotency_ttl=600)
     sid = keyed_session(store)
-    assert 30 < redis_client.ttl(registry_key(sid)) <= 600
-    assert redis_client.ttl(idempotency_key(KEY, sid)) <= redis_client.ttl(registry_key(sid))
+    for record in (idempotency_key(KEY, sid), idempotency_key(KEY, None)):
+        assert 0 < redis_client.ttl(record) <= redis_client.ttl(session_keys(sid)[0]) <= 30
 
 
-def test_delete_removes_the_session_every_record_and_the_registry(store, redis_client):
+def test_the_write_log_forgets_write_ids_past_their_window(store, redis_client):
+    sid = new_session_id()
+    store.create(sid)
+    redis_client.zadd(writes_key(sid), {"w:stale": 1})  # a write id long past its window
+    store.append(sid, turns("q"))
+    marks = redis_client.zrange(writes_key(sid), 0, -1)
+    assert "w:stale" not in marks and len(marks) == 2  # the create's and the append's
+
+
+def test_delete_removes_the_session_every_record_and_the_write_log(store, redis_client):
     sid = keyed_session(store)
     store.append(sid, turns("more"), record=IdempotentWrite("second-key-0123456", "fp", "r"))
     pending = "pending-key-0123456"
     store.claim(pending, "fp", session_id=sid, lease_ms=10_000, owner="x")
     keep = keyed_session(store, key="a-key-of-another-session")
-    assert len(keys_of(redis_client, sid)) == 6  # meta, messages, 3 records, registry
+    assert len(keys_of(redis_client, sid)) == 6  # meta, messages, 3 records, write log
     store.delete(sid)
     assert keys_of(redis_client, sid) == set()
     assert not redis_client.exists(idempotency_key(KEY, None))
@@ -160,36 +172,34 @@ def test_delete_removes_the_session_every_record_and_the_registry(store, redis_c
         store.delete(sid)
 
 
-def test_on_a_cluster_the_session_less_record_goes_in_a_second_command(store, redis_client):
+def test_on_a_cluster_the_session_less_record_goes_in_a_second_command(redis_client, monkeypatch):
+    # A store that behaves as on a cluster: its delete script must not leave the session's
+    # slot, so it names the session-less record and a second command deletes it.
+    store = SessionStore(
+        redis_client, ttl=300, max_messages=50, idempotency_ttl=60, single_node=False
+    )
     sid = keyed_session(store)
     sessionless = idempotency_key(KEY, None)
-    keys = [*session_keys(sid), registry_key(sid)]
-    # What the script does when it must not leave the session's slot: it names the record.
-    removed, *elsewhere = store._delete(keys=keys, args=[0, SESSIONLESS_RECORD_PREFIX])
-    assert (removed, elsewhere) == (3, [sessionless])
-    assert redis_client.exists(sessionless) and keys_of(redis_client, sid) == set()
-    # ... and delete() sends that second command.
-    redis_client.delete(sessionless)
-    sid = keyed_session(store)
-    store._one_node = False
+    sent = record_commands(monkeypatch, redis_client)
     store.delete(sid)
+    assert sent[0][0] == "EVALSHA" and sent[-1] == ("DEL", sessionless)
     assert keys_of(redis_client, sid) == set() and not redis_client.exists(sessionless)
 
 
-def test_delete_ignores_registry_entries_outside_the_session(store, redis_client):
-    """Only our scripts write the registry; even so, delete never strays from its prefixes."""
+def test_delete_ignores_log_entries_outside_the_session(store, redis_client):
+    """Only our scripts write the log; even so, delete never strays from its prefixes."""
     sid = keyed_session(store)
     redis_client.set("unrelated", "1")
-    redis_client.sadd(registry_key(sid), "unrelated")
+    redis_client.zadd(writes_key(sid), {"unrelated": now_ms() + 60_000})
     store.delete(sid)
     assert redis_client.get("unrelated") == "1"
     redis_client.delete("unrelated")
 
 
-def test_a_registry_alone_is_not_a_session(store, redis_client):
+def test_a_write_log_alone_is_not_a_session(store, redis_client):
     sid = new_session_id()
-    redis_client.sadd(registry_key(sid), idempotency_key(KEY, sid))
-    redis_client.expire(registry_key(sid), 60)
+    redis_client.zadd(writes_key(sid), {idempotency_key(KEY, sid): now_ms() + 60_000})
+    redis_client.expire(writes_key(sid), 60)
     with pytest.raises(SessionNotFound):
         store.delete(sid)
     assert keys_of(redis_client, sid) == set()

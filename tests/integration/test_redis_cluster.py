@@ -13,9 +13,10 @@ from chatbot_sessions.store import (
     _CREATE,
     _READ,
     _TOUCH,
+    all_session_keys,
     idempotency_key,
-    registry_key,
     session_keys,
+    writes_key,
 )
 from tests.conftest import require
 from tests.support.processes import RedisClusterServers, RedisServer
@@ -89,7 +90,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 
     # SCAN on the cluster client visits every master (what admin counts rely on)
     scanned = set(client.scan_iter(match="chat_session:*", count=100))
-    expected = {key for sid in [*created[1::2], fresh] for key in session_keys(sid)}
+    expected = {key for sid in [*created[1::2], fresh] for key in all_session_keys(sid)}
     assert scanned == expected
 
 
@@ -112,7 +113,7 @@ def test_delete_removes_idempotency_records_across_hash_tags(cluster, cluster_ap
         assert reply.status_code == 200
         sessionless = idempotency_key(started, None)
         assert client.hget(sessionless, "sid") == sid
-        assert client.ttl(registry_key(sid)) > 0
+        assert client.ttl(writes_key(sid)) > 0
         assert http.delete(f"/api/session/{sid}").status_code == 200
         assert not client.exists(sessionless)
         deleted.append((sid, started))

@@ -237,7 +237,7 @@ def test_purge_needs_yes_and_spares_other_keys(cli, private_redis):
     assert cli("count").stdout == "3\n"
 
     done = cli("purge", "--yes")
-    assert done.exit_code == 0 and done.stdout == "deleted 6 key(s)\n"
+    assert done.exit_code == 0 and done.stdout == "deleted 9 key(s)\n"
     assert sorted(private_redis.scan_iter()) == ["chat_sessions_are_not_mine", "other"]
 
 

@@ -69,6 +69,6 @@ def test_stats_count_memory_and_purge_cover_every_master(make_app, cluster):
     assert cli.invoke(args=["sessions", "persist", sids[0]]).exit_code == 0
     assert cli.invoke(args=["sessions", "show", sids[0]]).exit_code == 0
     purge = cli.invoke(args=["sessions", "purge", "--yes"])
-    assert purge.stdout == "deleted 80 key(s)\n"
+    assert purge.stdout == "deleted 120 key(s)\n"
     assert sorted(client.scan_iter()) == ["not-a-session"]
     client.delete("not-a-session")

@@ -149,12 +149,12 @@ def test_purge_deletes_session_keys_and_nothing_else(whole_redis):
     others = {"chat_sessionX": "1", "other:chat_session:1": "2", "config": "3"}
     for key, value in others.items():
         whole_redis.set(key, value)
-    assert admin.purge() == 10  # five sessions, two keys each
+    assert admin.purge() == 15  # five sessions, three keys each (meta, messages, write log)
     assert sorted(whole_redis.scan_iter(match="*")) == sorted(others)
 
 
 def test_idempotency_keys_are_not_sessions_and_purge_takes_them(whole_redis):
-    """Registries and records are counted out, exported out, and purged with the rest."""
+    """Write logs and records are counted out, exported out, and purged with the rest."""
     store, admin = make(whole_redis)
     plain = new_session(store)
     keyed = new_session_id()
@@ -165,8 +165,8 @@ def test_idempotency_keys_are_not_sessions_and_purge_takes_them(whole_redis):
     store.finish("start-key-0123456", write, session_id=keyed)
     inside = IdempotentWrite("inside-key-0123456", "fp", "reply copy")
     store.append(keyed, [NewMessage("user", "q2", now_ms())], record=inside)
-    # 2 metas, 2 lists, the registry, 2 records in the session, 1 session-less record
-    assert whole_redis.dbsize() == 8
+    # 2 metas, 2 lists, 2 write logs, 2 records in the session, 1 session-less record
+    assert whole_redis.dbsize() == 9
     assert set(admin.iter_session_ids()) == {plain, keyed} and admin.count() == 2
     stats = admin.stats()
     assert stats.sessions == 2 and stats.persistent == 0
@@ -176,6 +176,6 @@ def test_idempotency_keys_are_not_sessions_and_purge_takes_them(whole_redis):
     assert "reply copy" not in repr(document) and "idem" not in repr(document)
     assert admin.restore(document, replace=True)
     assert admin.export(keyed)["messages"] == document["messages"]
-    assert whole_redis.dbsize() == 8  # the import keeps the records, DELETE still finds them
+    assert whole_redis.dbsize() == 9  # the import keeps the records, DELETE still finds them
 
-    assert admin.purge() == 8 and whole_redis.dbsize() == 0
+    assert admin.purge() == 9 and whole_redis.dbsize() == 0

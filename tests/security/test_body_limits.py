@@ -46,7 +46,7 @@ def test_chunked_bodies_are_held_to_max_content_length(gunicorn_server, real_red
     assert headers["content-type"] == "application/json"
     assert body["success"] is False and body["error"] == "payload_too_large"
     new_keys = set(real_redis.keys("chat_session:*")) - keys_before
-    assert len(new_keys) == 2  # the one small exchange (meta + messages), nothing of the big one
+    assert len(new_keys) == 3  # the one small exchange (meta, messages, write log), not the big one
 
 
 @pytest.mark.redis

@@ -20,3 +20,23 @@ def record_commands(monkeypatch: pytest.MonkeyPatch, client: redis.Redis) -> lis
 
     monkeypatch.setattr(client, "execute_command", recording)
     return sent
+
+
+def lose_replies(
+    monkeypatch: pytest.MonkeyPatch, client: redis.Redis, count: int = 1, *, ran: bool = True
+) -> list[tuple]:
+    """Make the next ``count`` script calls fail with a connection error, as when the
+    connection breaks: after Redis ran the script (``ran``, the reply is lost) or before it
+    arrived (``ran=False``). Returns the list of the calls that failed this way."""
+    lost: list[tuple] = []
+    original = client.execute_command
+
+    def losing(*args: Any, **options: Any) -> Any:
+        if args[0] in ("EVALSHA", "EVAL") and len(lost) < count:
+            result = original(*args, **options) if ran else None
+            lost.append((args, result))
+            raise redis.exceptions.ConnectionError("connection reset (test: reply lost)")
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", losing)
+    return lost

@@ -1,0 +1,150 @@
+"""Every store write is safe to run twice: a reply lost after Redis ran the script is
+retried by the store, and the retry answers what the first run did and changes nothing.
+
+The loss is simulated in the client (the script runs, then the call raises a connection
+error); ``tests/faults/`` does the same through a real TCP proxy in front of redis-server.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot_sessions.exceptions import StoreUnavailable
+from chatbot_sessions.session_ids import new_session_id
+from chatbot_sessions.store import ClaimStatus, IdempotentWrite, NewMessage, SessionStore
+from chatbot_sessions.timestamps import now_ms
+from tests.support.commands import lose_replies
+
+KEY = "client-key-0123456789"
+
+
+@pytest.fixture
+def store(redis_client) -> SessionStore:
+    return SessionStore(redis_client, ttl=300, max_messages=50, idempotency_ttl=60)
+
+
+def turns(text: str) -> list[NewMessage]:
+    at = now_ms()
+    return [NewMessage("user", text, at), NewMessage("assistant", f"re: {text}", at + 1)]
+
+
+def contents(store: SessionStore, sid: str) -> list[str]:
+    return [m["content"] for m in store.read(sid).messages]
+
+
+def session_count(client) -> int:
+    return sum(1 for _ in client.scan_iter(match="chat_session:{*}", count=1000))
+
+
+def test_an_append_whose_reply_was_lost_is_stored_once(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    store.create(sid)
+    lost = lose_replies(monkeypatch, redis_client)
+    store.append(sid, turns("q"))
+    assert len(lost) == 1  # the first run happened, and its answer never came back
+    assert contents(store, sid) == ["q", "re: q"]
+
+
+def test_an_append_that_never_ran_is_stored_by_the_retry(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    store.create(sid)
+    lose_replies(monkeypatch, redis_client, ran=False)
+    store.append(sid, turns("q"))
+    assert contents(store, sid) == ["q", "re: q"]
+
+
+def test_a_session_creating_append_makes_one_session(store, redis_client, monkeypatch):
+    before = session_count(redis_client)
+    sid = new_session_id()
+    lose_replies(monkeypatch, redis_client)
+    store.append(sid, turns("q"), create=True)  # no SessionIdTaken: the id is its own
+    assert contents(store, sid) == ["q", "re: q"]
+    assert session_count(redis_client) == before + 1
+
+
+def test_a_create_whose_reply_was_lost_still_succeeds(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    lose_replies(monkeypatch, redis_client)
+    store.create(sid)
+    assert store.read(sid).messages == []
+
+
+def test_a_delete_whose_reply_was_lost_still_succeeds(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    store.append(sid, turns("q"), create=True)
+    lost = lose_replies(monkeypatch, redis_client)
+    store.delete(sid)  # the retry finds nothing, because the first run deleted it
+    assert lost and not list(redis_client.scan_iter(match=f"*{sid}*"))
+
+
+def test_a_keyed_append_whose_reply_was_lost_is_not_taken_for_a_replay(
+    store, redis_client, monkeypatch
+):
+    sid = new_session_id()
+    store.create(sid)
+    lose_replies(monkeypatch, redis_client)
+    store.append(sid, turns("q"), record=IdempotentWrite(KEY, "fp", "r"))  # no AlreadyRecorded
+    assert contents(store, sid) == ["q", "re: q"]
+    done = store.claim(KEY, "fp", session_id=sid, lease_ms=1000, owner="other")
+    assert (done.status, done.result) == (ClaimStatus.DONE, "r")
+
+
+def test_a_claim_whose_reply_was_lost_still_holds_the_lease(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    store.create(sid)
+    lose_replies(monkeypatch, redis_client)
+    mine = store.claim(KEY, "fp", session_id=sid, lease_ms=10_000, owner="me")
+    assert mine.status == ClaimStatus.NEW  # not BUSY: the lease it found is its own
+    other = store.claim(KEY, "fp", session_id=sid, lease_ms=10_000, owner="someone-else")
+    assert other.status == ClaimStatus.BUSY
+
+
+def test_three_lost_connections_in_a_row_are_an_outage(store, redis_client, monkeypatch):
+    sid = new_session_id()
+    store.create(sid)
+    lose_replies(monkeypatch, redis_client, count=3, ran=False)
+    with pytest.raises(StoreUnavailable):
+        store.append(sid, turns("q"))
+    assert contents(store, sid) == []
+
+
+def test_connection_errors_are_retried_twice_after_40_then_80_ms(store, redis_client, monkeypatch):
+    """The schedule docs/reliability.md states."""
+    sid = new_session_id()
+    store.create(sid)
+    slept: list[float] = []
+    monkeypatch.setattr("chatbot_sessions.store.time.sleep", slept.append)
+    lost = lose_replies(monkeypatch, redis_client, count=2, ran=False)
+    store.append(sid, turns("q"))
+    assert len(lost) == 2 and slept == pytest.approx([0.04, 0.08])
+    assert contents(store, sid) == ["q", "re: q"]
+
+
+def test_after_a_timeout_the_rest_of_the_scope_fails_at_once(store, redis_client, monkeypatch):
+    """One bounded wait per request: a timed-out call spends it, later calls do not wait."""
+    import redis as redis_lib
+
+    from chatbot_sessions import redis_budget
+
+    sid = new_session_id()
+    store.create(sid)
+    original = redis_client.execute_command
+    calls = []
+
+    def slow(*args, **options):
+        calls.append(args[0])
+        raise redis_lib.exceptions.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(redis_client, "execute_command", slow)
+    redis_budget.begin()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.read(sid)
+        with pytest.raises(StoreUnavailable, match="timed out"):
+            store.append(sid, turns("q"))
+        assert calls == ["EVALSHA"]  # one try (timeouts are not retried), then none at all
+    finally:
+        redis_budget.end()
+    monkeypatch.setattr(redis_client, "execute_command", original)
+    store.append(sid, turns("q"))  # outside any budget nothing is cut short
+    assert contents(store, sid) == ["q", "re: q"]
