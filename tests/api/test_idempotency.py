@@ -298,3 +298,23 @@ def test_a_session_deleted_mid_request_gets_no_record(client, app, fake_redis, k
     assert response.headers["session-id"] != sid
     assert tagged(fake_redis, sid) == []
     assert history(client, response.headers["session-id"]) == ["second", "answer to: second"]
+
+
+def test_a_retry_after_its_session_expired_is_answered_afresh(make_app, any_redis):
+    """SESSION_TTL shorter than IDEMPOTENCY_TTL: records never outlive their session, so a
+    retry after the session expired is a new request in a new session, never a replay that
+    names a dead session."""
+    import time
+
+    client = make_app({"SESSION_TTL": 1, "IDEMPOTENCY_TTL": 600}, client=any_redis).test_client()
+    started, inside = str(uuid.uuid4()), str(uuid.uuid4())
+    sid = send(client, "hello", key=started).headers["session-id"]
+    assert send(client, "more", sid, inside).status_code == 200
+    time.sleep(1.2)
+    assert client.get(f"/api/session/{sid}/validate").get_json()["valid"] is False
+    for response in (send(client, "hello", key=started), send(client, "more", sid, inside)):
+        assert response.status_code == 200 and "Idempotent-Replayed" not in response.headers
+        fresh = response.headers["session-id"]
+        assert fresh != sid
+        assert client.get(f"/api/session/{fresh}/validate").get_json()["valid"] is True
+    assert tagged(any_redis, sid) == []
