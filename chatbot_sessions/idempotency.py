@@ -147,17 +147,26 @@ class Attempt:
                 store.append(fresh, turns, create=True, record=record)
             except SessionIdTaken:
                 continue
-            except AlreadyRecorded:  # an earlier attempt of this key stored it; reply with that
-                return self._writes.replay_of(self._claim(fresh))
+            except AlreadyRecorded:
+                # An earlier attempt of this key stored it and died before marking the
+                # session-less record done: reply with what it stored, and mark it now.
+                claim = self._claim(fresh)
+                exchange = self._writes.replay_of(claim)
+                assert record is not None and claim.result is not None
+                self._finish(fresh, IdempotentWrite(record.key, record.fingerprint, claim.result))
+                return exchange
             if record is not None:
-                try:
-                    store.finish(record.key, record, session_id=fresh)
-                except StoreUnavailable as exc:
-                    # Stored and recorded under the session already; a retry finds it there
-                    # once this attempt's lease lapses.
-                    log.warning("could not mark idempotency record done: %s", exc)
+                self._finish(fresh, record)
             return Exchange(fresh, reply)
         raise SessionIdTaken(candidates[-1] if candidates else "fresh ids")
+
+    def _finish(self, session_id: str, record: IdempotentWrite) -> None:
+        try:
+            self._writes.store.finish(record.key, record, session_id=session_id)
+        except StoreUnavailable as exc:
+            # Stored and recorded under the session already; a retry finds it there once
+            # this attempt's lease lapses.
+            log.warning("could not mark idempotency record done: %s", exc)
 
 
 class TurnWrites:
