@@ -27,8 +27,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chatbot_sessions.session_ids import new_session_id  # noqa: E402
-from chatbot_sessions.store import NewMessage, SessionStore  # noqa: E402
+from chatbot_sessions.domain import NewMessage  # noqa: E402
+from chatbot_sessions.sessions.ids import new_session_id  # noqa: E402
+from chatbot_sessions.sessions.store import SessionStore  # noqa: E402
 from chatbot_sessions.timestamps import now_ms  # noqa: E402
 from tests.support.processes import GunicornServer, RedisServer  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chatbot_sessions.replies.base import Message  # noqa: E402
+from chatbot_sessions.domain import Message  # noqa: E402
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir  # noqa: E402
 from chatbot_sessions.replies.retriever import Query, Retriever  # noqa: E402
 

@@ -20,7 +20,7 @@ from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.security import init_security
-from chatbot_sessions.store import SessionStore
+from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.widget import init_widget
 
 __all__ = ["create_app"]

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from chatbot_sessions import signals
-from chatbot_sessions.domain import Exchange
+from chatbot_sessions.domain import Exchange, Message, NewMessage
 from chatbot_sessions.exceptions import SessionNotFound
-from chatbot_sessions.idempotency import TurnWrites
-from chatbot_sessions.replies.base import Message, ReplyGenerator
-from chatbot_sessions.session_ids import parse_session_id
-from chatbot_sessions.store import NewMessage, SessionStore
+from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.sessions.idempotency import TurnWrites
+from chatbot_sessions.sessions.ids import parse_session_id
+from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.timestamps import now_ms
 
 __all__ = ["ChatService", "Exchange"]

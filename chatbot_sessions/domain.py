@@ -1,10 +1,66 @@
-"""Value types shared across layers, at the bottom of the import graph."""
+"""Value types every layer shares, at the bottom of the import graph.
+
+Storage (``sessions/``) and reply generation (``replies/``) sit side by side above this
+module and never import each other; the chat flow and the views above them pass these
+values between the two.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict
 
-from chatbot_sessions.replies.base import Reply
+#: The ``format`` of an exported session document (``flask sessions export``).
+SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
+
+
+class Message(TypedDict):
+    """One stored message, in the wire shape of the API (timestamp is ISO 8601 UTC)."""
+
+    type: Literal["user", "assistant"]
+    content: str
+    timestamp: str
+    sources: NotRequired[list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where part of a reply came from: a document title, its path or URL, a score."""
+
+    title: str
+    source: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A generated answer; ``degraded`` marks a fallback used because the LLM failed."""
+
+    text: str
+    sources: Sequence[Source] = field(default_factory=tuple)
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be appended; ``at_ms`` is when it was said (epoch ms)."""
+
+    type: Literal["user", "assistant"]
+    content: str
+    at_ms: int
+    sources: Sequence[Source] = ()
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """A session's metadata and one page of its messages, oldest first."""
+
+    session_id: str
+    created_at: str
+    last_activity: str
+    messages: list[Message] = field(default_factory=list)
+    next_cursor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -17,3 +73,15 @@ class Exchange:
     session_id: str
     reply: Reply
     replayed: bool = False
+
+
+class SessionDocument(TypedDict):
+    """A whole session as ``flask sessions export`` writes it and ``import`` reads it."""
+
+    format: str
+    sessionId: str
+    createdAt: str
+    lastActivity: str
+    seq: int
+    ttlMs: int | None
+    messages: list[Message]

@@ -6,8 +6,8 @@ from flask import current_app
 
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings
-from chatbot_sessions.store import SessionStore
-from chatbot_sessions.store_admin import SessionAdmin
+from chatbot_sessions.sessions.admin import SessionAdmin
+from chatbot_sessions.sessions.store import SessionStore
 
 
 def get_settings() -> Settings:

@@ -15,8 +15,8 @@ from marshmallow import (
     validates_schema,
 )
 
-from chatbot_sessions.session_ids import parse_session_id
-from chatbot_sessions.store_admin import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.timestamps import ms_from_iso
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.store import SessionStore
+from chatbot_sessions.sessions.store import SessionStore
 
 KEY = "client-key-0123456789"
 

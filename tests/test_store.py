@@ -6,17 +6,11 @@ import time
 
 import pytest
 
+from chatbot_sessions.domain import NewMessage, Source
 from chatbot_sessions.exceptions import SessionIdTaken, SessionNotFound, StoreUnavailable
-from chatbot_sessions.replies.base import Source
-from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import (
-    IdempotentWrite,
-    NewMessage,
-    SessionStore,
-    all_session_keys,
-    idempotency_key,
-    session_keys,
-)
+from chatbot_sessions.sessions.ids import new_session_id
+from chatbot_sessions.sessions.keys import idempotency_key, session_keys
+from chatbot_sessions.sessions.store import IdempotentWrite, SessionStore
 from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import record_commands
 from tests.support.threads import run_in_threads
@@ -34,7 +28,7 @@ def pair(n: int) -> list[NewMessage]:
 
 def test_keys_share_one_cluster_hash_tag_and_prefix():
     sid = new_session_id()
-    meta, messages = session_keys(sid)
+    meta, messages, _ = session_keys(sid)
     assert meta == f"chat_session:{{{sid}}}" and messages == f"chat_session:{{{sid}}}:messages"
 
 
@@ -129,7 +123,7 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     first = IdempotentWrite("client-key-0123456789", "fp", "result")
     store.append(sid, pair(1), create=True, record=first)
     record = idempotency_key(first.key, sid)
-    keys = all_session_keys(sid)
+    keys = session_keys(sid)
     assert redis_client.exists(*keys) == 3
     for access in (
         lambda: store.read(sid),
@@ -240,10 +234,10 @@ def test_redis_errors_become_store_unavailable_quickly():
 @pytest.mark.parametrize("content", ["", "a|b|c", "line\nbreak\n", '\u2603 <b>x</b> "q"', "U1|x"])
 @pytest.mark.parametrize("sources", [(), (Source("T|i\nt", "p|q.md", 0.5),)])
 def test_entries_round_trip_any_content(content, sources):
-    from chatbot_sessions.store import decode_message
+    from chatbot_sessions.sessions.codec import decode_message, encode_message
 
     at = 1_764_105_282_123
-    message = decode_message(NewMessage("assistant", content, at, sources).encode())
+    message = decode_message(encode_message(NewMessage("assistant", content, at, sources)))
     assert message["content"] == content and message["type"] == "assistant"
     assert message["timestamp"] == "2025-11-25T21:14:42.123Z"
     assert message.get("sources", []) == [

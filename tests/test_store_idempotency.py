@@ -7,16 +7,11 @@ import time
 
 import pytest
 
+from chatbot_sessions.domain import NewMessage
 from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound
-from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import (
-    IdempotentWrite,
-    NewMessage,
-    SessionStore,
-    idempotency_key,
-    session_keys,
-    writes_key,
-)
+from chatbot_sessions.sessions.ids import new_session_id
+from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
+from chatbot_sessions.sessions.store import IdempotentWrite, SessionStore
 from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import record_commands
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from chatbot_sessions.domain import NewMessage
 from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import ClaimStatus, IdempotentWrite, NewMessage, SessionStore
+from chatbot_sessions.sessions.ids import new_session_id
+from chatbot_sessions.sessions.store import ClaimStatus, IdempotentWrite, SessionStore
 from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import lose_replies
 
@@ -113,7 +114,7 @@ def test_connection_errors_are_retried_twice_after_40_then_80_ms(store, redis_cl
     sid = new_session_id()
     store.create(sid)
     slept: list[float] = []
-    monkeypatch.setattr("chatbot_sessions.store.time.sleep", slept.append)
+    monkeypatch.setattr("chatbot_sessions.sessions.store.time.sleep", slept.append)
     lost = lose_replies(monkeypatch, redis_client, count=2, ran=False)
     store.append(sid, turns("q"))
     assert len(lost) == 2 and slept == pytest.approx([0.04, 0.08])

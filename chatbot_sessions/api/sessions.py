@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from chatbot_sessions.api.docs import errors
+from chatbot_sessions.domain import SessionPage
 from chatbot_sessions.extensions import get_settings, get_store
 from chatbot_sessions.schemas import (
     ClearedSchema,
@@ -16,8 +17,7 @@ from chatbot_sessions.schemas import (
     HistorySchema,
     ValidSchema,
 )
-from chatbot_sessions.session_ids import new_session_id, parse_session_id
-from chatbot_sessions.store import SessionPage
+from chatbot_sessions.sessions.ids import new_session_id, parse_session_id
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/session", description="Chat sessions")
 

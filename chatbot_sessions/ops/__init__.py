@@ -20,7 +20,7 @@ from chatbot_sessions.ops.cli import sessions_cli
 from chatbot_sessions.ops.health import ReadinessProbe
 from chatbot_sessions.ops.health import blp as health_blp
 from chatbot_sessions.ops.metrics import UNMATCHED_ENDPOINT, Metrics
-from chatbot_sessions.store_admin import SessionAdmin
+from chatbot_sessions.sessions.admin import SessionAdmin
 
 __all__ = ["init_operations"]
 

@@ -19,7 +19,7 @@ from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.extensions import get_admin, get_store
 from chatbot_sessions.ops.logs import send_logs_to_stderr
 from chatbot_sessions.schemas import SessionDocumentSchema
-from chatbot_sessions.store_admin import SessionStats
+from chatbot_sessions.sessions.admin import SessionStats
 
 
 class _SessionsGroup(AppGroup):

@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app
 
 from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.store import SessionStore
+from chatbot_sessions.sessions.store import SessionStore
 
 blp = Blueprint("ops", __name__)
 

@@ -28,8 +28,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from chatbot_sessions import signals
 from chatbot_sessions.chat import ChatService
-from chatbot_sessions.replies.base import Reply
-from chatbot_sessions.store import SessionStore
+from chatbot_sessions.domain import Reply
+from chatbot_sessions.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 

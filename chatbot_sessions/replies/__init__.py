@@ -5,7 +5,8 @@ returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``, ``.search()`
 through which ``flask kb`` inspects the knowledge base.
 """
 
-from chatbot_sessions.replies.base import Message, Reply, ReplyGenerator, Source
+from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.replies.factory import build_generator
 
 __all__ = ["Message", "Reply", "ReplyGenerator", "Source", "build_generator"]

@@ -8,34 +8,9 @@ one and the tests' fakes be swapped without touching views or the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Protocol
 
-
-class Message(TypedDict):
-    """One stored turn, in the seed's wire shape (timestamp is ISO 8601 UTC)."""
-
-    type: Literal["user", "assistant"]
-    content: str
-    timestamp: str
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where part of a reply came from: a document title, its path or URL, a score."""
-
-    title: str
-    source: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A generated answer; ``degraded`` marks a fallback used because the LLM failed."""
-
-    text: str
-    sources: Sequence[Source] = field(default_factory=tuple)
-    degraded: bool = False
+from chatbot_sessions.domain import Message, Reply
 
 
 class ReplyGenerator(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from chatbot_sessions.replies.base import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply, Source
 from chatbot_sessions.replies.chunking import paragraphs, sentences
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever
 from chatbot_sessions.replies.tokens import terms

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from chatbot_sessions.replies.base import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply, Source
 from chatbot_sessions.replies.extractive import ExtractiveAnswerer
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever, prior_history
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import bm25s
 import numpy as np
 
-from chatbot_sessions.replies.base import Message
+from chatbot_sessions.domain import Message
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.knowledge import KnowledgeBase, SkippedFile
 from chatbot_sessions.replies.tokens import terms

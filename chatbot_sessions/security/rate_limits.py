@@ -26,7 +26,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from chatbot_sessions.config import Settings
 from chatbot_sessions.errors import error_response
 from chatbot_sessions.redis_client import limiter_storage
-from chatbot_sessions.session_ids import parse_session_id
+from chatbot_sessions.sessions.ids import parse_session_id
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.store import SessionStore, idempotency_key, session_keys, writes_key
+from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
+from chatbot_sessions.sessions.store import SessionStore
 from tests.support.processes import wait_until
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 from tests.support.commands import record_commands
 
 

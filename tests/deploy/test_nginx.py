@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 from tests.conftest import require
 from tests.support.processes import NginxServer, wait_until
 

@@ -30,7 +30,7 @@ import redis
 import requests
 from requests import Response
 
-from chatbot_sessions.store import decode_message
+from chatbot_sessions.sessions.codec import decode_message
 from tests.support.fault_proxy import SCRIPT_CALLS, FaultProxy
 from tests.support.processes import GunicornServer, RedisServer, wait_until
 

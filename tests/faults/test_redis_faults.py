@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from chatbot_sessions.store import decode_message, session_keys
+from chatbot_sessions.sessions.codec import decode_message
+from chatbot_sessions.sessions.keys import session_keys
 from tests.conftest import require
 from tests.support.processes import GunicornServer, RedisServer, wait_until
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 
 pytestmark = [pytest.mark.redis, pytest.mark.gunicorn]
 

@@ -8,16 +8,8 @@ import pytest
 from redis.cluster import RedisCluster
 
 from chatbot_sessions import create_app
-from chatbot_sessions.store import (
-    _APPEND,
-    _CREATE,
-    _READ,
-    _TOUCH,
-    all_session_keys,
-    idempotency_key,
-    session_keys,
-    writes_key,
-)
+from chatbot_sessions.sessions import scripts
+from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
 from tests.conftest import require
 from tests.support.processes import RedisClusterServers, RedisServer
 
@@ -70,7 +62,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 
     owners = set()
     for n, sid in enumerate(created):
-        meta, messages = session_keys(sid)
+        meta, messages, _ = session_keys(sid)
         assert client.keyslot(meta) == client.keyslot(messages)  # the {id} hash tag
         node = client.get_node_from_key(meta)
         assert client.exists(meta, messages) == 2
@@ -90,7 +82,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 
     # SCAN on the cluster client visits every master (what admin counts rely on)
     scanned = set(client.scan_iter(match="chat_session:*", count=100))
-    expected = {key for sid in [*created[1::2], fresh] for key in all_session_keys(sid)}
+    expected = {key for sid in [*created[1::2], fresh] for key in session_keys(sid)}
     assert scanned == expected
 
 
@@ -135,14 +127,14 @@ def test_scripts_load_on_every_master_and_survive_a_script_flush(cluster, cluste
     sids = [http.post("/api/session/create").get_json()["sessionId"] for _ in range(SESSIONS)]
     for sid in sids:
         http.post("/api/send-message", json={"question": "hi"}, headers={"session-id": sid})
-    used = [sha(_CREATE), sha(_READ), sha(_APPEND)]
+    used = [sha(scripts.CREATE), sha(scripts.READ), sha(scripts.APPEND)]
     for node in cluster.nodes:
         # EVALSHA missed (NOSCRIPT) on first use; redis-py's Script loaded it on all masters
         assert node.client().script_exists(*used) == [True, True, True]
 
     for node in cluster.nodes:  # as after a restart without persistence of the script cache
         node.client().script_flush()
-        assert node.client().script_exists(sha(_TOUCH)) == [False]
+        assert node.client().script_exists(sha(scripts.TOUCH)) == [False]
     for sid in sids:
         assert http.get(f"/api/session/{sid}/validate").get_json()["valid"] is True
         response = http.post(

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from chatbot_sessions.store import _APPEND, _READ
+from chatbot_sessions.sessions import scripts
 from tests.conftest import require
 from tests.support.processes import GunicornServer, RedisServer, SentinelSet, wait_until
 
@@ -53,7 +53,7 @@ def test_service_follows_a_failover_without_restart(sentinel_set, service):
     assert len(requests.get(f"{base}/api/session/{sid}/history", timeout=5).json()["messages"]) == 2
     # the exchange must reach the replica before the crash, or it is legitimately lost
     assert sentinel_set.master.client().wait(1, 5000) >= 1
-    script_shas = [hashlib.sha1(s.encode()).hexdigest() for s in (_READ, _APPEND)]
+    script_shas = [hashlib.sha1(s.encode()).hexdigest() for s in (scripts.READ, scripts.APPEND)]
     # Redis 7 does not replicate the script cache: the promoted replica will answer NOSCRIPT
     assert sentinel_set.replica.client().script_exists(*script_shas) == [False, False]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 from tests.ops.conftest import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.ids import new_session_id
+from chatbot_sessions.sessions.keys import session_keys
 from tests.support.processes import REPO_ROOT
 
 COMMANDS = [
@@ -118,7 +118,7 @@ def test_show_prints_the_session_without_touching_its_ttl(cli, private_redis):
 @pytest.mark.redis
 def test_export_then_import_round_trips_exactly(cli, private_redis, tmp_path):
     sid = create(cli, turns=3)
-    meta, messages = session_keys(sid)
+    meta, messages, _ = session_keys(sid)
     before = (private_redis.hgetall(meta), private_redis.lrange(messages, 0, -1))
     path = tmp_path / "session.json"
     assert cli("export", sid, "-o", str(path)).exit_code == 0
@@ -204,7 +204,7 @@ def test_import_rejects_bad_files_and_writes_nothing(
 
 
 @pytest.mark.redis
-def test_warm_persist_and_expire_act_on_both_keys(cli, private_redis):
+def test_warm_persist_and_expire_act_on_every_key(cli, private_redis):
     sid, other = create(cli, turns=1), create(cli, turns=1)
     keys = session_keys(sid)
 
@@ -213,7 +213,7 @@ def test_warm_persist_and_expire_act_on_both_keys(cli, private_redis):
 
     persisted = cli("persist", sid)
     assert persisted.exit_code == 0 and persisted.stdout == "persisted 1 session(s)\n"
-    assert [private_redis.ttl(k) for k in keys] == [-1, -1]
+    assert [private_redis.ttl(k) for k in keys] == [-1, -1, -1]
 
     missing = new_session_id()
     warmed = cli("warm", sid, other, missing)

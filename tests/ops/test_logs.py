@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from chatbot_sessions.session_ids import new_session_id
+from chatbot_sessions.sessions.ids import new_session_id
 
 
 def access_lines(records: list[dict]) -> list[dict]:

@@ -6,8 +6,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatbot_sessions.replies.base import Reply
-from chatbot_sessions.session_ids import new_session_id
+from chatbot_sessions.domain import Reply
+from chatbot_sessions.sessions.ids import new_session_id
 
 
 def samples(client) -> dict[tuple[str, frozenset], float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatbot_sessions.replies.base import Message
+from chatbot_sessions.domain import Message
 
 
 def turns(*pairs: tuple[str, str]) -> list[Message]:

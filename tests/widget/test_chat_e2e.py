@@ -10,7 +10,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 from tests.support.processes import wait_until
 from tests.widget.chat_ui import ChatUI
 

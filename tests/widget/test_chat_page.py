@@ -16,7 +16,7 @@ import requests
 from playwright.sync_api import expect
 
 from chatbot_sessions import create_app
-from chatbot_sessions.replies.base import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply, Source
 from tests.support.processes import RedisServer
 from tests.support.web import serve_wsgi
 from tests.widget.chat_ui import ChatUI, record_idempotency_keys

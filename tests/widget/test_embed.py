@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from chatbot_sessions.store import session_keys
+from chatbot_sessions.sessions.keys import session_keys
 from tests.support.web import serve_static
 from tests.widget.chat_ui import ChatUI, record_idempotency_keys
 

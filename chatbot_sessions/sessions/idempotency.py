@@ -3,7 +3,7 @@
 The public face is one call and one object: ``TurnWrites.begin(...)`` returns an
 ``Attempt``; a caller generates the reply and hands the two turns to ``Attempt.commit``,
 which stores them exactly once and says where. Everything about leases, polling, replays
-and reply encoding stays in here; the Lua side (write ids, records) is in ``store.py``.
+and reply encoding stays in here; the Lua side (write ids, records) is in ``scripts.py``.
 
 Two layers make a turn exactly-once:
 
@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 import time
 from collections.abc import Sequence
 
-from chatbot_sessions.domain import Exchange
+from chatbot_sessions.domain import Exchange, NewMessage, Reply
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
     IdempotencyInProgress,
@@ -44,13 +43,12 @@ from chatbot_sessions.exceptions import (
     SessionNotFound,
     StoreUnavailable,
 )
-from chatbot_sessions.replies.base import Reply, Source
-from chatbot_sessions.session_ids import new_session_id
-from chatbot_sessions.store import (
+from chatbot_sessions.sessions.codec import decode_reply, encode_reply
+from chatbot_sessions.sessions.ids import new_session_id
+from chatbot_sessions.sessions.store import (
     ClaimStatus,
     IdempotencyClaim,
     IdempotentWrite,
-    NewMessage,
     SessionStore,
 )
 
@@ -60,18 +58,6 @@ log = logging.getLogger(__name__)
 _POLL_FIRST, _POLL_MAX = 0.002, 0.05
 # A new session's id is fresh UUID v4; a collision is vanishingly rare, but never merge.
 _FRESH_ID_TRIES = 3
-
-
-def encode_reply(reply: Reply) -> str:
-    """Serialise a reply for an idempotency record, floats and all, so a replay is identical."""
-    sources = [[s.title, s.source, s.score] for s in reply.sources]
-    return json.dumps([reply.text, sources, reply.degraded], separators=(",", ":"))
-
-
-def decode_reply(raw: str) -> Reply:
-    """Inverse of ``encode_reply``."""
-    text, sources, degraded = json.loads(raw)
-    return Reply(text, tuple(Source(*s) for s in sources), bool(degraded))
 
 
 class Attempt:

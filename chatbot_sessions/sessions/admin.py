@@ -1,16 +1,17 @@
 """Operator commands over the session key layout: scans, statistics, export/import, TTLs.
 
-The companion of ``store.py``, which owns the key names (``session_keys``, ``KEY_PREFIX``):
-the request path never comes here; the admin stats endpoint and ``flask sessions`` do.
+The request path never comes here; the admin stats endpoint and ``flask sessions`` do. It
+uses the same key layout (``keys.py``), scripts (``scripts.py``) and encoding
+(``codec.py``) as the store, so the two cannot drift apart.
 
 - Scans are ``SCAN MATCH <pattern> COUNT <n>`` through redis-py's ``scan_iter``, never KEYS:
   they do not block Redis, and ``RedisCluster.scan_iter`` walks every primary.
-- Per-session commands are one Lua script on the session's two keys. Both keys carry the
-  session's hash tag, so the script is atomic and valid on a cluster (one slot).
-- Idempotency keys (``store.registry_key``, ``store.idempotency_key``) are not sessions:
-  the meta glob never matches them, so counts and stats ignore them; ``purge`` deletes them
-  (they share the prefix); export/import carry messages only, and an import leaves a
-  session's registered records in place for DELETE to find.
+- Per-session commands are one Lua script on the session's own keys (one hash tag), so the
+  script is atomic and valid on a cluster (one slot).
+- Write logs and Idempotency-Key records are not sessions: the meta glob never matches
+  them, so counts and stats ignore them; ``purge`` deletes them (they share the prefix);
+  export/import carry messages only, and an import leaves a session's logged records in
+  place for DELETE to find.
 - TTL invariant: every session key expires. ``set_ttl(..., None)`` (PERSIST) is the one,
   explicit exception an operator can ask for, and it lasts only until the session is next
   used through the API, whose scripts re-arm the normal TTL on every access.
@@ -26,71 +27,25 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT, SessionDocument
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
-from chatbot_sessions.replies.base import Source
-from chatbot_sessions.session_ids import parse_session_id
-from chatbot_sessions.store import (
+from chatbot_sessions.sessions import scripts
+from chatbot_sessions.sessions.codec import decode_message, encode_message, message_from_wire
+from chatbot_sessions.sessions.ids import parse_session_id
+from chatbot_sessions.sessions.keys import (
+    ALL_PATTERN,
     KEY_PREFIX,
-    NewMessage,
-    SessionStore,
-    all_session_keys,
-    decode_message,
+    META_PATTERN,
+    session_id_of_meta,
     session_keys,
 )
+from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
-#: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
-META_PATTERN = KEY_PREFIX + "{*}"
-#: Matches every key the service owns, and nothing else.
-ALL_PATTERN = KEY_PREFIX + "*"
 #: SCAN's COUNT hint and the size of each follow-up pipeline / UNLINK batch.
 SCAN_COUNT = 1000
 #: Upper bounds (seconds, inclusive) of the TTL histogram; one more bucket holds the rest.
 TTL_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
-#: The ``format`` of an exported session document.
-SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
-
-# KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
-# {createdAt, lastActivity, seq, pttl, raw messages...}.
-_SNAPSHOT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'lastActivity', 'seq')
-local result = {meta[1], meta[2], meta[3], redis.call('PTTL', KEYS[1])}
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 1, #items do result[#result + 1] = items[i] end
-return result
-"""
-
-# KEYS: meta, messages. ARGV: replace ('1'/'0'), pttl (-1 = none), createdAt, lastActivity,
-# seq, raw messages... Returns 0 (and writes nothing) when the session exists and replace
-# is off. RPUSH goes in chunks: Lua's unpack has a stack limit of a few thousand values.
-_RESTORE = """
-if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'createdAt', ARGV[3], 'lastActivity', ARGV[4], 'seq', ARGV[5])
-for i = 6, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-"""
-
-# KEYS: meta, messages, write log (the keys every access re-arms). ARGV: ttl in ms, or -1
-# to PERSIST. 0 if the session does not exist.
-_SET_TTL = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #KEYS do
-  if tonumber(ARGV[1]) < 0 then
-    redis.call('PERSIST', KEYS[i])
-  else
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
-  end
-end
-return 1
-"""
 
 Progress = Callable[[int], None]
 
@@ -151,17 +106,17 @@ class SessionAdmin:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.client = store.client
-        self._snapshot = self.client.register_script(_SNAPSHOT)
-        self._restore = self.client.register_script(_RESTORE)
-        self._set_ttl = self.client.register_script(_SET_TTL)
+        self._snapshot = self.client.register_script(scripts.SNAPSHOT)
+        self._restore = self.client.register_script(scripts.RESTORE)
+        self._set_ttl = self.client.register_script(scripts.SET_TTL)
 
     # -- scans -------------------------------------------------------------------------
 
     def _meta_keys(self) -> Iterator[str]:
         for key in self.client.scan_iter(match=META_PATTERN, count=SCAN_COUNT):
-            # The pattern already excludes ``:messages`` keys; the id check also drops any
-            # stray key that happens to fit the glob without being one of ours.
-            if parse_session_id(key[len(KEY_PREFIX) + 1 : -1]) is not None:
+            # The pattern already excludes the other keys of a session; the id check also
+            # drops any stray key that happens to fit the glob without being one of ours.
+            if session_id_of_meta(key) is not None:
                 yield key
 
     def iter_session_ids(self) -> Iterator[str]:
@@ -169,7 +124,7 @@ class SessionAdmin:
         rehash, as SCAN allows; counts are exact when the keyspace is not resizing)."""
         with self.store.redis_errors():
             for key in self._meta_keys():
-                yield key[len(KEY_PREFIX) + 1 : -1]
+                yield session_id_of_meta(key)  # type: ignore[misc]
 
     def count(self, progress: Progress | None = None) -> int:
         """Number of sessions (meta keys only), by SCAN with a COUNT hint."""
@@ -243,7 +198,7 @@ class SessionAdmin:
 
     # -- one session -------------------------------------------------------------------
 
-    def export(self, session_id: str) -> dict[str, Any] | None:
+    def export(self, session_id: str) -> SessionDocument | None:
         """The whole session as a JSON-ready document (no TTL refresh), or None if missing."""
         keys = session_keys(session_id)
         with self.store.redis_errors():
@@ -265,7 +220,7 @@ class SessionAdmin:
         """Write an exported document back; False (nothing written) if the session exists
         and ``replace`` is off. ``document`` must have passed ``SessionDocumentSchema``."""
         keys = session_keys(document["sessionId"])
-        raw = [_encode(message) for message in document["messages"]]
+        raw = [encode_message(message_from_wire(m)) for m in document["messages"]]
         ttl_ms = document.get("ttlMs", self.store.ttl * 1000)
         args = [
             int(replace),
@@ -285,7 +240,7 @@ class SessionAdmin:
         missing = []
         for session_id in session_ids:
             try:
-                keys = all_session_keys(session_id)
+                keys = session_keys(session_id)
             except SessionNotFound:
                 missing.append(session_id)
                 continue
@@ -293,12 +248,3 @@ class SessionAdmin:
                 if not self._set_ttl(keys=keys, args=[ttl_ms]):
                     missing.append(session_id)
         return missing
-
-
-def _encode(message: Mapping[str, Any]) -> str:
-    sources = tuple(
-        Source(title=s["title"], source=s["source"], score=s["score"])
-        for s in message.get("sources") or ()
-    )
-    at_ms = ms_from_iso(message["timestamp"])
-    return NewMessage(message["type"], message["content"], at_ms, sources).encode()

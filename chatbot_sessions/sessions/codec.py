@@ -1,0 +1,86 @@
+"""How messages and replies are written into Redis values, and read back: one encoder for
+the store, the idempotency records, and export/import.
+
+A message entry is ``<t><ms base 36>|<content>``: about 10 bytes of overhead, where a JSON
+object per message spent about 60 on key names and an ISO date. ``t`` is ``u``/``a``, or
+``U``/``A`` when a line of JSON sources sits between the ``|`` and the content (JSON never
+holds a raw newline, so the first newline ends it). The API still shows the wire shape
+``{type, content, timestamp[, sources]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from chatbot_sessions.domain import Message, NewMessage, Reply, Source
+from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
+
+_TYPE_CODES = {"user": "u", "assistant": "a"}
+_TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    out = ""
+    while number:
+        number, rest = divmod(number, 36)
+        out = _DIGITS[rest] + out
+    return out or "0"
+
+
+def encode_message(message: NewMessage) -> str:
+    """The compact stored entry of ``message`` (scores rounded to 4 places)."""
+    code = _TYPE_CODES[message.type]
+    stamp = _base36(message.at_ms)
+    if not message.sources:
+        return f"{code}{stamp}|{message.content}"
+    sources = json.dumps(
+        [[s.title, s.source, round(s.score, 4)] for s in message.sources],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f"{code.upper()}{stamp}|{sources}\n{message.content}"
+
+
+def decode_message(raw: str) -> Message:
+    """Turn a stored entry back into the wire shape ``{type, content, timestamp[, sources]}``."""
+    head, _, rest = raw.partition("|")
+    code = head[0]
+    timestamp = iso_from_ms(int(head[1:], 36))
+    if not code.isupper():
+        return {"type": _TYPE_NAMES[code], "content": rest, "timestamp": timestamp}  # type: ignore[typeddict-item]
+    sources, _, content = rest.partition("\n")
+    return {
+        "type": _TYPE_NAMES[code.lower()],  # type: ignore[typeddict-item]
+        "content": content,
+        "timestamp": timestamp,
+        "sources": [
+            {"title": title, "source": source, "score": score}
+            for title, source, score in json.loads(sources)
+        ],
+    }
+
+
+def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
+    """A wire-shape message (an imported document's) as a message to store."""
+    sources = tuple(
+        Source(title=s["title"], source=s["source"], score=s["score"])
+        for s in message.get("sources") or ()
+    )
+    return NewMessage(
+        message["type"], message["content"], ms_from_iso(message["timestamp"]), sources
+    )
+
+
+def encode_reply(reply: Reply) -> str:
+    """Serialise a reply for an idempotency record, floats and all, so a replay is identical."""
+    sources = [[s.title, s.source, s.score] for s in reply.sources]
+    return json.dumps([reply.text, sources, reply.degraded], separators=(",", ":"))
+
+
+def decode_reply(raw: str) -> Reply:
+    """Inverse of ``encode_reply``."""
+    text, sources, degraded = json.loads(raw)
+    return Reply(text, tuple(Source(*s) for s in sources), bool(degraded))

@@ -1,0 +1,89 @@
+"""The Redis key layout of a session, its inverse, and the lifetimes of its keys.
+
+One Redis Cluster hash tag per session, so multi-key scripts never hit CROSSSLOT:
+
+    chat_session:{<id>}           hash  createdAt, lastActivity (epoch ms), seq (ever appended)
+    chat_session:{<id>}:messages  list  one compact entry per message, oldest first
+    chat_session:{<id>}:writes    zset  the write log: recent write ids and record names
+    chat_session:{<id>}:idem:<h>  hash  Idempotency-Key record of a send into that session
+    chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
+
+``<id>`` is always a canonical UUID v4 (``ids.parse_session_id`` is the one gate client
+input passes through) and ``<h>`` the SHA-256 of the client's Idempotency-Key, so no client
+string reaches a key name.
+
+Lifetimes (the one TTL rule; the scripts in ``scripts.py`` apply it):
+
+- every access re-arms meta, messages and the write log (``session_keys``) to SESSION_TTL;
+- a write id stays in the log ``WRITE_ID_WINDOW`` seconds;
+- a record lives ``record_ttl`` from its claim and is never extended, so it never
+  outlives its session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from chatbot_sessions.exceptions import SessionNotFound
+from chatbot_sessions.sessions.ids import parse_session_id
+
+KEY_PREFIX = "chat_session:"
+#: Names of the session-less Idempotency-Key records start with this (then ``{<h>}``).
+SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
+#: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
+META_PATTERN = KEY_PREFIX + "{*}"
+#: Matches every key the service owns, and nothing else.
+ALL_PATTERN = KEY_PREFIX + "*"
+#: Seconds a write id stays in the log: past gunicorn's worker timeout (60 s), after which
+#: no request that could resend the id is still alive.
+WRITE_ID_WINDOW = 120
+
+
+def canonical_session_id(session_id: str) -> str:
+    """The id in the one form keys, records and answers use; a malformed id is not found."""
+    canonical = parse_session_id(session_id)
+    if canonical is None:
+        raise SessionNotFound(session_id)
+    return canonical
+
+
+def meta_key(session_id: str) -> str:
+    """The session's own hash: it exists exactly while the session does."""
+    return f"{KEY_PREFIX}{{{canonical_session_id(session_id)}}}"
+
+
+def session_keys(session_id: str) -> list[str]:
+    """Meta, messages and write log: the keys whose TTL every access re-arms."""
+    meta = meta_key(session_id)
+    return [meta, f"{meta}:messages", f"{meta}:writes"]
+
+
+def messages_key(session_id: str) -> str:
+    """The list of the session's messages, oldest first."""
+    return session_keys(session_id)[1]
+
+
+def writes_key(session_id: str) -> str:
+    """The session's write log: recent write ids and the names of its idempotency records."""
+    return session_keys(session_id)[2]
+
+
+def idempotency_key(client_key: str, session_id: str | None) -> str:
+    """The record key of an Idempotency-Key: in the session's hash tag, or its own if none."""
+    digest = hashlib.sha256(client_key.encode("utf-8")).hexdigest()
+    if session_id is None:
+        return f"{SESSIONLESS_RECORD_PREFIX}{digest}}}"
+    return f"{meta_key(session_id)}:idem:{digest}"
+
+
+def session_id_of_meta(key: str) -> str | None:
+    """The inverse of ``meta_key``: the id a meta key names, or None for any other key."""
+    if not (key.startswith(KEY_PREFIX + "{") and key.endswith("}")):
+        return None
+    return parse_session_id(key[len(KEY_PREFIX) + 1 : -1])
+
+
+def record_ttl(session_ttl: int, idempotency_ttl: int) -> int:
+    """Seconds a record lives: the key's window, but never longer than its session's TTL
+    (a session lives at least SESSION_TTL from the request that made the record)."""
+    return min(session_ttl, idempotency_ttl)

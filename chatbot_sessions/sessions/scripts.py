@@ -1,0 +1,247 @@
+"""Every Lua script the session store and its operator tools run, each with its contract.
+
+One script per store access: the access, the TTL rule (``keys.py``) and ``lastActivity``
+happen in one atomic step. KEYS are always the session's own keys (one hash tag), except
+where a contract says otherwise, so each script is single-slot on Redis Cluster. Each
+write logs its write id (``LOG_WRITE``) so that running it twice changes nothing; see
+``store.py`` and docs/reliability.md.
+
+Scripts answer with short status strings, which the store turns into the enums of
+``store.py`` (``Outcome``, ``ClaimStatus``).
+"""
+
+from __future__ import annotations
+
+
+# Every reading script opens with the access rule: stop with `if_missing` when the session
+# is gone, else re-arm the TTL of all three keys and set lastActivity.
+# KEYS: meta, messages, writes. ARGV[1]: ttl, ARGV[2]: now_ms.
+def _refresh(if_missing: str) -> str:
+    return f"""
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return {if_missing} end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+"""
+
+
+# Every writing script logs its write id the same way (and forgets what is past its window).
+# KEYS[3]: writes. ARGV[1]: ttl, ARGV[2]: now_ms. Arguments: the mark and its expiry (ms).
+LOG_WRITE = """
+local function log_write(mark, forget_at)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+  redis.call('ZADD', KEYS[3], forget_at, mark)
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+end
+"""
+
+# KEYS: meta, messages, writes. ARGV: ttl, now_ms.
+# Returns 1 if the session exists (and was touched), else 0.
+TOUCH = _refresh("0") + "return 1\n"
+
+# KEYS: meta, messages, writes. ARGV: ttl, now_ms, write mark, mark expiry (ms).
+# Returns 'created', also when replayed (the id exists and the log has this write's mark),
+# or 'taken' when the id is another session's.
+CREATE = (
+    LOG_WRITE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return 'created' end
+  return 'taken'
+end
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'lastActivity', ARGV[2], 'seq', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+log_write(ARGV[3], ARGV[4])
+return 'created'
+"""
+)
+
+# KEYS: meta, messages, writes. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
+# Returns nil if missing, else {createdAt, first_abs, start_abs, messages...} where
+# message positions are absolute (counted since the session began) so cursors survive trims.
+READ = (
+    _refresh("false")
+    + """
+local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'seq')
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(meta[2]) or len
+local first = seq - len
+local stop = seq
+local before = tonumber(ARGV[4])
+if before >= 0 and before < stop then stop = before end
+local start = first
+local limit = tonumber(ARGV[3])
+if limit > 0 and stop - limit > start then start = stop - limit end
+local result = {meta[1], first, start}
+if stop > start then
+  local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
+  for i = 1, #items do result[#result + 1] = items[i] end
+end
+return result
+"""
+)
+
+# KEYS: meta, messages, writes[, record]. ARGV: ttl, now_ms, max_messages, create ('1' =
+# new session), write mark, mark expiry (ms); then, used only with a record: record ttl,
+# fingerprint, session id, result, origin (name of the session-less record that reserved a
+# new session, or ''); messages from ARGV[12].
+# Returns:
+#   'stored'   appended now, or earlier by this very write (its mark is in the log);
+#   'gone'     the session no longer exists (never resurrected);
+#   'taken'    create hit an id that already exists;
+#   'recorded' the record is done: another attempt of the key stored the exchange.
+# Marking the record done in the same script means no crash can store without recording or
+# vice versa; logging it (and the origin) here means DELETE finds both.
+APPEND = (
+    LOG_WRITE
+    + """
+if redis.call('ZSCORE', KEYS[3], ARGV[5]) then return 'stored' end
+local record = KEYS[4]
+if record and redis.call('HGET', record, 'state') == 'done' then return 'recorded' end
+local exists = redis.call('EXISTS', KEYS[1])
+if ARGV[4] == '1' then
+  if exists == 1 then return 'taken' end
+  redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'seq', 0)
+elseif exists == 0 then
+  return 'gone'
+end
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 12))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 11)
+redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+log_write(ARGV[5], ARGV[6])
+if record then
+  redis.call('HSET', record, 'state', 'done', 'fp', ARGV[8], 'sid', ARGV[9], 'result', ARGV[10])
+  redis.call('HDEL', record, 'lease', 'owner')
+  redis.call('EXPIRE', record, ARGV[7])
+  local until_ms = tonumber(ARGV[2]) + 1000 * tonumber(ARGV[7])
+  redis.call('ZADD', KEYS[3], until_ms, record)
+  if ARGV[11] ~= '' then redis.call('ZADD', KEYS[3], until_ms, ARGV[11]) end
+end
+return 'stored'
+"""
+)
+
+# KEYS: record[, writes, meta] (the last two for a record in a session). ARGV: record ttl,
+# now_ms, fingerprint, lease_until_ms, owner, proposed session id.
+# Returns {status, sid[, result or lease_until]}: 'new' (this caller holds the lease: a new
+# record, a lapsed lease taken over, or its own claim run again), 'busy' (another holds it),
+# 'done', 'mismatch', or 'gone' when the session no longer exists (nothing written: no
+# record of a deleted session). A new record in a session joins its write log, which
+# expires with the session (PTTL of meta).
+CLAIM = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {'gone', ''} end
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result', 'owner')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[3], 'lease', ARGV[4],
+             'owner', ARGV[5], 'sid', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[1]), KEYS[1])
+    local pttl = redis.call('PTTL', KEYS[3])
+    if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+  end
+  return {'new', ARGV[6]}
+end
+if r[2] ~= ARGV[3] then return {'mismatch', r[4]} end
+if r[1] == 'done' then return {'done', r[4], r[5]} end
+if r[6] == ARGV[5] then return {'new', r[4]} end
+if tonumber(r[3]) > tonumber(ARGV[2]) then return {'busy', r[4], r[3]} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[4], 'owner', ARGV[5])
+return {'new', r[4]}
+"""
+
+# KEYS: record. ARGV: owner. Ends the owner's lease early (a failed attempt) but keeps the
+# record and its session id: the attempt may still have stored, and a retry must find out.
+# Run twice, the second run finds no owner and does nothing.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'pending'
+   and redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease', 0)
+  redis.call('HDEL', KEYS[1], 'owner')
+end
+return 1
+"""
+
+# KEYS: record. ARGV: fingerprint, session id, result. Copies a stored exchange's result
+# onto a session-less record, so its retries find the reply without a second lookup. Only
+# onto a record that still exists: if the new session was deleted meanwhile, its DELETE
+# removed the record (the append logged it), and it must not come back. The record keeps
+# the TTL of its claim. Run twice, it writes the same fields again.
+FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[1], 'sid', ARGV[2], 'result', ARGV[3])
+redis.call('HDEL', KEYS[1], 'lease', 'owner')
+return 1
+"""
+
+# KEYS: meta, messages, writes. ARGV: '1' if the script may delete keys of other hash tags
+# (a single server; never on a cluster), the session-less record prefix. Deletes the
+# session, each record its write log names, and the log, atomically. Records of this
+# session share its slot; a session-less record does not, so on a cluster its name is
+# returned for the caller to delete. Returns {keys deleted (log not counted), names...}.
+# Nothing is left behind, not even a tombstone, so a second run finds nothing: the caller
+# tells a replay from a missing session by whether it retried (``SessionStore.delete``).
+DELETE = """
+local removed = redis.call('DEL', KEYS[1], KEYS[2])
+local own = KEYS[1] .. ':idem:'
+local other = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if string.sub(name, 1, #own) == own then
+    removed = removed + redis.call('DEL', name)
+  elseif string.sub(name, 1, #ARGV[2]) == ARGV[2] then
+    if ARGV[1] == '1' then
+      removed = removed + redis.call('DEL', name)
+    else
+      other[#other + 1] = name
+    end
+  end
+end
+redis.call('DEL', KEYS[3])
+return {removed, unpack(other)}
+"""
+
+
+# KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
+# {createdAt, lastActivity, seq, pttl, raw messages...}.
+SNAPSHOT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'lastActivity', 'seq')
+local result = {meta[1], meta[2], meta[3], redis.call('PTTL', KEYS[1])}
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items do result[#result + 1] = items[i] end
+return result
+"""
+
+# KEYS: meta, messages. ARGV: replace ('1'/'0'), pttl (-1 = none), createdAt, lastActivity,
+# seq, raw messages... Returns 0 (and writes nothing) when the session exists and replace
+# is off. RPUSH goes in chunks: Lua's unpack has a stack limit of a few thousand values.
+RESTORE = """
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[3], 'lastActivity', ARGV[4], 'seq', ARGV[5])
+for i = 6, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: meta, messages, write log (the keys every access re-arms). ARGV: ttl in ms, or -1
+# to PERSIST. 0 if the session does not exist.
+SET_TTL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #KEYS do
+  if tonumber(ARGV[1]) < 0 then
+    redis.call('PERSIST', KEYS[i])
+  else
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  end
+end
+return 1
+"""

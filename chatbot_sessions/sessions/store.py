@@ -1,0 +1,328 @@
+"""The session repository: every Redis command a request sends about a session.
+
+The key layout and TTL rule are in ``keys.py``, the Lua in ``scripts.py``, the value
+encoding in ``codec.py``; this class runs them. Each public method is one round trip: one
+script that does the access, re-arms the session's TTLs and sets ``lastActivity``
+atomically. The append script refuses to recreate a session that expired or was deleted,
+and trims to the maximum in the same step, so concurrent writers can neither lose nor
+reorder messages. (One exception: on Redis Cluster, deleting a session whose first send was
+keyed takes a second command for the session-less record, which lives under another hash
+tag.)
+
+**Every write is safe to run twice.** A connection can break after Redis ran a script but
+before its reply arrived; the store then runs the script again (``_call``). Each create
+and append therefore carries a fresh *write id* that its script logs in the session's
+write log in the same step, and a run that finds its own id answers what the first run
+answered and changes nothing. A claim knows its own owner token, release and finish set
+the same fields again, and a delete that finds nothing after a retry is its own earlier
+success. An Idempotency-Key is the same idea with an id the client chose, kept across
+requests; its flow is ``idempotency.py``.
+
+This module knows Redis and nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatbot_sessions import redis_budget, signals
+from chatbot_sessions.domain import NewMessage, SessionPage
+from chatbot_sessions.exceptions import (
+    AlreadyRecorded,
+    SessionIdTaken,
+    SessionNotFound,
+    StoreUnavailable,
+)
+from chatbot_sessions.sessions import scripts
+from chatbot_sessions.sessions.codec import decode_message, encode_message
+from chatbot_sessions.sessions.keys import (
+    SESSIONLESS_RECORD_PREFIX,
+    WRITE_ID_WINDOW,
+    canonical_session_id,
+    idempotency_key,
+    meta_key,
+    record_ttl,
+    session_keys,
+    writes_key,
+)
+from chatbot_sessions.timestamps import iso_from_ms, now_ms
+
+#: Retries of a script after a connection error, and the pause before each (seconds). A
+#: refused or reset connection fails at once, so this rides out a dropped idle connection
+#: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
+#: the request has spent its one wait (``redis_budget``).
+RETRY_DELAYS = (0.04, 0.08)
+
+
+class Outcome(StrEnum):
+    """What a create or append script answered (see the scripts above)."""
+
+    CREATED = "created"
+    STORED = "stored"
+    GONE = "gone"
+    TAKEN = "taken"
+    RECORDED = "recorded"
+
+
+class ClaimStatus(StrEnum):
+    """What claiming an Idempotency-Key record found (see ``_CLAIM``)."""
+
+    NEW = "new"
+    BUSY = "busy"
+    DONE = "done"
+    MISMATCH = "mismatch"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What claiming an Idempotency-Key found; ``NEW`` means the caller now holds the lease."""
+
+    status: ClaimStatus
+    session_id: str | None
+    result: str | None = None
+    lease_until_ms: int = 0
+
+
+@dataclass(frozen=True)
+class IdempotentWrite:
+    """The record an append marks done in the same script: key, request fingerprint, result."""
+
+    key: str
+    fingerprint: str
+    result: str
+
+
+def _write_mark() -> str:
+    """A fresh write id as it appears in the write log: 96 random bits, hex."""
+    return "w:" + secrets.token_hex(12)
+
+
+class SessionStore:
+    """Thread-safe repository of chat sessions over one shared redis-py client."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl: int,
+        max_messages: int,
+        idempotency_ttl: int = 600,
+        single_node: bool | None = None,
+    ) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.max_messages = max_messages
+        # A record never outlives its session (see the module docstring).
+        self.record_ttl = record_ttl(ttl, idempotency_ttl)
+        # A script may touch another hash tag's key on a single server, never on a cluster.
+        self.single_node = (
+            not isinstance(client, RedisCluster) if single_node is None else single_node
+        )
+        self._touch = client.register_script(scripts.TOUCH)
+        self._create = client.register_script(scripts.CREATE)
+        self._read = client.register_script(scripts.READ)
+        self._append = client.register_script(scripts.APPEND)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._release = client.register_script(scripts.RELEASE)
+        self._finish = client.register_script(scripts.FINISH)
+        self._delete = client.register_script(scripts.DELETE)
+
+    @contextmanager
+    def redis_errors(self) -> Iterator[None]:
+        """Turn redis-py failures inside the block into StoreUnavailable (and a store_error
+        signal), for the store and for tools that send commands over its client."""
+        try:
+            yield
+        # RedisClusterException is not a RedisError: it is what a cluster client raises
+        # when no node answers while it refreshes its slot map.
+        except (RedisError, RedisClusterException) as exc:
+            if isinstance(exc, RedisTimeoutError):
+                redis_budget.note_timeout()
+            signals.store_error.send(self, error=exc)
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _call(
+        self, script: Callable[..., Any], keys: list[str], args: list[Any]
+    ) -> tuple[Any, bool]:
+        """Run one script, again after a connection error; return (result, retried).
+
+        Every script is safe to run twice (reads are reads; writes log their write id), so
+        a retry after a reply was lost changes nothing. ``retried`` lets a caller read "not
+        found" after a retry as "an earlier attempt of mine did it".
+        """
+        if redis_budget.spent():
+            raise StoreUnavailable("an earlier Redis call of this request timed out")
+        with self.redis_errors():
+            for attempt, pause in enumerate((*RETRY_DELAYS, None)):
+                try:
+                    return script(keys=keys, args=args), attempt > 0
+                except RedisConnectionError:
+                    if pause is None:
+                        raise
+                    time.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _session_call(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
+        return self._call(script, session_keys(session_id), [self.ttl, *args])[0]
+
+    def create(self, session_id: str) -> None:
+        """Create an empty session under a fresh id (see ``session_ids.new_session_id``);
+        SessionIdTaken if another session has it."""
+        mark = _write_mark()
+        at = now_ms()
+        outcome = self._session_call(self._create, session_id, at, mark, self._forget_at(at))
+        if outcome == Outcome.TAKEN:
+            raise SessionIdTaken(session_id)
+        signals.session_created.send(self)
+
+    def touch(self, session_id: str) -> bool:
+        """Refresh the TTL and lastActivity; return whether the session exists."""
+        try:
+            return bool(self._session_call(self._touch, session_id, now_ms()))
+        except SessionNotFound:
+            return False
+
+    def read(self, session_id: str, *, limit: int = 0, before: int | None = None) -> SessionPage:
+        """Return the newest ``limit`` messages (all if 0) before absolute position ``before``.
+
+        Raises SessionNotFound for a missing session; the access refreshes its TTL. The page
+        carries the canonical id, whatever case the caller spelled it in.
+        """
+        at = now_ms()
+        result = self._session_call(
+            self._read, session_id, at, limit, -1 if before is None else before
+        )
+        if result is None:
+            raise SessionNotFound(session_id)
+        created_at, first, start, *raw = result
+        return SessionPage(
+            session_id=canonical_session_id(session_id),
+            created_at=iso_from_ms(created_at),
+            last_activity=iso_from_ms(at),
+            messages=[decode_message(item) for item in raw],
+            next_cursor=int(start) if int(start) > int(first) else None,
+        )
+
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        create: bool = False,
+        record: IdempotentWrite | None = None,
+    ) -> None:
+        """Append ``messages`` atomically and exactly once, trimming to the maximum.
+
+        Without ``create`` a vanished session raises SessionNotFound instead of coming back;
+        with it, the session must not exist yet (SessionIdTaken) and is created with these
+        messages. With a ``record``, the session's Idempotency-Key record is marked done in
+        the same step, and AlreadyRecorded is raised (nothing stored) if another attempt of
+        the key did so already. The record joins the session's write log, and so, with
+        ``create``, does the key's session-less record (the one that reserved this id), so
+        that deleting the session deletes both.
+        """
+        keys = session_keys(session_id)
+        at = now_ms()
+        record_args: list[Any] = ["", "", "", "", ""]
+        if record is not None:
+            keys.append(idempotency_key(record.key, session_id))
+            origin = idempotency_key(record.key, None) if create else ""
+            record_args = [
+                self.record_ttl, record.fingerprint, canonical_session_id(session_id),
+                record.result, origin,
+            ]  # fmt: skip
+        encoded = [encode_message(m) for m in messages]
+        args = [
+            self.ttl, at, self.max_messages, int(create), _write_mark(), self._forget_at(at),
+            *record_args, *encoded,
+        ]  # fmt: skip
+        outcome, _ = self._call(self._append, keys, args)
+        if outcome == Outcome.GONE:
+            raise SessionNotFound(session_id)
+        if outcome == Outcome.TAKEN:
+            raise SessionIdTaken(session_id)
+        if outcome == Outcome.RECORDED:
+            raise AlreadyRecorded(session_id)
+        if create:
+            signals.session_created.send(self)
+        signals.messages_stored.send(self, count=len(encoded))
+
+    def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        session_id: str | None,
+        proposed_session_id: str | None = None,
+        lease_ms: int,
+        owner: str,
+    ) -> IdempotencyClaim:
+        """Find or start the record of Idempotency-Key ``key`` for ``session_id`` (None: the
+        session-less record, which reserves ``proposed_session_id`` for the new session).
+        In a session that no longer exists the status is ``GONE`` and nothing is written.
+        ``owner`` is this attempt's write id: its own claim, run twice, is ``NEW`` both times.
+        """
+        at = now_ms()
+        # Records hold canonical ids, so a replay answers with the id the first reply gave.
+        sid = canonical_session_id(session_id) if session_id else proposed_session_id or ""
+        args = [self.record_ttl, at, fingerprint, at + lease_ms, owner, sid]
+        keys = [idempotency_key(key, session_id)]
+        if session_id is not None:
+            keys += [writes_key(session_id), meta_key(session_id)]
+        (status, found_sid, *extra), _ = self._call(self._claim, keys, args)
+        status = ClaimStatus(status)
+        if status == ClaimStatus.DONE:
+            return IdempotencyClaim(status, found_sid or None, result=extra[0])
+        if status == ClaimStatus.BUSY:
+            return IdempotencyClaim(status, found_sid or None, lease_until_ms=int(extra[0]))
+        return IdempotencyClaim(status, found_sid or None)
+
+    def release(self, key: str, *, session_id: str | None, owner: str) -> None:
+        """End ``owner``'s lease on the record now, so a retry need not wait for it to lapse."""
+        self._call(self._release, [idempotency_key(key, session_id)], [owner])
+
+    def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
+        """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
+        args = [record.fingerprint, canonical_session_id(session_id), record.result]
+        self._call(self._finish, [idempotency_key(key, None)], args)
+
+    def delete(self, session_id: str) -> None:
+        """Delete every key of the session, its Idempotency-Key records included, in one
+        script; SessionNotFound if there was nothing to delete.
+
+        A delete leaves nothing behind, so a run that finds nothing after a retry is taken
+        as the earlier attempt's success (its reply was lost), not as a missing session.
+        On Redis Cluster the session-less record that started the session (another hash
+        tag) is deleted by a second command right after the script.
+        """
+        keys = session_keys(session_id)
+        (removed, *elsewhere), retried = self._call(
+            self._delete, keys, [int(self.single_node), SESSIONLESS_RECORD_PREFIX]
+        )
+        if elsewhere:
+            with self.redis_errors():
+                removed += self.client.delete(*elsewhere)
+        if not removed and not retried:
+            raise SessionNotFound(session_id)
+
+    def ping(self) -> bool:
+        """True when Redis answers PING; StoreUnavailable otherwise."""
+        with self.redis_errors():
+            return bool(self.client.ping())
+
+    @staticmethod
+    def _forget_at(at_ms: int) -> int:
+        return at_ms + WRITE_ID_WINDOW * 1000
