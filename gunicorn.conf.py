@@ -28,7 +28,8 @@ from chatbot_sessions.config import load_settings  # noqa: E402
 _settings = load_settings()  # a bad variable stops the master here, before any fork
 
 bind = f"{_settings.host}:{_settings.port}"
-worker_class = "gthread"
+# gthread, with JSON instead of HTML for the requests gunicorn refuses itself (see serving.py).
+worker_class = "chatbot_sessions.serving.ThreadWorker"
 workers = 1 if _settings.uses_embedded_store else _settings.web_concurrency
 threads = _settings.gunicorn_threads
 timeout = 60

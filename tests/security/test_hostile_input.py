@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.support.raw_http import exchange
+
 pytestmark = [pytest.mark.redis, pytest.mark.gunicorn]
 
 
@@ -73,3 +75,67 @@ def test_bodies_the_json_decoder_refuses_are_400_invalid_json(gunicorn_server, r
 
     assert stored(real_redis) == before
     assert "Traceback" not in server.log_path.read_text()
+
+
+def request(line: str, *headers: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join([line, "Host: 127.0.0.1", *headers, "", ""])).encode() + body
+
+
+# What gunicorn refuses before the app sees a request: (status, error) it must answer with.
+REFUSED_BY_GUNICORN = {
+    "a 9,000-byte header": (request("GET /healthz HTTP/1.1", "X-Big: " + "a" * 9000), 431),
+    "150 headers": (request("GET /healthz HTTP/1.1", *(f"X-H{i}: v" for i in range(150))), 431),
+    "a 5,000-byte URL": (request(f"GET /api/{'a' * 5000} HTTP/1.1"), 414),
+    "Content-Length: abc": (request("POST /api/send-message HTTP/1.1", "Content-Length: abc"), 400),
+    "two Content-Lengths": (
+        request("POST /api/send-message HTTP/1.1", "Content-Length: 2", "Content-Length: 3"),
+        400,
+    ),
+    "a negative Content-Length": (
+        request("POST /api/send-message HTTP/1.1", "Content-Length: -1"),
+        400,
+    ),
+    "Content-Length and chunked": (
+        request(
+            "POST /api/send-message HTTP/1.1",
+            "Content-Length: 5",
+            "Transfer-Encoding: chunked",
+            body=b"0\r\n\r\n",
+        ),
+        400,
+    ),
+    "a method with @": (request("G@T /healthz HTTP/1.1"), 400),
+    "HTTP/9.9": (request("GET /healthz HTTP/9.9"), 400),
+    "a header without colon": (request("GET /healthz HTTP/1.1", "Broken"), 400),
+    "a folded header": (request("GET /healthz HTTP/1.1", "X-A: a", " b"), 400),
+    "a TLS hello on the plain port": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400),
+    "Expect: 200-ok": (
+        request("POST /api/send-message HTTP/1.1", "Expect: 200-ok", "Content-Length: 0"),
+        417,
+    ),
+}
+CODES = {
+    400: "bad_request",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "header_too_large",
+}
+
+
+def test_what_gunicorn_refuses_itself_is_answered_in_json(gunicorn_server):
+    server = gunicorn_server()
+    answers = {name: exchange(server.port, raw) for name, (raw, _) in REFUSED_BY_GUNICORN.items()}
+
+    assert {name: a.status for name, a in answers.items()} == {
+        name: status for name, (_, status) in REFUSED_BY_GUNICORN.items()
+    }
+    for answer in answers.values():
+        assert_envelope(
+            answer.status, answer.headers["content-type"], answer.json(), answer.status,
+            CODES[answer.status],
+        )  # fmt: skip
+        assert answer.headers["connection"] == "close"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert b"<html" not in answer.body
+    # The service still answers afterwards: refusals cost a connection, not a worker.
+    assert requests.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
