@@ -1,24 +1,40 @@
 """How gunicorn serves the app: the worker class ``gunicorn.conf.py`` names.
 
-``ThreadWorker`` is gunicorn's gthread worker with one change at the edge the app never sees.
-Requests gunicorn refuses before they reach the app (a header line over 8190 bytes or more
-than 100 header fields: 431; a request line over 4094 bytes: 414; a malformed request or
-``Content-Length``: 400) are answered in the service's JSON error envelope rather than
-gunicorn's HTML page, so a client parses every answer the same way. The status is the one
-gunicorn chose; only the framing changes.
+``ThreadWorker`` is gunicorn's gthread worker with two changes at the edge the app never sees:
+
+- Requests gunicorn refuses before they reach the app (a header line over 8190 bytes or more
+  than 100 header fields: 431; a request line over 4094 bytes: 414; a malformed request or
+  ``Content-Length``: 400) are answered in the service's JSON error envelope rather than
+  gunicorn's HTML page, so a client parses every answer the same way. The status is the one
+  gunicorn chose; only the framing changes.
+- A body the app did not read (the 413 for a declared ``Content-Length`` over
+  ``MAX_CONTENT_LENGTH``, a 404 to a large POST) is read off the socket and discarded after
+  the answer, up to ``UNREAD_BODY_BYTES`` within ``UNREAD_BODY_SECONDS``. gunicorn itself
+  reads off only 64 KiB; closing a socket with more unread makes the kernel send a reset, so
+  a client still uploading saw its connection reset instead of the answer. A declared body
+  over the limit is answered with ``Connection: close``: it is refused whatever it holds.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http.message import Request
+from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 
+from chatbot_sessions.config import load_settings
 from chatbot_sessions.errors import envelope, error_code
 from chatbot_sessions.security.headers import COMMON_HEADERS, RESOURCE_CSP
+
+# A refused upload of a few MB is read off whole; a larger or slower one holds the thread no
+# longer than this, and then the socket closes with the rest unread (and may be reset).
+UNREAD_BODY_BYTES = 4 * 1024 * 1024
+UNREAD_BODY_SECONDS = 5.0
 
 # What gunicorn's own refusals mean to a client; any other status gets its reason phrase.
 _MESSAGES = {
@@ -55,8 +71,18 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     util.write_nonblock(sock, json_error(status_int, reason))
 
 
+def declared_length(req: Request) -> int:
+    """The request's ``Content-Length`` (gunicorn has validated it: one, all digits), or 0."""
+    for name, value in req.headers:
+        if name == "CONTENT-LENGTH":
+            return int(value)
+    return 0
+
+
 class ThreadWorker(GthreadWorker):
-    """gunicorn's gthread worker, answering the requests it refuses itself in JSON."""
+    """gunicorn's gthread worker: JSON for its own refusals, unread bodies read off."""
+
+    max_content_length: int
 
     def init_process(self) -> Any:
         """Install the JSON error writer in this worker process, then run gunicorn's loop."""
@@ -65,3 +91,17 @@ class ThreadWorker(GthreadWorker):
         # of status for every refusal, present and future; it is looked up at each call.
         util.write_error = write_json_error
         return super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the app, and its body limit with it (after gunicorn's ``raw_env`` is applied)."""
+        self.max_content_length = load_settings().max_content_length
+        super().load_wsgi()
+
+    def handle_request(self, req: Request, conn: TConn) -> bool:
+        """Serve one request, then read off what the app left of its body; True: keep alive."""
+        if declared_length(req) > self.max_content_length:
+            req.force_close()  # the app answers 413 without reading; the answer says "close"
+        keepalive = super().handle_request(req, conn)
+        deadline = time.monotonic() + UNREAD_BODY_SECONDS
+        drained = conn.parser.finish_body(deadline=deadline, max_bytes=UNREAD_BODY_BYTES)
+        return keepalive and drained

@@ -134,7 +134,7 @@ def test_what_gunicorn_refuses_itself_is_answered_in_json(gunicorn_server):
             answer.status, answer.headers["content-type"], answer.json(), answer.status,
             CODES[answer.status],
         )  # fmt: skip
-        assert answer.headers["connection"] == "close"
+        assert answer.headers["connection"] == "close" and answer.ending == "eof"
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert b"<html" not in answer.body
     # The service still answers afterwards: refusals cost a connection, not a worker.
