@@ -1,6 +1,6 @@
 """How gunicorn serves the app: the worker class ``gunicorn.conf.py`` names.
 
-``ThreadWorker`` is gunicorn's gthread worker with two changes at the edge the app never sees:
+``ThreadWorker`` is gunicorn's gthread worker with three changes at the edge of HTTP:
 
 - Requests gunicorn refuses before they reach the app (a header line over 8190 bytes or more
   than 100 header fields: 431; a request line over 4094 bytes: 414; a malformed request or
@@ -13,6 +13,9 @@
   reads off only 64 KiB; closing a socket with more unread makes the kernel send a reset, so
   a client still uploading saw its connection reset instead of the answer. A declared body
   over the limit is answered with ``Connection: close``: it is refused whatever it holds.
+- A chunked body with broken framing (a bad chunk size, a missing CRLF, a bad trailer) makes
+  gunicorn's body reader raise its own parse errors inside the app, which knows nothing of
+  them and answered 500. The app's ``wsgi.input`` turns them into werkzeug's 400.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http.body import Body
+from gunicorn.http.errors import ParseException
 from gunicorn.http.message import Request
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
+from werkzeug.exceptions import BadRequest
 
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.errors import envelope, error_code
@@ -71,6 +78,37 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     util.write_nonblock(sock, json_error(status_int, reason))
 
 
+class RequestBody:
+    """``wsgi.input`` as the app sees it: gunicorn's body, its framing errors raised as a 400."""
+
+    def __init__(self, body: Body) -> None:
+        self._body = body
+
+    def _read(self, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(*args)
+        except ParseException:
+            raise BadRequest("The request body is not valid chunked encoding.") from None
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._read(self._body.read, size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._read(self._body.readline, size)
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        return self._read(self._body.readlines, size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
 def declared_length(req: Request) -> int:
     """The request's ``Content-Length`` (gunicorn has validated it: one, all digits), or 0."""
     for name, value in req.headers:
@@ -96,6 +134,13 @@ class ThreadWorker(GthreadWorker):
         """Load the app, and its body limit with it (after gunicorn's ``raw_env`` is applied)."""
         self.max_content_length = load_settings().max_content_length
         super().load_wsgi()
+        app = self.wsgi
+
+        def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            environ["wsgi.input"] = RequestBody(environ["wsgi.input"])
+            return app(environ, start_response)
+
+        self.wsgi = serve
 
     def handle_request(self, req: Request, conn: TConn) -> bool:
         """Serve one request, then read off what the app left of its body; True: keep alive."""
@@ -103,5 +148,10 @@ class ThreadWorker(GthreadWorker):
             req.force_close()  # the app answers 413 without reading; the answer says "close"
         keepalive = super().handle_request(req, conn)
         deadline = time.monotonic() + UNREAD_BODY_SECONDS
-        drained = conn.parser.finish_body(deadline=deadline, max_bytes=UNREAD_BODY_BYTES)
+        try:
+            drained = conn.parser.finish_body(deadline=deadline, max_bytes=UNREAD_BODY_BYTES)
+        except (ParseException, OSError):  # OSError: gunicorn's NoMoreData too
+            # Broken framing or a vanished client in the unread rest: the answer is already
+            # out, so nothing more is written; where a next request would start is unknown.
+            drained = False
         return keepalive and drained

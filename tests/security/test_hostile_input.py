@@ -139,3 +139,33 @@ def test_what_gunicorn_refuses_itself_is_answered_in_json(gunicorn_server):
         assert b"<html" not in answer.body
     # The service still answers afterwards: refusals cost a connection, not a worker.
     assert requests.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
+
+
+def chunked(*body: bytes) -> bytes:
+    return request(
+        "POST /api/send-message HTTP/1.1",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+        body=b"".join(body),
+    )
+
+
+BROKEN_CHUNKING = {
+    "a chunk size that is not hex": chunked(b"zz\r\n{}\r\n0\r\n\r\n"),
+    "a chunk without its CRLF": chunked(b"2\r\n{}XX0\r\n\r\n"),
+    "a control byte in a chunk extension": chunked(b"2;\x01\r\n{}\r\n0\r\n\r\n"),
+    "a trailer without colon": chunked(b'11\r\n{"question": "q"}\r\n0\r\nBroken\r\n\r\n'),
+}
+
+
+def test_broken_chunked_framing_is_400_not_500(gunicorn_server, real_redis):
+    server = gunicorn_server()
+    answers = {name: exchange(server.port, raw) for name, raw in BROKEN_CHUNKING.items()}
+
+    assert {name: a.status for name, a in answers.items()} == dict.fromkeys(BROKEN_CHUNKING, 400)
+    for answer in answers.values():
+        assert_envelope(
+            answer.status, answer.headers["content-type"], answer.json(), 400, "bad_request"
+        )
+    assert real_redis.keys("*") == []
+    assert "Traceback" not in server.log_path.read_text()
