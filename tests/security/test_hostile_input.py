@@ -169,3 +169,33 @@ def test_broken_chunked_framing_is_400_not_500(gunicorn_server, real_redis):
         )
     assert real_redis.keys("*") == []
     assert "Traceback" not in server.log_path.read_text()
+
+
+SID = "7c3e1bd4-8d2b-4f7e-9a51-2f0e6f6a1c11"
+DOUBLED_SLASHES = [
+    ("GET", "/api//session/create"),
+    ("POST", "/api//session/create"),
+    ("POST", "/api/session//create"),
+    ("GET", f"/api//session/{SID}/history"),
+    ("GET", f"/api/session/{SID}//validate"),
+    ("DELETE", f"/api/session//{SID}"),
+    ("POST", "/api//send-message"),
+    ("GET", "/api//openapi.json"),
+    ("POST", "/api/send-message/"),
+    ("GET", f"/api/session/{SID}/history/"),
+    ("GET", "/api/docs/"),
+]
+
+
+def test_doubled_and_trailing_slashes_are_json_404s_not_redirects(gunicorn_server, real_redis):
+    server = gunicorn_server()
+    for method, path in DOUBLED_SLASHES:
+        response = requests.request(
+            method, server.base_url + path, json={"question": "q"}, allow_redirects=False, timeout=5
+        )
+        assert (method, path, response.status_code) == (method, path, 404)
+        assert_envelope(404, response.headers["Content-Type"], response.json(), 404, "not_found")
+    assert real_redis.keys("*") == []
+    # Leading slashes are gunicorn's to fold (PATH_INFO "/api/..."): served, not redirected.
+    response = requests.post(f"{server.base_url}//api/session/create", timeout=5)
+    assert response.status_code == 201 and response.json()["success"] is True
