@@ -37,8 +37,13 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = None
 errorlog = "-"
-# Trust X-Forwarded-* only from the configured number of proxies (see TRUSTED_PROXIES).
-forwarded_allow_ips = "127.0.0.1,::1"
+# gunicorn trusts no proxy header from any peer: X-Forwarded-For/-Proto count only through the
+# app's ProxyFix, for exactly TRUSTED_PROXIES hops (security/proxy.py). gunicorn's defaults
+# would take X-Forwarded-Proto from loopback (forwarded_allow_ips "127.0.0.1,::1") and from
+# any Unix-socket peer (always trusted), marking plain HTTP as https, HSTS and all.
+forwarded_allow_ips = ""
+secure_scheme_headers = {}
+forwarder_headers = ""
 
 logconfig_dict = {
     "root": {"level": _settings.log_level, "handlers": []},  # the app installs its own
