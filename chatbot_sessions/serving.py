@@ -1,4 +1,8 @@
-"""How gunicorn serves the app: the worker class ``gunicorn.conf.py`` names.
+"""How gunicorn serves the app: the worker class ``gunicorn.conf.py`` names, and how many.
+
+``split_store_problem`` is the one rule on the count: the embedded store lives inside one
+process, so it must never run in more than one worker (``gunicorn.conf.py`` checks it when
+gunicorn settles the count, command line and ``TTIN`` included).
 
 ``ThreadWorker`` is gunicorn's gthread worker with three changes at the edge of HTTP:
 
@@ -34,7 +38,7 @@ from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 from werkzeug.exceptions import BadRequest
 
-from chatbot_sessions.config import load_settings
+from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.errors import envelope, error_code
 from chatbot_sessions.security.headers import COMMON_HEADERS, RESOURCE_CSP
 
@@ -53,6 +57,19 @@ _MESSAGES = {
     500: "Something went wrong on our side.",
     501: "The request uses a transfer coding this server does not support.",
 }
+
+
+def split_store_problem(settings: Settings, workers: int) -> str | None:
+    """Why ``workers`` processes cannot serve these settings, or None when they can."""
+    if workers <= 1 or not settings.uses_embedded_store:
+        return None
+    return (
+        f"gunicorn was asked for {workers} worker processes, but no REDIS_URL, REDIS_HOST, "
+        "REDIS_SENTINELS or REDIS_CLUSTER is set, so sessions would live in the embedded "
+        "in-process store: each worker would keep its own, and a session would vanish whenever "
+        "a request reached another worker. Set REDIS_URL, or run one worker: drop -w/--workers "
+        "(or the -w in GUNICORN_CMD_ARGS); WEB_CONCURRENCY is already ignored without Redis."
+    )
 
 
 def json_error(status: int, reason: str) -> bytes:
