@@ -24,11 +24,13 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["CHATBOT_SESSIONS_OWNS_METRICS_DIR"] = "1"  # survives a config reload (HUP)
 
 from chatbot_sessions.config import load_settings  # noqa: E402
+from chatbot_sessions.serving import split_store_problem  # noqa: E402
 
 _settings = load_settings()  # a bad variable stops the master here, before any fork
 
 bind = f"{_settings.host}:{_settings.port}"
-worker_class = "gthread"
+# gthread, with JSON instead of HTML for the requests gunicorn refuses itself (see serving.py).
+worker_class = "chatbot_sessions.serving.ThreadWorker"
 workers = 1 if _settings.uses_embedded_store else _settings.web_concurrency
 threads = _settings.gunicorn_threads
 timeout = 60
@@ -36,8 +38,13 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = None
 errorlog = "-"
-# Trust X-Forwarded-* only from the configured number of proxies (see TRUSTED_PROXIES).
-forwarded_allow_ips = "127.0.0.1,::1"
+# gunicorn trusts no proxy header from any peer: X-Forwarded-For/-Proto count only through the
+# app's ProxyFix, for exactly TRUSTED_PROXIES hops (security/proxy.py). gunicorn's defaults
+# would take X-Forwarded-Proto from loopback (forwarded_allow_ips "127.0.0.1,::1") and from
+# any Unix-socket peer (always trusted), marking plain HTTP as https, HSTS and all.
+forwarded_allow_ips = ""
+secure_scheme_headers = {}
+forwarder_headers = ""
 
 logconfig_dict = {
     "root": {"level": _settings.log_level, "handlers": []},  # the app installs its own
@@ -62,6 +69,23 @@ logconfig_dict = {
 }
 
 
+def nworkers_changed(server, new_value, old_value):
+    """Refuse any worker count the embedded store cannot serve, wherever it came from.
+
+    This file asks for one worker without Redis, but ``-w``/``GUNICORN_CMD_ARGS`` override
+    it; this hook sees the count gunicorn settled on, at start-up (``old_value`` None: refuse
+    to start) and on ``TTIN``/reload (keep the old count).
+    """
+    problem = split_store_problem(_settings, new_value)
+    if problem is None:
+        return
+    if old_value is None:
+        _remove_own_metrics_dir()  # on_exit does not run when start-up fails this early
+        raise RuntimeError(f"refusing to start: {problem}")  # gunicorn prints it, exits 1
+    server.log.error("keeping %s worker(s): %s", old_value, problem)
+    server.num_workers = old_value
+
+
 def on_starting(server):
     """Start from an empty metrics directory: stale files would add old workers' counts."""
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -80,5 +104,9 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Remove the metrics directory if this config created it (an operator's stays)."""
+    _remove_own_metrics_dir()
+
+
+def _remove_own_metrics_dir():
     if os.environ.get("CHATBOT_SESSIONS_OWNS_METRICS_DIR") == "1":
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

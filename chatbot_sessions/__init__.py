@@ -39,6 +39,11 @@ def create_app(
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
     app = Flask(__name__)
+    # URLs match exactly: werkzeug would answer "/api//session/create" with a 308 redirect
+    # whose body is HTML (Flask renders routing redirects itself, past our error handlers),
+    # and which a client may follow without its body. A 404 names the client's mistake.
+    # Rules take this when registered, so it is set before ours are.
+    app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False

@@ -31,13 +31,27 @@ _CODES = {
     406: "not_acceptable",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_error",
     429: "rate_limited",
+    431: "header_too_large",
     500: "internal_error",
+    501: "not_implemented",
     503: "service_unavailable",
 }
 STORE_RETRY_AFTER_SECONDS = 1
+
+
+def error_code(status: int) -> str:
+    """The ``error`` code of a status that has no more specific one (``http_<status>`` if new)."""
+    return _CODES.get(status, f"http_{status}")
+
+
+def envelope(error: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The body of every error answer, also for those gunicorn writes itself (``serving.py``)."""
+    return {"success": False, "error": error, "message": message, "details": dict(details or {})}
 
 
 def error_response(
@@ -48,8 +62,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Build the envelope; ``details`` is always present so clients need no key checks."""
-    body = {"success": False, "error": error, "message": message, "details": dict(details or {})}
-    response = jsonify(body)
+    response = jsonify(envelope(error, message, details))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -97,7 +110,7 @@ def http_exception_response(exc: HTTPException) -> Response:
             headers,
         )
     message = data.get("message") or exc.description or exc.name
-    return error_response(status, _CODES.get(status, f"http_{status}"), message, {}, headers)
+    return error_response(status, error_code(status), message, {}, headers)
 
 
 def _session_not_found(exc: SessionNotFound) -> Response:

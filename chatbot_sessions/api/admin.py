@@ -12,9 +12,10 @@ from typing import Any
 
 from flask import Response, abort, request
 from flask.views import MethodView
-from flask_smorest import Api, Blueprint
+from flask_smorest import Api
 
 from chatbot_sessions.api.docs import errors
+from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.errors import error_response
 from chatbot_sessions.extensions import get_admin, get_settings
 from chatbot_sessions.schemas import AdminStatsSchema, ErrorSchema

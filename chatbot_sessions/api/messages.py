@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from chatbot_sessions.api.docs import REPLAYED_HEADER, SESSION_ID_HEADER, errors
+from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.extensions import get_chat
 from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-_COMMON = {
+COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -53,7 +53,7 @@ def init_security_headers(app: Flask) -> None:
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
-        for name, value in _COMMON.items():
+        for name, value in COMMON_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.endpoint == DOCS_ENDPOINT:
             policy = docs_policy

@@ -52,3 +52,19 @@ def test_redis_down_is_fast_503_with_retry_after(generator):
         assert time.monotonic() - started < 2
         assert_envelope(response, 503, "store_unavailable")
         assert response.headers["Retry-After"] == "1"
+
+
+def test_no_url_under_api_redirects_or_answers_html(app, client):
+    """However a client doubles or adds slashes, werkzeug sends no (HTML) redirect."""
+    sid = "7c3e1bd4-8d2b-4f7e-9a51-2f0e6f6a1c11"
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/api/")]
+    assert rules
+    for rule in rules:
+        path = rule.rule.replace("<session:session_id>", sid)
+        variants = {path + "/", path.rstrip("/"), "/" + path}
+        variants |= {path[:i] + "/" + path[i:] for i, char in enumerate(path) if char == "/"}
+        for variant in variants - {path}:
+            for method in rule.methods:
+                response = client.open(variant, method=method)
+                assert response.status_code == 404, (method, variant, response.status_code)
+                assert response.mimetype == "application/json", (method, variant)

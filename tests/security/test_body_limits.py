@@ -10,6 +10,8 @@ import uuid
 import pytest
 import requests
 
+from tests.support.raw_http import exchange
+
 
 def chunked_post(base_url: str, path: str, chunks: list[bytes], headers: dict | None = None):
     """POST with Transfer-Encoding: chunked and no Content-Length, as a streaming client."""
@@ -58,6 +60,37 @@ def test_declared_oversize_body_is_refused_as_json(gunicorn_server):
     )
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+
+
+@pytest.mark.redis
+@pytest.mark.gunicorn
+def test_a_2_mb_body_always_gets_its_413_not_a_reset(gunicorn_server, real_redis):
+    """The server reads off the refused body before it closes, so the answer arrives."""
+    server = gunicorn_server()  # MAX_CONTENT_LENGTH: the default 64 KiB
+    body = b'{"question": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    for _ in range(10):
+        response = requests.post(
+            f"{server.base_url}/api/send-message",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=15,
+        )
+        assert response.status_code == 413
+        assert response.json()["error"] == "payload_too_large"
+        assert response.headers["Connection"] == "close"
+
+    # An upload at network pace, not loopback's: the server must not close while it goes on.
+    head = (
+        "POST /api/send-message HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    for _ in range(10):
+        answer = exchange(server.port, head + body, timeout=15, pause=0.001)
+        assert (answer.status, answer.json()["error"]) == (413, "payload_too_large")
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.ending == "eof"  # a clean close after the answer, not a reset
+    assert real_redis.keys("chat_session:*") == []
 
 
 def streamed(client, body: bytes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from flask import request
 
 
@@ -54,3 +55,26 @@ def test_spoofed_header_cannot_dodge_the_ip_limit(make_app, trusted, limited):
     # Untrusted: every request is the socket peer, however the header varies. Trusted
     # (behind nginx, which overwrites the header): each address is its own client.
     assert statuses == ([201, 201, 429, 429] if limited else [201] * 4)
+
+
+@pytest.mark.redis
+@pytest.mark.gunicorn
+@pytest.mark.parametrize("trusted, hsts", [("0", False), ("1", True)])
+def test_under_gunicorn_forwarded_proto_counts_only_with_trusted_proxies(
+    gunicorn_server, trusted, hsts
+):
+    """gunicorn itself trusts no peer, loopback included: only TRUSTED_PROXIES decides."""
+    server = gunicorn_server(TRUSTED_PROXIES=trusted)
+    response = requests.get(
+        f"{server.base_url}/healthz", headers={"X-Forwarded-Proto": "https"}, timeout=5
+    )
+    assert response.status_code == 200
+    assert ("Strict-Transport-Security" in response.headers) is hsts
+    # Headers that disagree about the scheme are not gunicorn's to judge (it used to 400).
+    response = requests.get(
+        f"{server.base_url}/healthz",
+        headers={"X-Forwarded-Proto": "http", "X-Forwarded-Ssl": "on"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    assert "Strict-Transport-Security" not in response.headers
