@@ -171,13 +171,18 @@ class ValidSchema(SuccessSchema):
 
 
 class ReplySchema(SuccessSchema):
-    """Answer of POST /api/send-message (``sessionID`` is the seed's spelling, kept)."""
+    """Answer of POST /api/send-message, dumped from an ``Exchange`` (``sessionID`` is the
+    spelling of the API's first clients, kept beside ``sessionId``)."""
 
-    reply = fields.String(required=True)
-    sessionID = fields.String(required=True)
-    sessionId = fields.String(required=True)
-    sources = fields.List(fields.Nested(SourceSchema), required=True)
-    degraded = fields.Boolean(required=True)
+    reply = fields.String(required=True, attribute="reply.text")
+    # Two names for one attribute: marshmallow allows one field per attribute, so the older
+    # spelling is computed.
+    sessionID = fields.Function(
+        lambda exchange: exchange.session_id, required=True, metadata={"type": "string"}
+    )
+    sessionId = fields.String(required=True, attribute="session_id")
+    sources = fields.List(fields.Nested(SourceSchema), required=True, attribute="reply.sources")
+    degraded = fields.Boolean(required=True, attribute="reply.degraded")
 
 
 class ErrorSchema(Schema):
@@ -204,14 +209,22 @@ class TtlBucketSchema(Schema):
 class AdminStatsSchema(SuccessSchema):
     """Answer of GET /api/admin/stats."""
 
-    activeSessions = fields.Integer(required=True, attribute="sessions")
+    activeSessions = fields.Integer(required=True, attribute="stats.sessions")
     persistentSessions = fields.Integer(
-        required=True, attribute="persistent", metadata={"description": "sessions with no TTL"}
-    )
-    ttlBuckets = fields.List(fields.Nested(TtlBucketSchema), required=True, attribute="buckets")
-    memory = fields.Dict(
         required=True,
-        metadata={"description": "usedMemory (bytes, all nodes) and INFO memory per node"},
+        attribute="stats.persistent",
+        metadata={"description": "sessions with no TTL"},
+    )
+    ttlBuckets = fields.List(
+        fields.Nested(TtlBucketSchema), required=True, attribute="stats.histogram"
+    )
+    memory = fields.Function(
+        lambda report: report.memory.as_document(),
+        required=True,
+        metadata={
+            "type": "object",
+            "description": "usedMemory (bytes, all nodes) and INFO memory per node",
+        },
     )
     scanMs = fields.Float(required=True, attribute="scan_ms")
 

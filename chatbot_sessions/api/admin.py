@@ -7,8 +7,6 @@ unconfigured deployment does not even reveal it. The token is compared in consta
 from __future__ import annotations
 
 import hmac
-import time
-from typing import Any
 
 from flask import Response, abort, request
 from flask.views import MethodView
@@ -19,6 +17,7 @@ from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.errors import error_response
 from chatbot_sessions.extensions import get_admin, get_settings
 from chatbot_sessions.schemas import AdminStatsSchema, ErrorSchema
+from chatbot_sessions.sessions.admin import AdminReport
 
 blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Operator statistics")
 
@@ -51,24 +50,9 @@ class Stats(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description="the admin API is off (no ADMIN_TOKEN)")
     @errors(blp, 503)
     @blp.doc(security=[{"adminToken": []}])
-    def get(self) -> dict[str, Any]:
+    def get(self) -> AdminReport:
         """Session count and TTL histogram (one SCAN pass, never KEYS), Redis memory."""
-        admin = get_admin()
-        started = time.perf_counter()
-        stats = admin.stats()
-        scan_ms = (time.perf_counter() - started) * 1000
-        memory = admin.memory()
-        return {
-            "sessions": stats.sessions,
-            "persistent": stats.persistent,
-            "buckets": stats.bucket_rows(),
-            "memory": {
-                "usedMemory": memory.used_memory,
-                "nodes": memory.nodes,
-                **({"error": memory.error} if memory.error else {}),
-            },
-            "scan_ms": round(scan_ms, 2),
-        }
+        return get_admin().report()
 
 
 def init_admin_api(api: Api) -> None:

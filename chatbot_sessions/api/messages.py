@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from chatbot_sessions.api.docs import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.api.parsing import Blueprint
+from chatbot_sessions.domain import Exchange
 from chatbot_sessions.extensions import get_chat
 from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
 
@@ -27,18 +28,10 @@ class SendMessage(MethodView):
         body: dict[str, Any],
         session_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], int, dict[str, str]]:
+    ) -> tuple[Exchange, int, dict[str, str]]:
         """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
         exchange = get_chat().send(session_id, body["question"], idempotency_key)
-        reply = exchange.reply
-        result = {
-            "reply": reply.text,
-            "sessionID": exchange.session_id,
-            "sessionId": exchange.session_id,
-            "sources": list(reply.sources),
-            "degraded": reply.degraded,
-        }
         headers = {"session-id": exchange.session_id}
         if exchange.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return result, 200, headers
+        return exchange, 200, headers

@@ -1,7 +1,7 @@
 """``flask --app wsgi sessions ...``: inspect and manage chat sessions in Redis.
 
-Each command is a thin shell over ``SessionAdmin`` (store_admin.py), which holds the Redis
-knowledge. Output meant for scripts (counts, JSON) goes to stdout; progress, warnings and
+Each command is a thin shell over ``SessionAdmin`` (``sessions/admin.py``), which holds
+the Redis knowledge. Output meant for scripts (counts, JSON) goes to stdout; progress, warnings and
 log lines go to stderr.
 """
 
@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.extensions import get_admin, get_store
 from chatbot_sessions.ops.logs import send_logs_to_stderr
-from chatbot_sessions.schemas import SessionDocumentSchema
+from chatbot_sessions.schemas import AdminStatsSchema, SessionDocumentSchema
 from chatbot_sessions.sessions.admin import SessionStats
 
 
@@ -77,15 +77,21 @@ def ttl_histogram_command(as_json: bool) -> None:
             {
                 "sessions": stats.sessions,
                 "persistent": stats.persistent,
-                "buckets": stats.bucket_rows(),
+                "buckets": stats.histogram,
             }
         )
         return
-    for row in stats.bucket_rows():
+    for row in stats.histogram:
         label = f"<= {_human_seconds(row['le'])}" if row["le"] is not None else "longer"
         click.echo(f"{label:>10}  {row['count']}")
     click.echo(f"{'no expiry':>10}  {stats.persistent}")
     click.echo(f"{'total':>10}  {stats.sessions}")
+
+
+@sessions_cli.command("stats")
+def stats_command() -> None:
+    """Print the operator report as JSON: the same document as GET /api/admin/stats."""
+    _echo_json(AdminStatsSchema().dump(get_admin().report()))
 
 
 @sessions_cli.command("memory")
@@ -96,7 +102,7 @@ def memory_command(as_json: bool) -> None:
     if report.error:
         raise click.ClickException(f"Redis refused INFO memory: {report.error}")
     if as_json:
-        _echo_json({"usedMemory": report.used_memory, "nodes": report.nodes})
+        _echo_json(report.as_document())
         return
     for node, info in report.nodes.items():
         click.echo(f"[{node}]")

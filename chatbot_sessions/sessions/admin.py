@@ -20,6 +20,7 @@ uses the same key layout (``keys.py``), scripts (``scripts.py``) and encoding
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,8 @@ class SessionStats:
     buckets: tuple[int, ...]
     bounds: tuple[int, ...] = TTL_BUCKETS
 
-    def bucket_rows(self) -> list[dict[str, int | None]]:
+    @property
+    def histogram(self) -> list[dict[str, int | None]]:
         """``[{"le": seconds or None (above every bound), "count": n}, ...]``."""
         bounds: list[int | None] = [*self.bounds, None]
         return [{"le": le, "count": n} for le, n in zip(bounds, self.buckets, strict=True)]
@@ -85,6 +87,23 @@ class MemoryReport:
     used_memory: int | None
     nodes: dict[str, dict[str, Any]]
     error: str | None = None
+
+    def as_document(self) -> dict[str, Any]:
+        """``{"usedMemory", "nodes"[, "error"]}``, as the stats endpoint and CLI print it."""
+        document: dict[str, Any] = {"usedMemory": self.used_memory, "nodes": self.nodes}
+        if self.error:
+            document["error"] = self.error
+        return document
+
+
+@dataclass(frozen=True)
+class AdminReport:
+    """What an operator looks at during an incident: the TTL statistics, Redis memory and
+    how long the scan took. The stats endpoint and ``flask sessions stats`` show the same."""
+
+    stats: SessionStats
+    memory: MemoryReport
+    scan_ms: float
 
 
 _MEMORY_FIELDS = (
@@ -155,6 +174,13 @@ class SessionAdmin:
                 if progress:
                     progress(sessions)
         return SessionStats(sessions, persistent, tuple(buckets))
+
+    def report(self) -> AdminReport:
+        """Stats (one SCAN pass), memory, and the scan's duration, in one report."""
+        started = time.perf_counter()
+        stats = self.stats()
+        scan_ms = (time.perf_counter() - started) * 1000
+        return AdminReport(stats, self.memory(), round(scan_ms, 2))
 
     def memory(self) -> MemoryReport:
         """``INFO memory`` of the server, or of every primary when the client is a cluster."""

@@ -95,6 +95,22 @@ def test_stats_on_real_redis(make_app, private_redis):
     assert node["used_memory"] == memory["usedMemory"] and node["maxmemory_policy"]
 
 
+@pytest.mark.redis
+def test_the_cli_prints_the_same_stats_document(make_app, private_redis):
+    import json
+
+    app = make_app({"ADMIN_TOKEN": ADMIN_TOKEN, "SESSION_TTL": "86400"}, client=private_redis)
+    _seed(app, app.test_client(), 2)
+    api = app.test_client().get("/api/admin/stats", headers=AUTH).get_json()
+    printed = app.test_cli_runner().invoke(args=["sessions", "stats"])
+    cli = json.loads(printed.stdout)
+    assert set(cli) == set(api) and cli["activeSessions"] == api["activeSessions"] == 2
+    assert (
+        cli["ttlBuckets"] == api["ttlBuckets"]
+        and cli["memory"]["nodes"].keys() == api["memory"]["nodes"].keys()
+    )
+
+
 def test_stats_503_when_redis_is_down(make_app, redis_down):
     client = make_app({"ADMIN_TOKEN": ADMIN_TOKEN}).test_client()
     response = client.get("/api/admin/stats", headers=AUTH)

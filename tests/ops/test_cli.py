@@ -16,6 +16,7 @@ from tests.support.processes import REPO_ROOT
 COMMANDS = [
     "count",
     "ttl-histogram",
+    "stats",
     "memory",
     "show",
     "export",

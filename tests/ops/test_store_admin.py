@@ -133,7 +133,7 @@ def test_stats_buckets_ttls(whole_redis):
     whole_redis.expire(session_keys(sids[1])[0], 61)
     whole_redis.persist(session_keys(sids[2])[0])
     stats = admin.stats()
-    rows = {row["le"]: row["count"] for row in stats.bucket_rows()}
+    rows = {row["le"]: row["count"] for row in stats.histogram}
     assert stats.sessions == 4 and stats.persistent == 1
     assert rows[60] == 1 and rows[300] == 1 and rows[86400] == 1 and rows[None] == 0
 
