@@ -2,15 +2,18 @@
 
 What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/second;100/hour``):
 
-- ``RATE_LIMIT_CREATE`` per client IP on ``POST /api/session/create``;
+- ``RATE_LIMIT_CREATE`` per client IP: ``POST /api/session/create``, and every send-message
+  that starts a session (``ChatService.before_new_session``), so that made-up session ids
+  cannot create sessions past the limit;
 - ``RATE_LIMIT_SEND_IP`` per client IP and ``RATE_LIMIT_SEND_SESSION`` per session (per IP
   when the ``session-id`` header is missing or malformed) on send-message.
 
 **Counting.** One Lua script increments every counter of the request, sets a counter's
 expiry on its first hit and returns each count with the seconds its window has left: one
-round trip per request on a single server or Sentinel. A count past its limit raises
-``RateLimited`` (the 429 is built in ``errors.py``); refused requests count too, as in any
-fixed window.
+round trip per request on a single server or Sentinel. A send that starts a session makes a
+second one for the create limit, at the point the chat service knows it will. A count past
+its limit raises ``RateLimited`` (the 429 is built in ``errors.py``); refused requests
+count too, as in any fixed window.
 
 **Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the
 identity is ``ip:<address>`` or ``session:<SHA-256 of the id, 32 hex>``: no key outside a
@@ -146,6 +149,10 @@ class RateLimiter:
             retry_after, rate = max(breached, key=lambda pair: pair[0])
             raise RateLimited(retry_after, str(rate))
 
+    def check_new_session(self) -> None:
+        """The chat service's hook: a send about to start a session counts as a create."""
+        self.check([self.create])
+
     def _groups(self, counters: list[Counter]) -> list[list[Counter]]:
         """One group per script call: all counters, or on a cluster one group per slot."""
         if not self._by_slot:
@@ -184,7 +191,7 @@ def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..
 
 
 def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
-    """Attach the limiter to the two writing views; nothing at all when disabled.
+    """Attach the limiter to the two writing views and the chat service; nothing when disabled.
 
     The check wraps the view functions (as a route decorator would), so it runs after the
     before-request hooks and not for the OPTIONS answers Flask makes without the view.
@@ -199,5 +206,6 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
     for endpoint, limits in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
         app.view_functions[endpoint] = _limited(view, functools.partial(limiter.check, limits))
+    app.extensions["chat_service"].before_new_session = limiter.check_new_session
     app.extensions["rate_limiter"] = limiter
     return limiter

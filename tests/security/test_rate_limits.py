@@ -90,6 +90,33 @@ def test_missing_or_malformed_session_ids_count_against_the_ip(make_app, header)
     assert [a.status_code for a in answers] == [200, 200, 429]
 
 
+@pytest.mark.parametrize("session_id", ["fresh unknown id", None])
+def test_sends_that_start_sessions_count_against_the_create_limit(
+    make_app, fake_redis, generator, session_id
+):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="3/minute").test_client()
+
+    def start_session():
+        return send(client, str(uuid.uuid4()) if session_id else None)
+
+    started = [start_session() for _ in range(3)]
+    assert [r.status_code for r in started] == [200, 200, 200]
+    assert len({r.get_json()["sessionId"] for r in started}) == 3
+    stored, asked = session_data(fake_redis), len(generator.calls)
+    assert_rate_limited(start_session(), 60)
+    assert session_data(fake_redis) == stored and len(generator.calls) == asked  # nothing stored
+    assert_rate_limited(create(client), 60)  # one budget with the create endpoint
+    assert send(client, started[0].get_json()["sessionId"]).status_code == 200
+
+
+def test_sends_into_an_existing_session_do_not_count_against_the_create_limit(make_app):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="2/minute").test_client()
+    sid = create(client).get_json()["sessionId"]
+    assert [send(client, sid).status_code for _ in range(5)] == [200] * 5
+    assert create(client).status_code == 201
+    assert_rate_limited(create(client), 60)
+
+
 @pytest.mark.redis
 def test_no_key_outside_a_session_names_it_once_it_is_deleted(redis_server, real_redis, generator):
     """Rate-limit counters hold a digest of the session id, never the id itself."""
@@ -143,8 +170,8 @@ def test_a_limiter_whose_redis_call_fails_lets_the_request_through(
     created = create(client)
     assert created.status_code == 201
     assert send(client, created.get_json()["sessionId"]).status_code == 200
-    assert send(client).status_code == 200
-    assert len(failed) == 3  # one call per request
+    assert send(client).status_code == 200  # starts a session: the create limit, in memory
+    assert len(failed) == 4  # create; send; send and its new session
 
 
 def test_a_limiter_timeout_spends_the_request_budget(make_app, fake_redis, monkeypatch):
