@@ -117,6 +117,18 @@ def test_sends_into_an_existing_session_do_not_count_against_the_create_limit(ma
     assert_rate_limited(create(client), 60)
 
 
+def test_a_keyed_send_refused_by_the_create_limit_is_refused_again_on_retry(make_app):
+    """The refusal ends the key's lease: the retry gets its 429 at once, not a 409 after
+    waiting IDEMPOTENCY_WAIT for a lease nobody holds."""
+    client = limited_app(
+        make_app, RATE_LIMIT_CREATE="1/minute", IDEMPOTENCY_WAIT="0.5"
+    ).test_client()
+    assert create(client).status_code == 201
+    keyed = {"Idempotency-Key": str(uuid.uuid4())}
+    assert_rate_limited(send(client, headers=keyed), 60)
+    assert_rate_limited(send(client, headers=keyed), 60)
+
+
 @pytest.mark.redis
 def test_no_key_outside_a_session_names_it_once_it_is_deleted(redis_server, real_redis, generator):
     """Rate-limit counters hold a digest of the session id, never the id itself."""
