@@ -78,9 +78,11 @@ class ChatService:
         )
         if attempt.replay is not None:
             return attempt.replay
-        if attempt.session_id is None:
-            self.before_new_session()
         try:
+            if attempt.session_id is None:
+                # Inside the try: a refused keyed turn ends its lease (``abandon``), so the
+                # client's retry is refused again at once instead of waiting on the lease.
+                self.before_new_session()
             started = time.perf_counter()
             reply = self.generator.generate(question, history if attempt.session_id else [])
             signals.reply_generated.send(

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from chatbot_sessions.exceptions import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    RateLimited,
     SessionNotFound,
     StoreUnavailable,
 )
@@ -146,6 +147,16 @@ def _idempotency_in_progress(exc: IdempotencyInProgress) -> Response:
     )
 
 
+def _rate_limited(exc: RateLimited) -> Response:
+    return error_response(
+        429,
+        "rate_limited",
+        f"Too many requests; retry in {exc.retry_after} s.",
+        {"limit": exc.limit, "retry_after": exc.retry_after},
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
@@ -160,4 +171,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(StoreUnavailable, _store_unavailable)
     app.register_error_handler(IdempotencyKeyReused, _idempotency_key_reused)
     app.register_error_handler(IdempotencyInProgress, _idempotency_in_progress)
+    app.register_error_handler(RateLimited, _rate_limited)
     app.register_error_handler(Exception, _unexpected)

@@ -39,3 +39,13 @@ class IdempotencyInProgress(ChatSessionError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"same Idempotency-Key in progress; retry in {retry_after}s")
         self.retry_after = retry_after
+
+
+class RateLimited(ChatSessionError):
+    """A client or session used up a rate limit (``limit``, e.g. "30 per 1 minute");
+    ``retry_after`` is the whole seconds until that window resets."""
+
+    def __init__(self, retry_after: int, limit: str) -> None:
+        super().__init__(f"rate limit {limit} reached; retry in {retry_after}s")
+        self.retry_after = retry_after
+        self.limit = limit

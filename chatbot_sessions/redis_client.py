@@ -119,11 +119,7 @@ def _cluster_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
 
 
 def _cluster_seed(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """The cluster's seed node as (URL, extra options): REDIS_URL, else REDIS_HOST/PORT/PASSWORD.
-
-    Shared by the sessions' client and the rate limiter's storage, so both reach the same
-    nodes with the same credentials and TLS.
-    """
+    """The cluster's seed node as (URL, extra options): REDIS_URL, else REDIS_HOST/PORT/PASSWORD."""
     if settings.redis_url:
         return settings.redis_url, {}
     host = settings.redis_host or "localhost"
@@ -131,28 +127,3 @@ def _cluster_seed(settings: Settings) -> tuple[str, dict[str, Any]]:
         host = f"[{host}]"
     password = {"password": settings.redis_password} if settings.redis_password else {}
     return f"redis://{host}:{settings.redis_port}", password
-
-
-def limiter_storage(client: redis.Redis, settings: Settings) -> tuple[str, dict[str, Any]]:
-    """(storage URI, options) for the ``limits`` library, next to the sessions' data.
-
-    - the embedded in-process store: ``memory://`` (it is single-process anyway);
-    - a Redis Cluster client: a ``redis+cluster://`` storage of its own, seeded like the
-      sessions' client (``limits`` builds its own ``RedisCluster``);
-    - a plain, URL or Sentinel client: its connection pool (same server, timeouts, failover).
-    """
-    from redis.cluster import RedisCluster
-
-    if type(client).__module__.startswith("fakeredis"):
-        return "memory://", {}
-    if isinstance(client, RedisCluster):
-        seed_url, options = _cluster_seed(settings)
-        options.update(
-            socket_timeout=settings.redis_socket_timeout,
-            socket_connect_timeout=settings.redis_connect_timeout,
-        )
-        scheme, rest = seed_url.split("://", 1)  # limits reads host, port, credentials from it
-        if scheme == "rediss":
-            options["ssl"] = True
-        return f"redis+cluster://{rest}", options
-    return "redis://", {"connection_pool": client.connection_pool}

@@ -2,7 +2,7 @@
 
 - ``proxy``: the client address comes from ``X-Forwarded-For`` only behind trusted proxies;
 - ``body_limit``: MAX_CONTENT_LENGTH also for chunked bodies that declare no length;
-- ``rate_limits``: per-IP and per-session request limits (flask-limiter on Redis);
+- ``rate_limits``: per-IP and per-session request limits (fixed windows in Redis);
 - ``headers``: nosniff, referrer, frame and content-security policies on every response.
 
 The threat model these serve is written up in ``docs/security.md``.

@@ -1,36 +1,82 @@
-"""Request rate limits: per client IP on the two writing endpoints, per session on chat turns.
+"""Request rate limits: fixed windows in Redis, every limit of a request counted in one call.
 
-flask-limiter was picked because it speaks Redis through the ``limits`` library (one
-``INCR``+``EXPIRE`` script per limit and request with the fixed-window strategy) and plugs
-into Flask's request cycle, so the views stay unaware of it.
+What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/second;100/hour``):
 
-Counters live in the same Redis as the sessions: ``redis_client.limiter_storage`` (beside
-the code that connects the sessions' client) picks the storage for each topology.
+- ``RATE_LIMIT_CREATE`` per client IP: ``POST /api/session/create``, and every send-message
+  that starts a session (``ChatService.before_new_session``), so that made-up session ids
+  cannot create sessions past the limit;
+- ``RATE_LIMIT_SEND_IP`` per client IP and ``RATE_LIMIT_SEND_SESSION`` per session (per IP
+  when the ``session-id`` header is missing or malformed) on send-message.
 
-If the counter storage fails, requests are not refused and never turn into a 500: the limiter
-falls back to per-process in-memory counters (same limits, checked against Redis again with
-backoff) and, failing that too, logs and lets the request through; the session store then
-answers for itself (503 when Redis is really down).
+**Counting.** One Lua script increments every counter of the request, sets a counter's
+expiry on its first hit and returns each count with the seconds its window has left: one
+round trip per request on a single server or Sentinel. A send that starts a session makes a
+second one for the create limit, at the point the chat service knows it will. A count past
+its limit raises ``RateLimited`` (the 429 is built in ``errors.py``); refused requests
+count too, as in any fixed window.
+
+**Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the
+identity is ``ip:<address>`` or ``session:<SHA-256 of the id, 32 hex>``: no key outside a
+session's own holds its id, and a counter left behind by a deleted session names nothing.
+The hash tag puts each identity's counters in one slot. On Redis Cluster the script runs
+once per slot, that is per identity: a send into a session costs two round trips (one to
+the IP's master, one to the session's, one after the other), a create or a send without
+a session one.
+
+**Failing open.** A Redis error in the limiter never refuses a request by itself nor turns
+into a 500: that request is counted in process memory instead (the same script on an
+in-process fakeredis, so the limits still hold per worker during an outage) and goes on,
+and the store answers for itself (503 when Redis is really down). A timeout is noted in
+``redis_budget``, and once the budget is spent the limiter does not call Redis at all, so a
+stalled Redis costs a request one wait, not one per call.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, Response, current_app, request
-from flask_limiter import Limiter, RateLimitExceeded
+import fakeredis
+import redis
+from flask import Flask, request
+from limits import RateLimitItem, parse_many
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatbot_sessions import redis_budget
 from chatbot_sessions.config import Settings
-from chatbot_sessions.errors import error_response
-from chatbot_sessions.redis_client import limiter_storage
+from chatbot_sessions.exceptions import RateLimited
 from chatbot_sessions.sessions.ids import parse_session_id
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "chatbot_sessions"
+KEY_PREFIX = "chatbot_sessions:rate:"
+#: One counter of a request: its key and the rate it enforces.
+Counter = tuple[str, RateLimitItem]
+
+# KEYS: the counters. ARGV[i]: the window of KEYS[i], in seconds.
+# Returns {count, seconds left, count, seconds left, ...} in KEYS order. The expiry is set
+# whenever a counter has none, which is on its first hit: the window starts there.
+_HIT = """
+local result = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    ttl = tonumber(ARGV[i])
+    redis.call('EXPIRE', key, ttl)
+  end
+  result[2 * i - 1] = count
+  result[2 * i] = ttl
+end
+return result
+"""
 
 
 def client_ip() -> str:
@@ -38,81 +84,128 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-def ip_key() -> str:
-    """Counter key for per-IP limits."""
+def ip_identity() -> str:
+    """Whose counter a per-IP limit increments."""
     return f"ip:{client_ip()}"
 
 
-def session_key() -> str:
-    """Counter key for per-session limits: the canonical ``session-id``, else the IP.
+def session_identity() -> str:
+    """Whose counter a per-session limit increments: the session, else the caller's IP.
 
-    Only a canonical UUID v4 becomes part of a key; a missing or malformed header (which
-    starts a new session) is counted against the caller's address instead.
+    Only a canonical UUID v4 counts as a session, and only its digest reaches the key; a
+    missing or malformed header (which starts a new session) is counted against the IP.
     """
     session_id = parse_session_id(request.headers.get("session-id"))
-    return f"session:{session_id}" if session_id else f"session-ip:{client_ip()}"
+    if session_id is None:
+        return ip_identity()
+    return "session:" + hashlib.sha256(session_id.encode("ascii")).hexdigest()[:32]
 
 
-# endpoint -> [(Settings attribute holding the limit string, counter key function)]
-LIMITS: dict[str, list[tuple[str, Callable[[], str]]]] = {
-    "sessions.CreateSession": [("rate_limit_create", ip_key)],
-    "messages.SendMessage": [
-        ("rate_limit_send_ip", ip_key),
-        ("rate_limit_send_session", session_key),
-    ],
-}
+@dataclass(frozen=True)
+class Limit:
+    """One configured limit: its name in keys, its rates, and whose counter it increments."""
+
+    name: str
+    rates: tuple[RateLimitItem, ...]
+    identity: Callable[[], str]
+
+    @classmethod
+    def from_setting(cls, name: str, value: str, identity: Callable[[], str]) -> Limit:
+        """Parse a validated ``RATE_LIMIT_*`` value (config.py refused bad ones at start-up)."""
+        return cls(name, tuple(parse_many(value)), identity)
+
+    def counters(self) -> list[Counter]:
+        """(key, rate) for each rate of this limit, for the current request's identity."""
+        tag = f"{KEY_PREFIX}{{{self.identity()}}}:{self.name}"
+        return [(f"{tag}:{rate.amount}/{rate.get_expiry()}s", rate) for rate in self.rates]
 
 
-def _retry_after_seconds(limiter: Limiter, exc: RateLimitExceeded) -> int:
-    """Whole seconds until the breached window resets (its full length if unknown)."""
-    try:
-        breached = limiter.current_limit
-        if breached is not None:
-            reset_at, _remaining = breached.window
-            return max(1, math.ceil(reset_at - time.time()))
-    except Exception:  # the storage may have failed between the hit and this lookup
-        log.warning("could not read the rate limit window; sending its full length")
-    return max(1, int(exc.limit.limit.get_expiry()))
+class RateLimiter:
+    """Counts a request's limits in the sessions' Redis; shared by every thread of a worker."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.create = Limit.from_setting("create", settings.rate_limit_create, ip_identity)
+        self.send_ip = Limit.from_setting("send", settings.rate_limit_send_ip, ip_identity)
+        self.send_session = Limit.from_setting(
+            "session", settings.rate_limit_send_session, session_identity
+        )
+        self._hit = client.register_script(_HIT)
+        self._by_slot = isinstance(client, RedisCluster)
+        # Where a request is counted when Redis fails: the same script, in process memory.
+        fallback = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        self._hit_in_memory = fallback.register_script(_HIT)
+
+    def check(self, limits: Iterable[Limit]) -> None:
+        """Count one hit on every limit; RateLimited if any of them is past its amount."""
+        counters = [counter for limit in limits for counter in limit.counters()]
+        breached: list[tuple[int, RateLimitItem]] = []  # (seconds until it resets, rate)
+        for group in self._groups(counters):
+            for (_key, rate), (count, seconds_left) in zip(group, self._count(group), strict=True):
+                if count > rate.amount:
+                    breached.append((max(1, seconds_left), rate))
+        if breached:
+            # Retry when every breached window has reset: the longest wait.
+            retry_after, rate = max(breached, key=lambda pair: pair[0])
+            raise RateLimited(retry_after, str(rate))
+
+    def check_new_session(self) -> None:
+        """The chat service's hook: a send about to start a session counts as a create."""
+        self.check([self.create])
+
+    def _groups(self, counters: list[Counter]) -> list[list[Counter]]:
+        """One group per script call: all counters, or on a cluster one group per slot."""
+        if not self._by_slot:
+            return [counters]
+        slots: dict[int, list[Counter]] = {}
+        for counter in counters:
+            key, _rate = counter
+            slots.setdefault(key_slot(key.encode()), []).append(counter)
+        return list(slots.values())
+
+    def _count(self, group: Sequence[Counter]) -> list[tuple[int, int]]:
+        """Run the script on Redis, or in memory when Redis failed or the budget is spent."""
+        keys = [key for key, _ in group]
+        args = [rate.get_expiry() for _, rate in group]
+        result: Any = None
+        if not redis_budget.spent():
+            try:
+                result = self._hit(keys=keys, args=args)
+            # RedisClusterException: no cluster node answered (it is not a RedisError).
+            except (RedisError, RedisClusterException) as exc:
+                if isinstance(exc, RedisTimeoutError):
+                    redis_budget.note_timeout()
+                log.warning("rate limits counted in memory: %s: %s", type(exc).__name__, exc)
+        if result is None:
+            result = self._hit_in_memory(keys=keys, args=args)
+        return [(int(result[i]), int(result[i + 1])) for i in range(0, len(result), 2)]
 
 
-def _rate_limited(exc: RateLimitExceeded) -> Response:
-    limiter: Limiter = current_app.extensions["rate_limiter"]
-    seconds = _retry_after_seconds(limiter, exc)
-    return error_response(
-        429,
-        "rate_limited",
-        f"Too many requests; retry in {seconds} s.",
-        {"limit": str(exc.limit.limit), "retry_after": seconds},
-        headers={"Retry-After": str(seconds)},
-    )
+def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def limited_view(*args: Any, **kwargs: Any) -> Any:
+        check()
+        return view(*args, **kwargs)
+
+    return limited_view
 
 
-def init_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
-    """Attach the limiter and wrap the limited views; nothing at all when disabled."""
+def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
+    """Attach the limiter to the two writing views and the chat service; nothing when disabled.
+
+    The check wraps the view functions (as a route decorator would), so it runs after the
+    before-request hooks and not for the OPTIONS answers Flask makes without the view.
+    """
     if not settings.rate_limit_enabled:
         return None
-    uri, options = limiter_storage(app.extensions["redis"], settings)
-    limiter = Limiter(
-        key_func=ip_key,
-        storage_uri=uri,
-        storage_options=options,
-        strategy="fixed-window",
-        key_prefix=KEY_PREFIX,
-        headers_enabled=False,  # X-RateLimit-* would cost two more Redis calls per request
-        swallow_errors=True,
-        in_memory_fallback_enabled=True,
-    )
-    limiter.init_app(app)
-    # Every limit here is a route decorator, which checks itself. With no default or
-    # application-wide limits, the extension's global before_request hook decides nothing
-    # and only costs time on every other request (history, validate, probes): measured at
-    # about 30 us per request in-process, so it is taken out.
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
-    for endpoint, limits in LIMITS.items():
+    limiter = RateLimiter(app.extensions["redis"], settings)
+    endpoints = {
+        "sessions.CreateSession": [limiter.create],
+        "messages.SendMessage": [limiter.send_ip, limiter.send_session],
+    }
+    for endpoint, limits in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
-        for setting, key_func in limits:
-            view = limiter.limit(getattr(settings, setting), key_func=key_func)(view)
-        app.view_functions[endpoint] = view
+        app.view_functions[endpoint] = _limited(view, functools.partial(limiter.check, limits))
+    app.extensions["chat_service"].before_new_session = limiter.check_new_session
     app.extensions["rate_limiter"] = limiter
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
     return limiter

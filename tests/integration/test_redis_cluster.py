@@ -8,6 +8,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from chatbot_sessions import create_app
+from chatbot_sessions.security.rate_limits import KEY_PREFIX
 from chatbot_sessions.sessions import scripts
 from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
 from tests.conftest import require
@@ -197,11 +198,31 @@ def test_rate_limit_counters_live_in_the_cluster_whichever_way_it_is_seeded(clus
         reply_generator=generator,
     )
     for app in (by_url, by_host):
-        storage = app.extensions["rate_limiter"].storage
-        assert type(storage).__name__ == "RedisClusterStorage"
+        assert app.extensions["rate_limiter"].client is app.extensions["redis"]
     clients = [by_url.test_client(), by_host.test_client()]
     remote = {"environ_base": {"REMOTE_ADDR": "10.9.8.7"}}
     statuses = [clients[n % 2].post("/api/session/create", **remote).status_code for n in range(5)]
     assert statuses == [201, 201, 201, 429, 429]  # one budget, shared through the cluster
-    counters = list(by_url.extensions["redis"].scan_iter(match="LIMITS:*", count=100))
+    counters = list(by_url.extensions["redis"].scan_iter(match=f"{KEY_PREFIX}*", count=100))
     assert counters and all("10.9.8.7" in key for key in counters)
+
+
+def test_a_send_counts_its_ip_and_its_session_in_their_own_slots(cluster, generator):
+    """The IP's and the session's counters are in different slots: one script call each."""
+    app = create_app(
+        {"REDIS_CLUSTER": "1", "REDIS_URL": cluster.seed_url, "RATE_LIMIT_ENABLED": "1",
+         "RATE_LIMIT_SEND_SESSION": "2/minute"},
+        reply_generator=generator,
+    )  # fmt: skip
+    client = app.test_client()
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    statuses = [
+        client.post("/api/send-message", json={"question": "q"}, headers={"session-id": sid})
+        for _ in range(3)
+    ]
+    assert [response.status_code for response in statuses] == [200, 200, 429]
+    redis_client = app.extensions["redis"]
+    counters = {key: redis_client.get(key) for key in redis_client.scan_iter(f"{KEY_PREFIX}*")}
+    # Counted in the cluster (a failed call would have been counted in memory instead).
+    assert sorted(counters.values()) == ["1", "3", "3"]  # create; send per IP; per session
+    assert not any(sid in key for key in counters)

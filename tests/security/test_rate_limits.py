@@ -6,11 +6,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import requests
 
 from chatbot_sessions import create_app
 from chatbot_sessions.config import ConfigError, load_settings
 from chatbot_sessions.redis_client import connect
+from chatbot_sessions.security.rate_limits import KEY_PREFIX
+from tests.support.commands import fail_commands, record_commands
 from tests.support.processes import free_port
 
 
@@ -22,9 +25,18 @@ def from_ip(address: str) -> dict:
     return {"environ_base": {"REMOTE_ADDR": address}}
 
 
-def send(client, sid=None, ip="10.0.0.1"):
-    headers = {"session-id": sid} if sid else {}
+def send(client, sid=None, ip="10.0.0.1", headers=None):
+    headers = {**({"session-id": sid} if sid else {}), **(headers or {})}
     return client.post("/api/send-message", json={"question": "q"}, headers=headers, **from_ip(ip))
+
+
+def create(client, ip="10.0.0.1"):
+    return client.post("/api/session/create", **from_ip(ip))
+
+
+def session_data(redis_client) -> set[str]:
+    """Every key that is not a rate-limit counter: what the store holds."""
+    return {key for key in redis_client.scan_iter() if not key.startswith(KEY_PREFIX)}
 
 
 def assert_rate_limited(response, window_seconds: int):
@@ -78,6 +90,113 @@ def test_missing_or_malformed_session_ids_count_against_the_ip(make_app, header)
     assert [a.status_code for a in answers] == [200, 200, 429]
 
 
+@pytest.mark.parametrize("session_id", ["fresh unknown id", None])
+def test_sends_that_start_sessions_count_against_the_create_limit(
+    make_app, fake_redis, generator, session_id
+):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="3/minute").test_client()
+
+    def start_session():
+        return send(client, str(uuid.uuid4()) if session_id else None)
+
+    started = [start_session() for _ in range(3)]
+    assert [r.status_code for r in started] == [200, 200, 200]
+    assert len({r.get_json()["sessionId"] for r in started}) == 3
+    stored, asked = session_data(fake_redis), len(generator.calls)
+    assert_rate_limited(start_session(), 60)
+    assert session_data(fake_redis) == stored and len(generator.calls) == asked  # nothing stored
+    assert_rate_limited(create(client), 60)  # one budget with the create endpoint
+    assert send(client, started[0].get_json()["sessionId"]).status_code == 200
+
+
+def test_sends_into_an_existing_session_do_not_count_against_the_create_limit(make_app):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="2/minute").test_client()
+    sid = create(client).get_json()["sessionId"]
+    assert [send(client, sid).status_code for _ in range(5)] == [200] * 5
+    assert create(client).status_code == 201
+    assert_rate_limited(create(client), 60)
+
+
+def test_a_keyed_send_refused_by_the_create_limit_is_refused_again_on_retry(make_app):
+    """The refusal ends the key's lease: the retry gets its 429 at once, not a 409 after
+    waiting IDEMPOTENCY_WAIT for a lease nobody holds."""
+    client = limited_app(
+        make_app, RATE_LIMIT_CREATE="1/minute", IDEMPOTENCY_WAIT="0.5"
+    ).test_client()
+    assert create(client).status_code == 201
+    keyed = {"Idempotency-Key": str(uuid.uuid4())}
+    assert_rate_limited(send(client, headers=keyed), 60)
+    assert_rate_limited(send(client, headers=keyed), 60)
+
+
+@pytest.mark.redis
+def test_no_key_outside_a_session_names_it_once_it_is_deleted(redis_server, real_redis, generator):
+    """Rate-limit counters hold a digest of the session id, never the id itself."""
+    app = create_app(
+        {"REDIS_URL": redis_server, "RATE_LIMIT_ENABLED": "1"}, reply_generator=generator
+    )
+    client = app.test_client()
+    sid = send(client).get_json()["sessionId"]
+    for _ in range(3):
+        keyed = {"Idempotency-Key": str(uuid.uuid4())}  # records of the session, deleted with it
+        assert send(client, sid, headers=keyed).status_code == 200
+    counters = real_redis.keys(f"{KEY_PREFIX}*")
+    assert any(":session:" in key for key in counters)  # the per-session counter is there...
+    assert not any(sid in key for key in counters)  # ...under a name that does not hold the id
+    assert client.delete(f"/api/session/{sid}").status_code == 200
+    assert list(real_redis.scan_iter(match=f"*{sid}*")) == []
+
+
+@pytest.mark.parametrize("path", ["/api/session/create", "/api/send-message"])
+def test_the_limits_of_a_request_cost_one_redis_call(make_app, fake_redis, monkeypatch, path):
+    unlimited, limited = make_app().test_client(), limited_app(make_app).test_client()
+    sid = create(unlimited).get_json()["sessionId"]
+
+    def request(client):
+        return client.post(path, json={"question": "q"}, headers={"session-id": sid})
+
+    for client in (unlimited, limited):  # scripts loaded
+        assert request(client).status_code < 300
+    sent = record_commands(monkeypatch, fake_redis)
+    request(unlimited)
+    without = len(sent)
+    request(limited)
+    with_limits = sent[without:]
+    assert len(with_limits) == without + 1
+    counted = [c for c in with_limits if any(arg.startswith(KEY_PREFIX) for arg in c)]
+    assert len(counted) == 1 and counted[0][0] == "EVALSHA"
+    if path == "/api/send-message":  # both limits of a send, in that one call
+        assert {arg.rsplit(":", 2)[-2] for arg in counted[0] if arg.startswith(KEY_PREFIX)} == {
+            "send",
+            "session",
+        }
+
+
+def test_a_limiter_whose_redis_call_fails_lets_the_request_through(
+    make_app, fake_redis, monkeypatch
+):
+    client = limited_app(make_app).test_client()
+    failed = fail_commands(
+        monkeypatch, fake_redis, redis.exceptions.ConnectionError("refused (test)"), KEY_PREFIX
+    )
+    created = create(client)
+    assert created.status_code == 201
+    assert send(client, created.get_json()["sessionId"]).status_code == 200
+    assert send(client).status_code == 200  # starts a session: the create limit, in memory
+    assert len(failed) == 4  # create; send; send and its new session
+
+
+def test_a_limiter_timeout_spends_the_request_budget(make_app, fake_redis, monkeypatch):
+    """After the limiter waited out a timeout, the store does not wait again: 503 at once."""
+    client = limited_app(make_app).test_client()
+    sid = create(client).get_json()["sessionId"]
+    fail_commands(monkeypatch, fake_redis, redis.exceptions.TimeoutError("test"), KEY_PREFIX)
+    sent = record_commands(monkeypatch, fake_redis)
+    refused = send(client, sid)
+    assert refused.status_code == 503 and refused.get_json()["error"] == "store_unavailable"
+    assert [c for c in sent if not any(arg.startswith(KEY_PREFIX) for arg in c)] == []
+
+
 def test_disabled_limits_install_nothing(make_app):
     app = make_app({"RATE_LIMIT_CREATE": "1/minute"})  # the fixture's default: disabled
     client = app.test_client()
@@ -91,9 +210,16 @@ def test_bad_limit_strings_stop_start_up_naming_the_variable(value):
         load_settings({"RATE_LIMIT_SEND_SESSION": value})
 
 
-def test_embedded_store_counts_in_memory(make_app):
-    limiter = limited_app(make_app).extensions["rate_limiter"]
-    assert type(limiter.storage).__name__ == "MemoryStorage"
+def test_embedded_store_counts_in_memory(generator):
+    """No Redis configured: the counters live in the embedded store (fakeredis runs the Lua)."""
+    app = create_app(
+        {"REDIS_URL": None, "REDIS_HOST": None, "RATE_LIMIT_ENABLED": "1",
+         "RATE_LIMIT_CREATE": "2/minute"},
+        reply_generator=generator,
+    )  # fmt: skip
+    client = app.test_client()
+    assert [client.post("/api/session/create").status_code for _ in range(3)] == [201, 201, 429]
+    assert list(app.extensions["redis"].scan_iter(match=f"{KEY_PREFIX}*"))
 
 
 @pytest.mark.redis
@@ -101,14 +227,13 @@ def test_counters_live_in_the_sessions_redis_and_are_shared(redis_server, real_r
     """Two apps (two workers) on one Redis share one budget, through the sessions' pool."""
     config = {"REDIS_URL": redis_server, "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "4/hour"}
     apps = [create_app(config, reply_generator=generator) for _ in range(2)]
-    limiter = apps[0].extensions["rate_limiter"]
-    assert limiter.storage.storage.connection_pool is apps[0].extensions["redis"].connection_pool
+    assert apps[0].extensions["rate_limiter"].client is apps[0].extensions["redis"]
     ip = f"10.{uuid.uuid4().int % 250}.1.1"  # distinct per run, should REDIS_URL be external
     clients = [app.test_client() for app in apps]
     statuses = [clients[n % 2].post("/api/session/create", **from_ip(ip)).status_code
                 for n in range(6)]  # fmt: skip
     assert statuses == [201, 201, 201, 201, 429, 429]
-    keys = real_redis.keys("LIMITS:*")
+    keys = real_redis.keys(f"{KEY_PREFIX}*")
     assert any(ip in key for key in keys)
     assert not any("chat_session" in key for key in keys)
 

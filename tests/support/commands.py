@@ -40,3 +40,24 @@ def lose_replies(
 
     monkeypatch.setattr(client, "execute_command", losing)
     return lost
+
+
+def fail_commands(
+    monkeypatch: pytest.MonkeyPatch,
+    client: redis.Redis,
+    error: Exception,
+    naming: str,
+) -> list[tuple]:
+    """Make every command that names a key starting with ``naming`` raise ``error`` without
+    reaching Redis (the others go through). Returns the list of the commands that failed."""
+    failed: list[tuple] = []
+    original = client.execute_command
+
+    def failing(*args: Any, **options: Any) -> Any:
+        if any(isinstance(a, str) and a.startswith(naming) for a in args):
+            failed.append(args)
+            raise error
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", failing)
+    return failed
