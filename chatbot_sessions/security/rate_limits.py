@@ -16,8 +16,9 @@ its limit raises ``RateLimited`` (the 429 is built in ``errors.py``); refused re
 count too, as in any fixed window.
 
 **Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the
-identity is ``ip:<address>`` or ``session:<SHA-256 of the id, 32 hex>``: no key outside a
-session's own holds its id, and a counter left behind by a deleted session names nothing.
+identity is ``ip:<SHA-256 of the address>`` or ``session:<SHA-256 of the id>`` (32 hex
+each): no client input reaches a key name unhashed, no key outside a session's own holds
+its id, and a counter left behind by a deleted session names nothing.
 The hash tag puts each identity's counters in one slot. On Redis Cluster the script runs
 once per slot, that is per identity: a send into a session costs two round trips (one to
 the IP's master, one to the session's, one after the other), a create or a send without
@@ -84,9 +85,15 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
+def _digest(text: str) -> str:
+    # Client input (an address a trusted proxy passed on, a session id) reaches a key name
+    # only hashed: it can never shape the key, and a key left behind names nobody.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def ip_identity() -> str:
     """Whose counter a per-IP limit increments."""
-    return f"ip:{client_ip()}"
+    return "ip:" + _digest(client_ip())
 
 
 def session_identity() -> str:
@@ -98,7 +105,7 @@ def session_identity() -> str:
     session_id = parse_session_id(request.headers.get("session-id"))
     if session_id is None:
         return ip_identity()
-    return "session:" + hashlib.sha256(session_id.encode("ascii")).hexdigest()[:32]
+    return "session:" + _digest(session_id)
 
 
 @dataclass(frozen=True)
