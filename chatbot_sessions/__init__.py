@@ -8,18 +8,18 @@ from typing import Any
 import redis
 from flask import Flask
 
-from chatbot_sessions import redis_budget
 from chatbot_sessions.api import init_api
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.errors import register_error_handlers
 from chatbot_sessions.ops import init_operations
 from chatbot_sessions.ops.logs import configure_logging
-from chatbot_sessions.redis_client import connect
 from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.security import init_security
+from chatbot_sessions.sessions import budget
+from chatbot_sessions.sessions.connection import connect
 from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.widget import init_widget
 
@@ -69,7 +69,7 @@ def create_app(
         idempotency_wait=settings.idempotency_wait,
     )
 
-    redis_budget.init_app(app)
+    budget.init_app(app)
     init_api(app)
     init_widget(app, settings)
     register_error_handlers(app)

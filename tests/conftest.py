@@ -114,6 +114,31 @@ def real_redis(redis_server) -> redis.Redis:
     client.close()
 
 
+@pytest.fixture(scope="module")
+def private_redis_server(tmp_path_factory):
+    """A redis-server only this module uses: exact counts and purges need a whole keyspace,
+    which an external ``REDIS_URL`` server (shared with others) cannot give."""
+    require(RedisServer.binary is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("private-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(private_redis_server):
+    client = private_redis_server.client(socket_timeout=5)
+    client.flushdb()  # our own server, started above
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_down(fake_redis):
+    """Make every command on ``fake_redis`` fail as if Redis were unreachable."""
+    fake_redis.connection_pool.connection_kwargs["server"].connected = False
+    return fake_redis
+
+
 @pytest.fixture
 def gunicorn_server(tmp_path, redis_server):
     """Factory: the service under real gunicorn against the real Redis, stopped afterwards."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
 from chatbot_sessions import create_app
-from chatbot_sessions.config import _SCHEMA, _VARIABLES, ConfigError, load_settings
+from chatbot_sessions.config import _SCHEMA, _VARIABLES, ConfigError, load_settings, parse_host_port
 from tests.support.processes import REPO_ROOT
 
 
@@ -103,3 +105,56 @@ def test_readme_configuration_table_shows_the_real_defaults():
             else:
                 parsed = getattr(load_settings(environ={name: value}), field_of[name])
                 assert parsed == actual, f"README says {name}={value}; the default is {actual!r}"
+
+
+# Redis topology: checked at start-up like every other setting.
+
+
+def test_sentinels_without_a_master_name_stop_start_up_naming_the_variable():
+    with pytest.raises(ConfigError, match="REDIS_SENTINEL_MASTER"):
+        load_settings(environ={"REDIS_SENTINELS": "127.0.0.1:26379"})
+
+
+@pytest.mark.parametrize("entry", ["sentinel-host", "host:", ":26379", "host:port", "a b:1"])
+def test_sentinel_entries_must_be_host_port(entry):
+    with pytest.raises(ConfigError, match=r"REDIS_SENTINELS.*host:port"):
+        load_settings(environ={"REDIS_SENTINELS": entry, "REDIS_SENTINEL_MASTER": "m"})
+
+
+def test_sentinel_and_cluster_are_exclusive_and_cluster_has_only_db_0():
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
+        load_settings(
+            environ={"REDIS_SENTINELS": "h:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_CLUSTER": "1"}
+        )
+    with pytest.raises(ConfigError, match="REDIS_DB"):
+        load_settings(environ={"REDIS_CLUSTER": "1", "REDIS_DB": "3"})
+
+
+def test_sentinel_password_is_never_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"REDIS_SENTINELS": "x", "REDIS_SENTINEL_PASSWORD": "s3cret"})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [("10.0.0.5:26379", ("10.0.0.5", 26379)), ("[::1]:26380", ("::1", 26380)),
+     ("sentinel-0.svc:5000", ("sentinel-0.svc", 5000))],
+)  # fmt: skip
+def test_parse_host_port(entry, expected):
+    assert parse_host_port(entry) == expected
+
+
+def test_port_out_of_range_is_rejected():
+    with pytest.raises(ValueError):
+        parse_host_port("h:70000")
+
+
+def test_gunicorn_master_refuses_to_start_with_sentinels_but_no_master_name():
+    env = {"PATH": "/usr/bin:/bin", "REDIS_SENTINELS": "127.0.0.1:26379", "PORT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--check-config", "wsgi:app"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "REDIS_SENTINEL_MASTER" in result.stdout + result.stderr

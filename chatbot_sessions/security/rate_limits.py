@@ -28,7 +28,7 @@ a session one.
 into a 500: that request is counted in process memory instead (the same script on an
 in-process fakeredis, so the limits still hold per worker during an outage) and goes on,
 and the store answers for itself (503 when Redis is really down). A timeout is noted in
-``redis_budget``, and once the budget is spent the limiter does not call Redis at all, so a
+``sessions/budget.py``, and once the budget is spent the limiter does not call Redis at all, so a
 stalled Redis costs a request one wait, not one per call.
 """
 
@@ -50,9 +50,9 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatbot_sessions import redis_budget
 from chatbot_sessions.config import Settings
 from chatbot_sessions.exceptions import RateLimited
+from chatbot_sessions.sessions import budget
 from chatbot_sessions.sessions.ids import parse_session_id
 
 log = logging.getLogger(__name__)
@@ -175,13 +175,13 @@ class RateLimiter:
         keys = [key for key, _ in group]
         args = [rate.get_expiry() for _, rate in group]
         result: Any = None
-        if not redis_budget.spent():
+        if not budget.spent():
             try:
                 result = self._hit(keys=keys, args=args)
             # RedisClusterException: no cluster node answered (it is not a RedisError).
             except (RedisError, RedisClusterException) as exc:
                 if isinstance(exc, RedisTimeoutError):
-                    redis_budget.note_timeout()
+                    budget.note_timeout()
                 log.warning("rate limits counted in memory: %s: %s", type(exc).__name__, exc)
         if result is None:
             result = self._hit_in_memory(keys=keys, args=args)

@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatbot_sessions import redis_budget, signals
+from chatbot_sessions import signals
 from chatbot_sessions.domain import NewMessage, SessionPage
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
@@ -45,7 +45,7 @@ from chatbot_sessions.exceptions import (
     SessionNotFound,
     StoreUnavailable,
 )
-from chatbot_sessions.sessions import scripts
+from chatbot_sessions.sessions import budget, scripts
 from chatbot_sessions.sessions.codec import decode_message, encode_message
 from chatbot_sessions.sessions.keys import (
     SESSIONLESS_RECORD_PREFIX,
@@ -62,7 +62,7 @@ from chatbot_sessions.timestamps import iso_from_ms, now_ms
 #: Retries of a script after a connection error, and the pause before each (seconds). A
 #: refused or reset connection fails at once, so this rides out a dropped idle connection
 #: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
-#: the request has spent its one wait (``redis_budget``).
+#: the request has spent its one wait (``sessions/budget.py``).
 RETRY_DELAYS = (0.04, 0.08)
 
 
@@ -150,7 +150,7 @@ class SessionStore:
         # when no node answers while it refreshes its slot map.
         except (RedisError, RedisClusterException) as exc:
             if isinstance(exc, RedisTimeoutError):
-                redis_budget.note_timeout()
+                budget.note_timeout()
             signals.store_error.send(self, error=exc)
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -163,7 +163,7 @@ class SessionStore:
         a retry after a reply was lost changes nothing. ``retried`` lets a caller read "not
         found" after a retry as "an earlier attempt of mine did it".
         """
-        if redis_budget.spent():
+        if budget.spent():
             raise StoreUnavailable("an earlier Redis call of this request timed out")
         with self.redis_errors():
             for attempt, pause in enumerate((*RETRY_DELAYS, None)):

@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 
 from chatbot_sessions.config import load_settings
-from chatbot_sessions.redis_client import connect
+from chatbot_sessions.sessions.connection import connect
 
 OPERATIONS = {
     ("post", "/api/session/create"): {"201", "429", "503"},

@@ -2,7 +2,7 @@
 
 A stopped Redis still accepts connections (the kernel completes the handshake) but never
 answers, so every call waits out ``REDIS_SOCKET_TIMEOUT``. A request makes several calls
-(the rate limits, then the store), and the rule of ``redis_budget`` is that it waits once:
+(the rate limits, then the store), and the rule of ``sessions/budget.py`` is that it waits once:
 the 503 must arrive within about one timeout, not one per call.
 """
 

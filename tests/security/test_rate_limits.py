@@ -12,8 +12,8 @@ import requests
 
 from chatbot_sessions import create_app
 from chatbot_sessions.config import ConfigError, load_settings
-from chatbot_sessions.redis_client import connect
 from chatbot_sessions.security.rate_limits import KEY_PREFIX
+from chatbot_sessions.sessions.connection import connect
 from tests.support.commands import fail_commands, record_commands
 from tests.support.processes import free_port
 

@@ -24,7 +24,7 @@ def _no_retry() -> Retry:
     # from the store. The store retries its scripts itself (``store.RETRY_DELAYS``): it
     # knows every script is safe to run twice, and whether a call was retried, which a
     # DELETE needs to tell "my earlier attempt deleted it" from "there was nothing". A
-    # timeout is never retried, so a request waits on Redis once (``redis_budget``).
+    # timeout is never retried, so a request waits on Redis once (``sessions/budget.py``).
     return Retry(NoBackoff(), 0)
 
 

@@ -218,7 +218,7 @@ def test_concurrent_appends_lose_and_reorder_nothing(redis_client):
 
 def test_redis_errors_become_store_unavailable_quickly():
     from chatbot_sessions.config import load_settings
-    from chatbot_sessions.redis_client import connect
+    from chatbot_sessions.sessions.connection import connect
 
     # The service's own client (no hidden redis-py retries) against a port nobody serves.
     dead = connect(load_settings({"REDIS_URL": "redis://127.0.0.1:1/0"}))

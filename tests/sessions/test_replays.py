@@ -125,7 +125,7 @@ def test_after_a_timeout_the_rest_of_the_scope_fails_at_once(store, redis_client
     """One bounded wait per request: a timed-out call spends it, later calls do not wait."""
     import redis as redis_lib
 
-    from chatbot_sessions import redis_budget
+    from chatbot_sessions.sessions import budget
 
     sid = new_session_id()
     store.create(sid)
@@ -137,7 +137,7 @@ def test_after_a_timeout_the_rest_of_the_scope_fails_at_once(store, redis_client
         raise redis_lib.exceptions.TimeoutError("Timeout reading from socket")
 
     monkeypatch.setattr(redis_client, "execute_command", slow)
-    redis_budget.begin()
+    budget.begin()
     try:
         with pytest.raises(StoreUnavailable):
             store.read(sid)
@@ -145,7 +145,7 @@ def test_after_a_timeout_the_rest_of_the_scope_fails_at_once(store, redis_client
             store.append(sid, turns("q"))
         assert calls == ["EVALSHA"]  # one try (timeouts are not retried), then none at all
     finally:
-        redis_budget.end()
+        budget.end()
     monkeypatch.setattr(redis_client, "execute_command", original)
     store.append(sid, turns("q"))  # outside any budget nothing is cut short
     assert contents(store, sid) == ["q", "re: q"]
