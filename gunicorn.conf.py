@@ -95,6 +95,15 @@ def on_starting(server):
             os.remove(os.path.join(path, name))
 
 
+def worker_exit(server, worker):
+    """Close what the worker's app opened (Redis pool, LLM client) as the worker leaves."""
+    from chatbot_sessions.extensions import close_app
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        close_app(app)
+
+
 def child_exit(server, worker):
     """Let prometheus_client drop a dead worker's live-gauge files (counters are kept)."""
     from prometheus_client import multiprocess

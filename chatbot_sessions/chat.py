@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from chatbot_sessions import signals
+from chatbot_sessions import extensions, signals
+from chatbot_sessions.config import Settings
 from chatbot_sessions.domain import Exchange, Message, NewMessage
 from chatbot_sessions.exceptions import SessionNotFound
 from chatbot_sessions.replies.base import ReplyGenerator
@@ -21,7 +23,10 @@ from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.timestamps import now_ms
 
-__all__ = ["ChatService", "Exchange"]
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["ChatService", "Exchange", "init_app"]
 
 
 def _no_check() -> None:
@@ -96,3 +101,18 @@ class ChatService:
         except BaseException:
             attempt.abandon()
             raise
+
+
+def init_app(app: Flask, settings: Settings) -> ChatService:
+    """Register the chat service over the app's store and generator (register those first)."""
+    resources = extensions.resources(app)
+    chat = ChatService(
+        extensions.get_required(resources.store, "store"),
+        extensions.get_required(resources.generator, "generator"),
+        settings.context_messages,
+        # A keyed request holds its key while it may still be generating (LLM_TIMEOUT).
+        idempotency_lease=settings.llm_timeout + 2,
+        idempotency_wait=settings.idempotency_wait,
+    )
+    resources.chat = chat
+    return chat

@@ -1,30 +1,120 @@
-"""Accessors for the per-app resources built in ``create_app`` (no module-level globals)."""
+"""The app's resources: built by the ``init_app`` of the part that owns each, reached here.
+
+Flask's tutorial pattern (flaskr's ``db.init_app`` and ``get_db``), for every resource:
+one ``Resources`` object per app, under one key of ``app.extensions``; each part's
+``init_app`` fills in its own fields and says how to close them; views, CLIs and hooks read
+them through the accessors below. No other module names a key of ``app.extensions``, and
+nothing lives in a module-level global, so apps built side by side (tests) stay apart.
+"""
 
 from __future__ import annotations
 
-from flask import current_app
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from chatbot_sessions.chat import ChatService
+from flask import Flask, current_app
+
 from chatbot_sessions.config import Settings
-from chatbot_sessions.sessions.admin import SessionAdmin
-from chatbot_sessions.sessions.store import SessionStore
+
+if TYPE_CHECKING:  # types only: the parts import this module, not the other way round
+    import redis
+
+    from chatbot_sessions.chat import ChatService
+    from chatbot_sessions.ops.health import ReadinessProbe
+    from chatbot_sessions.ops.metrics import Metrics
+    from chatbot_sessions.replies.base import ReplyGenerator
+    from chatbot_sessions.security.rate_limits import RateLimiter
+    from chatbot_sessions.sessions.admin import SessionAdmin
+    from chatbot_sessions.sessions.store import SessionStore
+
+_KEY = "chatbot_sessions"
+
+
+@dataclass
+class Resources:
+    """Everything one app built; a field is None until its part's ``init_app`` ran."""
+
+    settings: Settings
+    redis: redis.Redis | None = None
+    store: SessionStore | None = None
+    admin: SessionAdmin | None = None
+    generator: ReplyGenerator | None = None
+    chat: ChatService | None = None
+    limiter: RateLimiter | None = None
+    metrics: Metrics | None = None
+    readiness: ReadinessProbe | None = None
+    #: Objects that must live as long as the app (blinker holds receivers weakly).
+    keep_alive: list[Any] = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the app is closed; the last registered runs first."""
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        """Release what the parts opened (connection pools, HTTP clients), once."""
+        while self._closers:
+            self._closers.pop()()
+
+
+def install(app: Flask, settings: Settings) -> Resources:
+    """Give ``app`` its (empty) resources; ``create_app`` calls this first."""
+    app.extensions[_KEY] = resources = Resources(settings)
+    return resources
+
+
+def resources(app: Flask | None = None) -> Resources:
+    """The resources of ``app``, or of the current app."""
+    return (app or current_app).extensions[_KEY]
+
+
+def close_app(app: Flask) -> None:
+    """Close everything ``app`` opened: gunicorn calls this as a worker exits, tests too."""
+    resources(app).close()
 
 
 def get_settings() -> Settings:
     """The validated settings of the current app."""
-    return current_app.config["SETTINGS"]
+    return resources().settings
 
 
 def get_store() -> SessionStore:
     """The session repository of the current app."""
-    return current_app.extensions["session_store"]
-
-
-def get_chat() -> ChatService:
-    """The chat-turn service of the current app."""
-    return current_app.extensions["chat_service"]
+    return _required(resources().store, "store")
 
 
 def get_admin() -> SessionAdmin:
     """The operator commands (scans, stats, export/import) of the current app."""
-    return current_app.extensions["session_admin"]
+    return _required(resources().admin, "admin")
+
+
+def get_chat() -> ChatService:
+    """The chat-turn service of the current app."""
+    return _required(resources().chat, "chat")
+
+
+def get_generator() -> ReplyGenerator:
+    """The reply generator of the current app."""
+    return _required(resources().generator, "generator")
+
+
+def get_metrics() -> Metrics:
+    """The Prometheus metrics of the current app."""
+    return _required(resources().metrics, "metrics")
+
+
+def get_readiness() -> ReadinessProbe:
+    """The readiness probe of the current app."""
+    return _required(resources().readiness, "readiness")
+
+
+def get_required(value: Any, name: str) -> Any:
+    """``value``, which an earlier ``init_app`` should have set; a wiring bug if not."""
+    return _required(value, name)
+
+
+def _required(value: Any, name: str) -> Any:
+    if value is None:  # a part's init_app did not run: a wiring bug, not a request error
+        raise RuntimeError(f"the app has no {name}: its init_app was not called")
+    return value

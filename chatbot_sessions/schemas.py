@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
 from marshmallow import (
     EXCLUDE,
     Schema,
@@ -16,6 +15,7 @@ from marshmallow import (
 )
 
 from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.extensions import get_settings
 from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.timestamps import ms_from_iso
 
@@ -73,7 +73,7 @@ class SendMessageSchema(Schema):
             raise ValidationError("must be valid Unicode text") from None
         if not value.strip():
             raise ValidationError("must not be blank")
-        limit = current_app.config["SETTINGS"].max_question_chars
+        limit = get_settings().max_question_chars
         if len(value) > limit:
             raise ValidationError(f"must be at most {limit} characters (got {len(value)})")
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from chatbot_sessions import create_app
+from chatbot_sessions.extensions import close_app
 from chatbot_sessions.domain import Message, Reply, Source
 from tests.support.processes import GunicornServer, RedisServer
 
@@ -60,14 +61,20 @@ def fake_redis() -> redis.Redis:
 def make_app(fake_redis, generator) -> Callable:
     """Build an app on fakeredis (or the given client) with the recording generator."""
 
+    apps = []
+
     def _make(overrides: dict | None = None, client: redis.Redis | None = None):
         config = {"RATE_LIMIT_ENABLED": "0", **(overrides or {})}
-        return create_app(
+        app = create_app(
             config, redis_client=client if client is not None else fake_redis,
             reply_generator=generator,
         )  # fmt: skip
+        apps.append(app)
+        return app
 
-    return _make
+    yield _make
+    for app in apps:
+        close_app(app)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from werkzeug.routing import BaseConverter
 
 from chatbot_sessions.config import Settings
 from chatbot_sessions.errors import http_exception_response
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.schemas import ErrorSchema
 
 # Pinned, so the docs page cannot change under us; the CSP of /api/docs allows this origin.
@@ -73,7 +74,7 @@ def init_api(app: Flask) -> ChatApi:
     app.url_map.converters["session"] = SessionSegment
     api = ChatApi(app)
     api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
-    api.ma_plugin.converter.add_attribute_function(_limits_from_settings(app.config["SETTINGS"]))
+    api.ma_plugin.converter.add_attribute_function(_limits_from_settings(resources(app).settings))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)
     init_admin_api(api)

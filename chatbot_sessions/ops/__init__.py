@@ -1,7 +1,8 @@
 """Operations: probes, Prometheus metrics, JSON request logs and the ``flask sessions`` CLI.
 
-``init_operations`` is the one call ``create_app`` makes; everything here hangs off the app
-(``app.extensions``), so several apps in one process (tests) stay independent.
+``init_operations`` is the one call ``create_app`` makes; what it builds is registered in
+the app's resources (``extensions.py``), so several apps in one process (tests) stay
+independent.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 
-from chatbot_sessions import signals
+from chatbot_sessions import extensions, signals
 from chatbot_sessions.config import Settings
+from chatbot_sessions.extensions import get_metrics
 from chatbot_sessions.ops import logs
 from chatbot_sessions.ops.cli import sessions_cli
 from chatbot_sessions.ops.health import ReadinessProbe
 from chatbot_sessions.ops.health import blp as health_blp
 from chatbot_sessions.ops.metrics import UNMATCHED_ENDPOINT, Metrics
-from chatbot_sessions.sessions.admin import SessionAdmin
 
 __all__ = ["init_operations"]
 
@@ -54,23 +55,20 @@ def _finish_request(response: Response) -> Response:
     started = request.environ.get(_STARTED, time.perf_counter())
     seconds = time.perf_counter() - started
     endpoint = route_template(request.url_rule.rule) if request.url_rule else UNMATCHED_ENDPOINT
-    current_app.extensions["metrics"].observe_request(
-        request.method, endpoint, response.status_code, seconds
-    )
+    get_metrics().observe_request(request.method, endpoint, response.status_code, seconds)
     logs.log_request(request.method, endpoint, response.status_code, seconds * 1000)
     return response
 
 
 def init_operations(app: Flask, settings: Settings) -> None:
     """Attach probes, metrics, request logging and the admin CLI to ``app``."""
-    store = app.extensions["session_store"]
-    chat = app.extensions["chat_service"]
+    resources = extensions.resources(app)
+    store = extensions.get_required(resources.store, "store")
+    chat = extensions.get_required(resources.chat, "chat")
 
-    metrics = Metrics()
+    resources.metrics = metrics = Metrics()
     metrics.connect(store, chat)
-    app.extensions["metrics"] = metrics
-    app.extensions["readiness"] = ReadinessProbe(store, settings.readiness_timeout)
-    app.extensions["session_admin"] = SessionAdmin(store)
+    resources.readiness = ReadinessProbe(store, settings.readiness_timeout)
 
     if settings.log_message_content:
 
@@ -78,7 +76,7 @@ def init_operations(app: Flask, settings: Settings) -> None:
             logs.remember_content(question, reply.text)
 
         # blinker holds receivers weakly: the app keeps this one alive as long as itself.
-        app.extensions["log_content_receiver"] = _keep_content
+        resources.keep_alive.append(_keep_content)
         signals.reply_generated.connect(_keep_content, sender=chat)
 
     app.wsgi_app = _StampStart(app.wsgi_app)  # type: ignore[method-assign]

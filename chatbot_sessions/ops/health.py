@@ -11,9 +11,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from chatbot_sessions.exceptions import StoreUnavailable
+from chatbot_sessions.extensions import get_metrics, get_readiness
 from chatbot_sessions.sessions.store import SessionStore
 
 blp = Blueprint("ops", __name__)
@@ -56,7 +57,7 @@ def healthz():
 def readyz():
     """Redis answers PING within READINESS_TIMEOUT; else the 503 ``store_unavailable``."""
     started = time.perf_counter()
-    current_app.extensions["readiness"].check()
+    get_readiness().check()
     elapsed_ms = (time.perf_counter() - started) * 1000
     return {"success": True, "status": "ready", "redisMs": round(elapsed_ms, 2)}
 
@@ -64,5 +65,5 @@ def readyz():
 @blp.get("/metrics")
 def metrics():
     """Prometheus exposition format (all workers' samples under gunicorn)."""
-    body, content_type = current_app.extensions["metrics"].render()
+    body, content_type = get_metrics().render()
     return Response(body, content_type=content_type)

@@ -1,12 +1,46 @@
 """Reply generation: the generator protocol, its implementations and their factory.
 
-``build_generator(...)`` is the entry point for the app factory. Every generator it
-returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``, ``.search()``)
-through which ``flask kb`` inspects the knowledge base.
+``init_app`` builds the configured generator once (or takes one given), registers it, its
+closing (the LLM client's connection pool) and the ``flask kb`` CLI. Every generator
+``build_generator`` returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``,
+``.search()``) through which ``flask kb`` inspects the knowledge base.
 """
 
-from chatbot_sessions.domain import Message, Reply, Source
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatbot_sessions import extensions
+from chatbot_sessions.config import Settings
 from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.replies.factory import build_generator
 
-__all__ = ["Message", "Reply", "ReplyGenerator", "Source", "build_generator"]
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["ReplyGenerator", "build_generator", "init_app"]
+
+
+def init_app(
+    app: Flask, settings: Settings, generator: ReplyGenerator | None = None
+) -> ReplyGenerator:
+    """Register the reply generator: retrieval over KNOWLEDGE_DIR (or the shipped docs),
+    through the LLM when configured, unless ``generator`` is given."""
+    resources = extensions.resources(app)
+    if generator is None:
+        generator = build_generator(
+            knowledge_dir=settings.knowledge_dir,
+            llm_base_url=settings.llm_base_url,
+            llm_api_key=settings.llm_api_key,
+            llm_model=settings.llm_model,
+            llm_timeout=settings.llm_timeout,
+            llm_max_tokens=settings.llm_max_tokens,
+            context_messages=settings.context_messages,
+        )
+        close = getattr(generator, "close", None)
+        if close is not None:
+            resources.on_close(close)
+    resources.generator = generator
+    app.cli.add_command(kb_cli)
+    return generator

@@ -1,23 +1,23 @@
 """``flask kb``: what the knowledge base holds and what a query retrieves.
 
-The commands read the generator the app factory registered in
-``app.extensions["reply_generator"]`` and reach the index through its documented
-``retriever`` attribute, so they show exactly what the running service uses.
+The commands read the generator the app registered (``extensions.get_generator``) and
+reach the index through its documented ``retriever`` attribute, so they show exactly what
+the running service uses.
 """
 
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
+from chatbot_sessions.extensions import get_generator, resources
 from chatbot_sessions.replies.retriever import Retriever
 
 kb_cli = AppGroup("kb", help="Inspect the knowledge base the replies are drawn from.")
 
 
 def _retriever() -> Retriever:
-    generator = current_app.extensions.get("reply_generator")
+    generator = resources().generator
     if generator is None:
         raise click.ClickException("no reply generator is registered in this application")
     retriever = getattr(generator, "retriever", None)
@@ -29,7 +29,7 @@ def _retriever() -> Retriever:
 
 
 def _mode() -> str:
-    generator = current_app.extensions["reply_generator"]
+    generator = get_generator()
     client = getattr(generator, "client", None)
     if client is None:
         return "extractive (no LLM)"

@@ -128,6 +128,11 @@ class ChatCompletionsClient:
         """Close the connection pool (at application shutdown)."""
         self._http.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` ran: the pool is gone and no request can be made."""
+        return self._http.is_closed
+
 
 def _message_content(raw: bytes) -> str:
     try:

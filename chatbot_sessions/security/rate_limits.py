@@ -50,6 +50,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatbot_sessions import extensions
 from chatbot_sessions.config import Settings
 from chatbot_sessions.exceptions import RateLimited
 from chatbot_sessions.sessions import budget
@@ -205,7 +206,8 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
     """
     if not settings.rate_limit_enabled:
         return None
-    limiter = RateLimiter(app.extensions["redis"], settings)
+    resources = extensions.resources(app)
+    limiter = RateLimiter(extensions.get_required(resources.redis, "redis"), settings)
     endpoints = {
         "sessions.CreateSession": [limiter.create],
         "messages.SendMessage": [limiter.send_ip, limiter.send_session],
@@ -213,6 +215,6 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
     for endpoint, limits in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
         app.view_functions[endpoint] = _limited(view, functools.partial(limiter.check, limits))
-    app.extensions["chat_service"].before_new_session = limiter.check_new_session
-    app.extensions["rate_limiter"] = limiter
+    extensions.get_required(resources.chat, "chat").before_new_session = limiter.check_new_session
+    resources.limiter = limiter
     return limiter

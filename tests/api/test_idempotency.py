@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from chatbot_sessions.exceptions import StoreUnavailable
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
 from chatbot_sessions.sessions.store import SessionStore
 from tests.support.processes import wait_until
@@ -136,7 +137,6 @@ def test_key_is_hashed_into_the_sessions_hash_tag_with_its_own_ttl(make_app, fak
 
 def test_a_failed_attempt_frees_the_key_for_an_immediate_retry(client, app, key, monkeypatch):
     sid = send(client, "first").get_json()["sessionId"]
-    store = app.extensions["session_store"]
     real_append = SessionStore.append
 
     def refused(self, *args, **kwargs):
@@ -148,7 +148,6 @@ def test_a_failed_attempt_frees_the_key_for_an_immediate_retry(client, app, key,
     retry = send(client, "second", sid, key)  # not 409: the failed attempt gave up its lease
     assert retry.status_code == 200 and "Idempotent-Replayed" not in retry.headers
     assert history(client, sid)[-2:] == ["second", "answer to: second"]
-    assert store is app.extensions["session_store"]
 
 
 @pytest.mark.parametrize("with_session", [True, False])
@@ -204,7 +203,7 @@ def test_duplicate_in_flight_gets_409_with_retry_after_when_not_waiting(
 ):
     gated = GatedGenerator(generator)
     app = make_app({"IDEMPOTENCY_WAIT": 0})
-    app.extensions["chat_service"].generator = gated
+    resources(app).chat.generator = gated
     client = app.test_client()
     first, result = run_in_thread(lambda: send(app.test_client(), "slow", key=key))
     assert gated.entered.wait(5)
@@ -225,10 +224,10 @@ def test_duplicate_in_flight_waits_for_the_original_reply(make_app, generator, f
     app = make_app({"IDEMPOTENCY_WAIT": 5})
     sid = send(app.test_client(), "first").get_json()["sessionId"]
     gated = GatedGenerator(generator)
-    app.extensions["chat_service"].generator = gated
+    resources(app).chat.generator = gated
     first, first_result = run_in_thread(lambda: send(app.test_client(), "slow", sid, key))
     assert gated.entered.wait(5)
-    store = app.extensions["session_store"]
+    store = resources(app).store
     statuses: list[str] = []
     real_claim = store.claim
     store.claim = lambda *a, **kw: statuses.append((c := real_claim(*a, **kw)).status) or c
@@ -285,7 +284,7 @@ def test_delete_after_keyed_sends_leaves_nothing_and_retries_start_afresh(make_a
 def test_a_session_deleted_mid_request_gets_no_record(client, app, fake_redis, key):
     """DELETE lands between the context read and the claim: the turn goes to a new session."""
     sid = send(client, "first").get_json()["sessionId"]
-    store = app.extensions["session_store"]
+    store = resources(app).store
     real_claim = store.claim
 
     def delete_first(*args, **kwargs):

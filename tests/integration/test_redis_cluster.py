@@ -8,6 +8,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from chatbot_sessions import create_app
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.security.rate_limits import KEY_PREFIX
 from chatbot_sessions.sessions import scripts
 from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
@@ -45,7 +46,7 @@ def sha(script: str) -> str:
 
 
 def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_app):
-    client = cluster_app.extensions["redis"]
+    client = resources(cluster_app).redis
     assert isinstance(client, RedisCluster)
     http = cluster_app.test_client()
 
@@ -90,7 +91,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 def test_delete_removes_idempotency_records_across_hash_tags(cluster, cluster_app):
     """The session-less record lives in another slot than the session it started: the
     delete script removes the session's own records, a second command removes that one."""
-    client = cluster_app.extensions["redis"]
+    client = resources(cluster_app).redis
     http = cluster_app.test_client()
     deleted = []
     for n in range(SESSIONS // 3):  # enough sessions that some sit on another master
@@ -156,7 +157,7 @@ def test_cluster_seeded_from_redis_host_and_port(cluster, generator):
         },
         reply_generator=generator,
     )
-    client = app.extensions["redis"]
+    client = resources(app).redis
     assert isinstance(client, RedisCluster)
     assert {n.port for n in client.get_primaries()} == {n.port for n in cluster.nodes}
     http = app.test_client()
@@ -198,12 +199,12 @@ def test_rate_limit_counters_live_in_the_cluster_whichever_way_it_is_seeded(clus
         reply_generator=generator,
     )
     for app in (by_url, by_host):
-        assert app.extensions["rate_limiter"].client is app.extensions["redis"]
+        assert resources(app).limiter.client is resources(app).redis
     clients = [by_url.test_client(), by_host.test_client()]
     remote = {"environ_base": {"REMOTE_ADDR": "10.9.8.7"}}
     statuses = [clients[n % 2].post("/api/session/create", **remote).status_code for n in range(5)]
     assert statuses == [201, 201, 201, 429, 429]  # one budget, shared through the cluster
-    counters = list(by_url.extensions["redis"].scan_iter(match=f"{KEY_PREFIX}*", count=100))
+    counters = list(resources(by_url).redis.scan_iter(match=f"{KEY_PREFIX}*", count=100))
     digest = hashlib.sha256(b"10.9.8.7").hexdigest()[:32]  # addresses reach keys only hashed
     assert counters and all(digest in key and "10.9.8.7" not in key for key in counters)
 
@@ -222,7 +223,7 @@ def test_a_send_counts_its_ip_and_its_session_in_their_own_slots(cluster, genera
         for _ in range(3)
     ]
     assert [response.status_code for response in statuses] == [200, 200, 429]
-    redis_client = app.extensions["redis"]
+    redis_client = resources(app).redis
     counters = {key: redis_client.get(key) for key in redis_client.scan_iter(f"{KEY_PREFIX}*")}
     # Counted in the cluster (a failed call would have been counted in memory instead).
     assert sorted(counters.values()) == ["1", "3", "3"]  # create; send per IP; per session

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from chatbot_sessions import extensions
+from chatbot_sessions.config import load_settings
 from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.cli import kb_cli
 
 
 def make_app(generator) -> Flask:
     app = Flask(__name__)
-    if generator is not None:
-        app.extensions["reply_generator"] = generator
+    extensions.install(app, load_settings(environ={})).generator = generator
     app.cli.add_command(kb_cli)
     return app
 

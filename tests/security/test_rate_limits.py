@@ -12,6 +12,7 @@ import requests
 
 from chatbot_sessions import create_app
 from chatbot_sessions.config import ConfigError, load_settings
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.security.rate_limits import KEY_PREFIX
 from chatbot_sessions.sessions.connection import connect
 from tests.support.commands import fail_commands, record_commands
@@ -220,7 +221,7 @@ def test_embedded_store_counts_in_memory(generator):
     )  # fmt: skip
     client = app.test_client()
     assert [client.post("/api/session/create").status_code for _ in range(3)] == [201, 201, 429]
-    assert list(app.extensions["redis"].scan_iter(match=f"{KEY_PREFIX}*"))
+    assert list(resources(app).redis.scan_iter(match=f"{KEY_PREFIX}*"))
 
 
 @pytest.mark.redis
@@ -228,7 +229,7 @@ def test_counters_live_in_the_sessions_redis_and_are_shared(redis_server, real_r
     """Two apps (two workers) on one Redis share one budget, through the sessions' pool."""
     config = {"REDIS_URL": redis_server, "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "4/hour"}
     apps = [create_app(config, reply_generator=generator) for _ in range(2)]
-    assert apps[0].extensions["rate_limiter"].client is apps[0].extensions["redis"]
+    assert resources(apps[0]).limiter.client is resources(apps[0]).redis
     ip = f"10.{uuid.uuid4().int % 250}.1.1"  # distinct per run, should REDIS_URL be external
     clients = [app.test_client() for app in apps]
     statuses = [clients[n % 2].post("/api/session/create", **from_ip(ip)).status_code
