@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from chatbot_sessions import create_app
-from chatbot_sessions.extensions import close_app
 from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.extensions import close_app
 from tests.support.processes import GunicornServer, RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
