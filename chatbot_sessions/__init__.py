@@ -11,7 +11,7 @@ from flask import Flask
 from chatbot_sessions import chat, extensions, replies, sessions
 from chatbot_sessions.api import init_api
 from chatbot_sessions.config import Settings, load_settings
-from chatbot_sessions.errors import register_error_handlers
+from chatbot_sessions.http_errors import register_error_handlers
 from chatbot_sessions.ops import init_operations
 from chatbot_sessions.ops.logs import configure_logging
 from chatbot_sessions.replies.base import ReplyGenerator

@@ -1,4 +1,4 @@
-"""Domain errors raised below the HTTP layer; ``errors.py`` maps each to a status once."""
+"""Domain errors raised below the HTTP layer; ``http_errors.py`` maps each to a status once."""
 
 
 class ChatSessionError(Exception):
@@ -49,3 +49,7 @@ class RateLimited(ChatSessionError):
         super().__init__(f"rate limit {limit} reached; retry in {retry_after}s")
         self.retry_after = retry_after
         self.limit = limit
+
+
+class AdminTokenRequired(ChatSessionError):
+    """An admin request came without the right ``Authorization: Bearer <ADMIN_TOKEN>``."""

@@ -29,7 +29,7 @@ class SourceSchema(Schema):
 
 
 class MessageSchema(Schema):
-    """One stored turn, in the seed's shape; assistant turns may carry their sources."""
+    """One stored turn, in the API's original shape; assistant turns may carry their sources."""
 
     type = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)

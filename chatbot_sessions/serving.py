@@ -39,7 +39,7 @@ from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 from werkzeug.exceptions import BadRequest
 
 from chatbot_sessions.config import Settings, load_settings
-from chatbot_sessions.errors import envelope, error_code
+from chatbot_sessions.http_errors import envelope, error_code
 from chatbot_sessions.security.headers import COMMON_HEADERS, RESOURCE_CSP
 
 # A refused upload of a few MB is read off whole; a larger or slower one holds the thread no

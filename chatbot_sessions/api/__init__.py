@@ -16,8 +16,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from chatbot_sessions.config import Settings
-from chatbot_sessions.errors import http_exception_response
 from chatbot_sessions.extensions import resources
+from chatbot_sessions.http_errors import http_exception_response
 from chatbot_sessions.schemas import ErrorSchema
 
 # Pinned, so the docs page cannot change under us; the CSP of /api/docs allows this origin.
@@ -28,7 +28,7 @@ class ChatApi(Api):
     """flask-smorest's Api, documenting and emitting our error envelope instead of its own."""
 
     ERROR_SCHEMA = ErrorSchema
-    # No catch-all "default" response: each view lists its error statuses (api/docs.py), so
+    # No catch-all "default" response: each view lists its error statuses (api/responses.py), so
     # a status the document does not name is a contract failure, not silently "documented".
     DEFAULT_ERROR_RESPONSE_NAME = None
 

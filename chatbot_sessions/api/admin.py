@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Response, abort, request
+from flask import abort, request
 from flask.views import MethodView
 from flask_smorest import Api
 
-from chatbot_sessions.api.docs import errors
 from chatbot_sessions.api.parsing import Blueprint
-from chatbot_sessions.errors import error_response
+from chatbot_sessions.api.responses import errors
+from chatbot_sessions.exceptions import AdminTokenRequired
 from chatbot_sessions.extensions import get_admin, get_settings
 from chatbot_sessions.schemas import AdminStatsSchema, ErrorSchema
 from chatbot_sessions.sessions.admin import AdminReport
@@ -23,7 +23,7 @@ blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Operato
 
 
 @blp.before_request
-def _require_admin_token() -> Response | None:
+def _require_admin_token() -> None:
     """404 while ADMIN_TOKEN is unset; 401 unless the request carries it as a bearer token."""
     expected = get_settings().admin_token
     if not expected:
@@ -32,13 +32,7 @@ def _require_admin_token() -> Response | None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode(), expected.encode()
     ):
-        return error_response(
-            401,
-            "unauthorized",
-            "A valid admin token is required: Authorization: Bearer <ADMIN_TOKEN>.",
-            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
-        )
-    return None
+        raise AdminTokenRequired
 
 
 @blp.route("/stats")

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.views import MethodView
 
-from chatbot_sessions.api.docs import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.api.parsing import Blueprint
+from chatbot_sessions.api.responses import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.domain import Exchange
 from chatbot_sessions.extensions import get_chat
 from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema

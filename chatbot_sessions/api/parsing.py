@@ -1,7 +1,7 @@
 """How request bodies become view arguments: webargs' Flask parser, with every JSON failure a 400.
 
 webargs turns only ``JSONDecodeError`` into its 400 ``{"json": [...]}`` error (which
-``errors.py`` renders as ``invalid_json``). Python's decoder also fails in two other ways on
+``http_errors.py`` renders as ``invalid_json``). Python's decoder also fails in two other ways on
 input a client fully controls, and both used to leave as a 500:
 
 - ``RecursionError``: nesting deeper than the interpreter's recursion limit, such as

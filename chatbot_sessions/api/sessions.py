@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.views import MethodView
 
-from chatbot_sessions.api.docs import errors
 from chatbot_sessions.api.parsing import Blueprint
+from chatbot_sessions.api.responses import errors
 from chatbot_sessions.domain import SessionPage
 from chatbot_sessions.extensions import get_settings, get_store
 from chatbot_sessions.schemas import (

@@ -12,7 +12,7 @@ What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/secon
 expiry on its first hit and returns each count with the seconds its window has left: one
 round trip per request on a single server or Sentinel. A send that starts a session makes a
 second one for the create limit, at the point the chat service knows it will. A count past
-its limit raises ``RateLimited`` (the 429 is built in ``errors.py``); refused requests
+its limit raises ``RateLimited`` (the 429 is built in ``http_errors.py``); refused requests
 count too, as in any fixed window.
 
 **Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the

@@ -1,4 +1,4 @@
-"""POST /api/session/create, GET history and validate, DELETE: the seed's contract."""
+"""Create, history, validate and delete: the session contract existing clients speak."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def test_records_logged_during_a_request_carry_its_id(make_app, redis_down, json
     assert response.status_code == 503
     records = [r for r in json_logs() if r.get("request_id") == "trace-me"]
     loggers = {r["logger"] for r in records}
-    assert {"chatbot_sessions.errors", "chatbot_sessions.access"} <= loggers
+    assert {"chatbot_sessions.http_errors", "chatbot_sessions.access"} <= loggers
 
 
 SECRET = "my card number is 4111-1111"

@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from chatbot_sessions.exceptions import (
+    AdminTokenRequired,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     RateLimited,
@@ -157,6 +158,15 @@ def _rate_limited(exc: RateLimited) -> Response:
     )
 
 
+def _admin_token_required(exc: AdminTokenRequired) -> Response:
+    return error_response(
+        401,
+        "unauthorized",
+        "A valid admin token is required: Authorization: Bearer <ADMIN_TOKEN>.",
+        headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+    )
+
+
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
@@ -172,4 +182,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(IdempotencyKeyReused, _idempotency_key_reused)
     app.register_error_handler(IdempotencyInProgress, _idempotency_in_progress)
     app.register_error_handler(RateLimited, _rate_limited)
+    app.register_error_handler(AdminTokenRequired, _admin_token_required)
     app.register_error_handler(Exception, _unexpected)
