@@ -252,7 +252,10 @@ def _is_origin(value: str) -> bool:
 
 
 _SCHEMA = _SettingsSchema()
-_VARIABLES = {field.data_key for field in _SCHEMA.fields.values()}
+#: The Settings attribute each environment variable sets.
+ATTRIBUTE_OF = {field.data_key: name for name, field in _SCHEMA.fields.items()}
+#: Every environment variable the service reads (the README's configuration table).
+VARIABLES = frozenset(ATTRIBUTE_OF)
 # Values never echoed in an error message: they may carry credentials.
 _SECRETS = {"REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "LLM_API_KEY", "ADMIN_TOKEN"}
 
@@ -265,9 +268,9 @@ def load_settings(
     Empty strings count as unset, so ``REDIS_HOST=`` in a ``.env`` file means "not set".
     """
     source = dict(os.environ if environ is None else environ)
-    raw = {k: v for k, v in source.items() if k in _VARIABLES and v != ""}
+    raw = {k: v for k, v in source.items() if k in VARIABLES and v != ""}
     for key, value in (overrides or {}).items():
-        if key not in _VARIABLES:
+        if key not in VARIABLES:
             raise ConfigError(f"{key} is not a setting this service knows")
         if value is None or value == "":
             raw.pop(key, None)

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from chatbot_sessions import create_app
-from chatbot_sessions.config import _SCHEMA, _VARIABLES, ConfigError, load_settings, parse_host_port
+from chatbot_sessions.config import (
+    ATTRIBUTE_OF,
+    VARIABLES,
+    ConfigError,
+    load_settings,
+    parse_host_port,
+)
 from tests.support.processes import REPO_ROOT
 
 
@@ -85,25 +91,24 @@ def _readme_configuration_rows() -> list[tuple[list[str], list[str]]]:
 
 def test_readme_configuration_table_lists_every_setting():
     documented = {name for names, _ in _readme_configuration_rows() for name in names}
-    missing = _VARIABLES - documented
+    missing = VARIABLES - documented
     assert not missing, f"add these settings to README.md's configuration table: {missing}"
-    unknown = documented - _VARIABLES
+    unknown = documented - VARIABLES
     assert not unknown, f"README.md's configuration table names unknown variables: {unknown}"
 
 
 def test_readme_configuration_table_shows_the_real_defaults():
     defaults = load_settings(environ={})
-    field_of = {field.data_key: name for name, field in _SCHEMA.fields.items()}
     for names, shown in _readme_configuration_rows():
         if len(shown) == 1 and len(names) > 1:
             shown = shown * len(names)  # one "unset" for the whole row
         assert len(shown) == len(names), f"README row {names}: one default per variable"
         for name, value in zip(names, shown, strict=True):
-            actual = getattr(defaults, field_of[name])
+            actual = getattr(defaults, ATTRIBUTE_OF[name])
             if value in _UNSET:
                 assert actual in (None, ()), f"README says {name} is {value}; it is {actual!r}"
             else:
-                parsed = getattr(load_settings(environ={name: value}), field_of[name])
+                parsed = getattr(load_settings(environ={name: value}), ATTRIBUTE_OF[name])
                 assert parsed == actual, f"README says {name}={value}; the default is {actual!r}"
 
 

@@ -11,20 +11,8 @@ from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.extensions import resources
 from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
 from chatbot_sessions.sessions.store import SessionStore
+from tests.support.api import history, send
 from tests.support.processes import wait_until
-
-
-def send(client, question, sid=None, key=None):
-    headers = {}
-    if sid is not None:
-        headers["session-id"] = sid
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    return client.post("/api/send-message", json={"question": question}, headers=headers)
-
-
-def history(client, sid):
-    return [m["content"] for m in client.get(f"/api/session/{sid}/history").get_json()["messages"]]
 
 
 def session_count(redis_client) -> int:
@@ -243,29 +231,26 @@ def test_duplicate_in_flight_waits_for_the_original_reply(make_app, generator, f
     assert b.headers["Idempotent-Replayed"] == "true" and statuses[-1] == "done"
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
-def any_redis(request):
-    return request.getfixturevalue("fake_redis" if request.param == "fakeredis" else "real_redis")
-
-
 def tagged(redis_client, sid: str) -> list[str]:
     """Every key in the session's hash tag, by SCAN restricted to that tag."""
     return list(redis_client.scan_iter(match=f"chat_session:{{{sid}}}*", count=1000))
 
 
-def test_delete_after_keyed_sends_leaves_nothing_and_retries_start_afresh(make_app, any_redis):
-    client = make_app({"SESSION_TTL": 3600, "IDEMPOTENCY_TTL": 120}, client=any_redis).test_client()
+def test_delete_after_keyed_sends_leaves_nothing_and_retries_start_afresh(make_app, redis_client):
+    client = make_app(
+        {"SESSION_TTL": 3600, "IDEMPOTENCY_TTL": 120}, client=redis_client
+    ).test_client()
     started, inside = str(uuid.uuid4()), str(uuid.uuid4())
     first = send(client, "hello", key=started)
     sid = first.get_json()["sessionId"]
     assert send(client, "more", sid, inside).status_code == 200
     sessionless = idempotency_key(started, None)
-    assert any_redis.hget(sessionless, "sid") == sid
-    assert 3590 < any_redis.ttl(writes_key(sid)) <= 3600  # the session's own TTL
-    assert all(any_redis.ttl(k) > 0 for k in [*tagged(any_redis, sid), sessionless])
+    assert redis_client.hget(sessionless, "sid") == sid
+    assert 3590 < redis_client.ttl(writes_key(sid)) <= 3600  # the session's own TTL
+    assert all(redis_client.ttl(k) > 0 for k in [*tagged(redis_client, sid), sessionless])
 
     assert client.delete(f"/api/session/{sid}").status_code == 200
-    assert tagged(any_redis, sid) == [] and not any_redis.exists(sessionless)
+    assert tagged(redis_client, sid) == [] and not redis_client.exists(sessionless)
     assert client.delete(f"/api/session/{sid}").status_code == 404
 
     # Retries of both keys get new answers in new sessions: the deleted one stays deleted,
@@ -277,7 +262,7 @@ def test_delete_after_keyed_sends_leaves_nothing_and_retries_start_afresh(make_a
         assert response.headers["session-id"] != sid
     assert again.headers["session-id"] != moved.headers["session-id"]
     assert history(client, moved.headers["session-id"]) == ["more", "answer to: more"]
-    assert tagged(any_redis, sid) == []
+    assert tagged(redis_client, sid) == []
     assert client.get(f"/api/session/{sid}/validate").get_json()["valid"] is False
 
 
@@ -300,13 +285,13 @@ def test_a_session_deleted_mid_request_gets_no_record(client, app, fake_redis, k
     assert history(client, response.headers["session-id"]) == ["second", "answer to: second"]
 
 
-def test_a_retry_after_its_session_expired_is_answered_afresh(make_app, any_redis):
+def test_a_retry_after_its_session_expired_is_answered_afresh(make_app, redis_client):
     """SESSION_TTL shorter than IDEMPOTENCY_TTL: records never outlive their session, so a
     retry after the session expired is a new request in a new session, never a replay that
     names a dead session."""
     import time
 
-    client = make_app({"SESSION_TTL": 1, "IDEMPOTENCY_TTL": 600}, client=any_redis).test_client()
+    client = make_app({"SESSION_TTL": 1, "IDEMPOTENCY_TTL": 600}, client=redis_client).test_client()
     started, inside = str(uuid.uuid4()), str(uuid.uuid4())
     sid = send(client, "hello", key=started).headers["session-id"]
     assert send(client, "more", sid, inside).status_code == 200
@@ -317,4 +302,4 @@ def test_a_retry_after_its_session_expired_is_answered_afresh(make_app, any_redi
         fresh = response.headers["session-id"]
         assert fresh != sid
         assert client.get(f"/api/session/{fresh}/validate").get_json()["valid"] is True
-    assert tagged(any_redis, sid) == []
+    assert tagged(redis_client, sid) == []

@@ -7,12 +7,8 @@ import uuid
 import pytest
 
 from chatbot_sessions.sessions.keys import session_keys
+from tests.support.api import send
 from tests.support.commands import record_commands
-
-
-def send(client, question, sid=None):
-    headers = {"session-id": sid} if sid is not None else {}
-    return client.post("/api/send-message", json={"question": question}, headers=headers)
 
 
 def test_without_header_creates_a_session(client):
@@ -26,21 +22,19 @@ def test_without_header_creates_a_session(client):
     assert body["degraded"] is False
 
 
-@pytest.mark.parametrize("header", ["", "garbage", "00000000-0000-0000-0000-000000000000", None])
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "garbage", "00000000-0000-0000-0000-000000000000", str(uuid.uuid4())],
+    ids=["missing", "empty", "garbage", "not-v4", "unknown-v4"],
+)
 def test_unknown_or_malformed_ids_get_a_new_session(client, header):
     headers = {} if header is None else {"session-id": header}
-    known = str(uuid.uuid4())
-    for sid in (header, known):
-        response = client.post(
-            "/api/send-message",
-            json={"question": "q"},
-            headers=headers if sid == header else {"session-id": known},
-        )
-        body = response.get_json()
-        assert response.status_code == 200
-        assert body["sessionId"] not in (header, known)
-        history = client.get(f"/api/session/{body['sessionId']}/history").get_json()
-        assert [m["content"] for m in history["messages"]] == ["q", "answer to: q"]
+    response = client.post("/api/send-message", json={"question": "q"}, headers=headers)
+    body = response.get_json()
+    assert response.status_code == 200
+    assert body["sessionId"] != header and response.headers["session-id"] == body["sessionId"]
+    history = client.get(f"/api/session/{body['sessionId']}/history").get_json()
+    assert [m["content"] for m in history["messages"]] == ["q", "answer to: q"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from chatbot_sessions.config import _VARIABLES, Settings, load_settings
+from chatbot_sessions.config import VARIABLES, Settings, load_settings
 from tests.conftest import require
 from tests.support.processes import REPO_ROOT
 
@@ -112,7 +112,7 @@ def test_app_listens_on_the_compose_network_even_with_a_copied_env_file(tmp_path
     assert result.returncode == 0, result.stderr
     environment = json.loads(result.stdout)["services"]["app"]["environment"]
     assert dotenv_values(tmp_path / ".env")["HOST"] == Settings().host == "127.0.0.1"
-    settings = load_settings(environ={k: v for k, v in environment.items() if k in _VARIABLES})
+    settings = load_settings(environ={k: v for k, v in environment.items() if k in VARIABLES})
     assert settings.host == "0.0.0.0" and settings.port == 8000
     assert settings.redis_url == "redis://redis:6379/0" and settings.trusted_proxies == 1
 
@@ -128,9 +128,9 @@ def test_nginx_uses_the_deploy_config(compose):
 
 def test_env_example_documents_every_setting_with_its_default():
     example = dotenv_values(REPO_ROOT / ".env.example")
-    unknown = set(example) - _VARIABLES - COMPOSE_ONLY
+    unknown = set(example) - VARIABLES - COMPOSE_ONLY
     assert not unknown, f".env.example names variables the service does not read: {unknown}"
-    missing = _VARIABLES - set(example)
+    missing = VARIABLES - set(example)
     assert not missing, f"add these settings to .env.example (with their default): {missing}"
     # the values shown are the real defaults, so copying the file changes nothing
     assert load_settings(environ={k: v for k, v in example.items() if v is not None}) == Settings()

@@ -94,7 +94,7 @@ def test_internal_endpoints_are_restricted_to_private_networks(tmp_path):
     nginx = NginxServer(tmp_path, upstream="127.0.0.1:9")
     nginx.write_config()
     dumped = subprocess.run(
-        [*nginx._args(), "-T"], capture_output=True, text=True, timeout=30, check=True
+        [*nginx.command(), "-T"], capture_output=True, text=True, timeout=30, check=True
     ).stdout
     locations = _location_blocks(dumped)
     expected = [*(f"allow {net}" for net in PRIVATE_NETWORKS), "deny all"]

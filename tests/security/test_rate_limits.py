@@ -15,6 +15,7 @@ from chatbot_sessions.config import ConfigError, load_settings
 from chatbot_sessions.extensions import resources
 from chatbot_sessions.security.rate_limits import KEY_PREFIX
 from chatbot_sessions.sessions.connection import connect
+from tests.support import api
 from tests.support.commands import fail_commands, record_commands
 from tests.support.processes import free_port
 
@@ -28,8 +29,8 @@ def from_ip(address: str) -> dict:
 
 
 def send(client, sid=None, ip="10.0.0.1", headers=None):
-    headers = {**({"session-id": sid} if sid else {}), **(headers or {})}
-    return client.post("/api/send-message", json={"question": "q"}, headers=headers, **from_ip(ip))
+    """A send from ``ip``; a falsy ``sid`` sends no session-id header."""
+    return api.send(client, sid=sid or None, ip=ip, headers=headers)
 
 
 def create(client, ip="10.0.0.1"):

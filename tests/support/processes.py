@@ -391,7 +391,8 @@ http {{
         )
         return self.main_config
 
-    def _args(self) -> list[str]:
+    def command(self) -> list[str]:
+        """The nginx command line for the rendered config (add ``-t`` or ``-T`` to check it)."""
         return [self.binary, "-p", str(self.workdir), "-c", str(self.main_config),
                 "-e", str(self.error_log)]  # fmt: skip
 
@@ -399,7 +400,7 @@ http {{
         """``nginx -t`` on the rendered config."""
         self.write_config()
         return subprocess.run(
-            [*self._args(), "-t"], capture_output=True, text=True, timeout=30, check=False
+            [*self.command(), "-t"], capture_output=True, text=True, timeout=30, check=False
         )
 
     def start(self, timeout: float = 10) -> NginxServer:
@@ -407,7 +408,7 @@ http {{
             raise RuntimeError("nginx is not installed")
         self.write_config()
         self.process = subprocess.Popen(
-            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
         def listening() -> bool:
