@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.conftest import require
 from tests.support.fault_proxy import FaultProxy
@@ -33,3 +34,12 @@ def proxy(fault_proxy) -> Iterator[FaultProxy]:
     fault_proxy.clear()
     yield fault_proxy
     fault_proxy.clear()
+
+
+@pytest.fixture
+def direct(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the Redis itself, bypassing the proxy; the server is ours to flush."""
+    client = own_redis.client(socket_timeout=5)
+    client.flushdb()
+    yield client
+    client.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,7 +16,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.support.fault_proxy import FaultProxy, ProxyStats, parse_command, parse_reply
-from tests.support.processes import RedisServer
 
 # Counts its calls on the server, so a test can tell whether a call ran.
 INCR_SCRIPT = "return redis.call('INCR', KEYS[1])"
@@ -52,15 +50,6 @@ def test_command_boundaries():
         assert parse_command(bytearray(request[:cut])) is None
     assert parse_command(bytearray(b"PING extra\r\n*1")) == ([b"PING", b"extra"], 12)
     assert parse_command(bytearray(b"\r\n")) == ([], 2)  # ignored by Redis: no reply owed
-
-
-@pytest.fixture
-def direct(own_redis: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the server itself, bypassing the proxy; the server is ours to flush."""
-    client = own_redis.client(socket_timeout=5)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def through(proxy: FaultProxy, **options) -> redis.Redis:

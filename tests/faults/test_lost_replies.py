@@ -32,7 +32,7 @@ from requests import Response
 
 from chatbot_sessions.sessions.codec import decode_message
 from tests.support.fault_proxy import SCRIPT_CALLS, FaultProxy
-from tests.support.processes import GunicornServer, RedisServer, wait_until
+from tests.support.processes import GunicornServer, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.gunicorn, pytest.mark.slow]
 
@@ -72,15 +72,6 @@ def service(fault_proxy, tmp_path_factory) -> Iterator[GunicornServer]:
     wait_until(lambda: len(server.worker_pids()) == 2, 10, what="both workers booted")
     yield server
     server.stop()
-
-
-@pytest.fixture
-def direct(own_redis: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the Redis itself, bypassing the proxy; the server is ours to flush."""
-    client = own_redis.client(socket_timeout=5)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 @dataclass(frozen=True)

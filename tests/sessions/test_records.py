@@ -7,25 +7,15 @@ import time
 
 import pytest
 
-from chatbot_sessions.domain import NewMessage
 from chatbot_sessions.exceptions import AlreadyRecorded, SessionNotFound
 from chatbot_sessions.sessions.ids import new_session_id
 from chatbot_sessions.sessions.keys import idempotency_key, session_keys, writes_key
 from chatbot_sessions.sessions.store import IdempotentWrite, SessionStore
 from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import record_commands
+from tests.support.turns import turns
 
 KEY = "client-key-0123456789"
-
-
-@pytest.fixture
-def store(redis_client) -> SessionStore:
-    return SessionStore(redis_client, ttl=300, max_messages=50, idempotency_ttl=60)
-
-
-def turns(text: str) -> list[NewMessage]:
-    at = now_ms()
-    return [NewMessage("user", text, at), NewMessage("assistant", f"re: {text}", at + 1)]
 
 
 def claim(store, owner="a", session_id=None, fp="fp1", lease_ms=10_000, proposed=None):

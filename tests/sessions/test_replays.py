@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot_sessions.domain import NewMessage
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.sessions.ids import new_session_id
 from chatbot_sessions.sessions.store import ClaimStatus, IdempotentWrite, SessionStore
-from chatbot_sessions.timestamps import now_ms
 from tests.support.commands import lose_replies
+from tests.support.turns import turns
 
 KEY = "client-key-0123456789"
-
-
-@pytest.fixture
-def store(redis_client) -> SessionStore:
-    return SessionStore(redis_client, ttl=300, max_messages=50, idempotency_ttl=60)
-
-
-def turns(text: str) -> list[NewMessage]:
-    at = now_ms()
-    return [NewMessage("user", text, at), NewMessage("assistant", f"re: {text}", at + 1)]
 
 
 def contents(store: SessionStore, sid: str) -> list[str]:
