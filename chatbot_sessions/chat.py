@@ -1,5 +1,9 @@
 """One chat turn: read the context, generate the reply, store both turns exactly once.
 
+Two ways: ``send`` answers in the request (the JSON endpoint); ``start_stream`` hands the
+writing to a producer (``generation.py``) that publishes the reply's events to Redis as it
+is written, for any worker to stream to the client (the SSE endpoints).
+
 Kept out of the views so the HTTP layer stays a thin parse-call-return, and out of the
 store so the store stays a repository. A turn costs two Redis round trips: one read of the
 recent context (which also refreshes the TTL) and one atomic append; an Idempotency-Key
@@ -9,18 +13,23 @@ adds a claim (and, for a send that starts a session, one more step), all in
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatbot_sessions import extensions, signals
 from chatbot_sessions.config import Settings
-from chatbot_sessions.domain import Exchange, Message, NewMessage
+from chatbot_sessions.domain import Exchange, Message, NewMessage, Reply
 from chatbot_sessions.exceptions import SessionNotFound
+from chatbot_sessions.generation import Generations, open_stream
 from chatbot_sessions.replies.base import ReplyGenerator
-from chatbot_sessions.sessions.idempotency import TurnWrites
-from chatbot_sessions.sessions.ids import parse_session_id
-from chatbot_sessions.sessions.store import SessionStore
+from chatbot_sessions.sessions.events import EventPublisher, ReplyEvents
+from chatbot_sessions.sessions.idempotency import Attempt, TurnWrites
+from chatbot_sessions.sessions.ids import new_reply_id, parse_session_id
+from chatbot_sessions.sessions.store import Published, SessionStore
 from chatbot_sessions.timestamps import now_ms
 
 if TYPE_CHECKING:
@@ -29,8 +38,25 @@ if TYPE_CHECKING:
 __all__ = ["ChatService", "Exchange", "init_app"]
 
 
+log = logging.getLogger(__name__)
+
+
 def _no_check() -> None:
     return None
+
+
+@dataclass(frozen=True)
+class StreamTicket:
+    """Where a streamed reply is: follow ``reply_id``'s events in ``session_id``.
+
+    ``joined``: another request of the same Idempotency-Key is writing it; ``replay``: the
+    request was answered before (no events to follow: the stored reply is sent as is).
+    """
+
+    session_id: str
+    reply_id: str
+    joined: bool = False
+    replay: Exchange | None = None
 
 
 class ChatService:
@@ -45,6 +71,8 @@ class ChatService:
         idempotency_lease: float = 30.0,
         idempotency_wait: float = 2.0,
         before_new_session: Callable[[], None] = _no_check,
+        generations: Generations | None = None,
+        events: ReplyEvents | None = None,
     ):
         self.store = store
         self.generator = generator
@@ -55,6 +83,92 @@ class ChatService:
         # Called before a turn starts a session, so that it can refuse (e.g. a rate limit on
         # creating sessions): whatever it raises ends the turn with nothing stored.
         self.before_new_session = before_new_session
+        self.generations = generations
+        self.events = events
+
+    # -- streamed replies ---------------------------------------------------------------
+
+    def start_stream(
+        self, raw_session_id: str | None, question: str, idempotency_key: str | None = None
+    ) -> StreamTicket:
+        """Start writing the answer to ``question`` on a producer thread; return at once.
+
+        The ``start`` event is published before this returns, so the ticket's reply can be
+        followed right away. A keyed repeat of an answered request gets its replay; of one
+        being streamed, that reply to join. GenerationsBusy when every producer is taken
+        (nothing stored then).
+        """
+        if self.generations is None or self.events is None:
+            raise RuntimeError("streaming needs generations and events (chat.init_app)")
+        asked_at = now_ms()
+        session_id = parse_session_id(raw_session_id)
+        history = self._context(session_id)
+        reply_id = new_reply_id()
+        slot = self.generations.reserve()
+        attempt = None
+        try:
+            attempt = self.writes.begin(
+                idempotency_key,
+                question,
+                session_id if history is not None else None,
+                reply_id=reply_id,
+            )
+            if attempt.replay is not None or attempt.joins is not None:
+                slot.release()
+                if attempt.joins is not None:
+                    return StreamTicket(*attempt.joins, joined=True)
+                return StreamTicket(attempt.replay.session_id, "", replay=attempt.replay)
+            if attempt.session_id is None:
+                self.before_new_session()
+            target = attempt.open_session()
+            events = self.events.publisher(target, reply_id)
+            events.start()
+        except BaseException:
+            slot.release()
+            if attempt is not None:
+                attempt.abandon()
+            raise
+        context = history if attempt.session_id == session_id and history else []
+        slot.run(lambda: self._produce(attempt, events, question, context, asked_at))
+        return StreamTicket(target, reply_id)
+
+    def _produce(
+        self,
+        attempt: Attempt,
+        events: EventPublisher,
+        question: str,
+        history: Sequence[Message],
+        asked_at: int,
+    ) -> None:
+        """Write the reply delta by delta, stop if asked, store the turn, publish ``done``."""
+        try:
+            started = time.perf_counter()
+            stream = open_stream(self.generator, question, history)
+            parts: list[str] = []
+            stopped = False
+            for delta in stream:
+                parts.append(delta)
+                if events.delta(delta) == Published.STOP:
+                    stopped = True
+                    stream.close()
+                    break
+            reply = Reply("".join(parts), tuple(stream.sources), stream.degraded, stopped)
+            signals.reply_generated.send(
+                self, seconds=time.perf_counter() - started, question=question, reply=reply
+            )
+            turns = [
+                NewMessage("user", question, asked_at),
+                NewMessage(
+                    "assistant", reply.text, now_ms(), tuple(reply.sources), stopped=stopped
+                ),
+            ]
+            exchange = attempt.commit(turns, reply)
+            events.done(exchange, stopped=stopped)
+        except Exception as exc:
+            attempt.abandon()
+            log.warning("streamed reply failed: %s", exc)
+            with contextlib.suppress(Exception):  # Redis may be what failed
+                events.error()
 
     def _context(self, session_id: str | None) -> Sequence[Message] | None:
         """Recent messages of an existing session, or None when there is no such session."""
@@ -113,6 +227,9 @@ def init_app(app: Flask, settings: Settings) -> ChatService:
         # A keyed request holds its key while it may still be generating (LLM_TIMEOUT).
         idempotency_lease=settings.llm_timeout + 2,
         idempotency_wait=settings.idempotency_wait,
+        generations=Generations(settings.max_generations),
+        events=ReplyEvents(resources.store, retention=settings.stream_retention),  # type: ignore[arg-type]
     )
     resources.chat = chat
+    resources.on_close(chat.generations.close)  # type: ignore[union-attr]
     return chat

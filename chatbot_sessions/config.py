@@ -105,6 +105,8 @@ class Settings:
     trusted_proxies: int = 0
     idempotency_ttl: int = 600
     idempotency_wait: float = 2.0
+    max_generations: int = 8
+    stream_retention: int = 300
     # Loopback: `make run` (often the embedded trial store) must not face the network by
     # default. The Dockerfile and docker-compose.yml set HOST=0.0.0.0 for containers.
     host: str = "127.0.0.1"
@@ -173,6 +175,8 @@ class _SettingsSchema(Schema):
     trusted_proxies = fields.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(0, 10))
     idempotency_ttl = _positive_int(data_key="IDEMPOTENCY_TTL")
     idempotency_wait = fields.Float(data_key="IDEMPOTENCY_WAIT", validate=validate.Range(0, 30))
+    max_generations = fields.Integer(data_key="MAX_GENERATIONS", validate=validate.Range(1, 256))
+    stream_retention = _positive_int(data_key="STREAM_RETENTION")
     host = fields.String(data_key="HOST", validate=validate.Length(min=1))
     port = fields.Integer(data_key="PORT", validate=validate.Range(1, 65535))
     web_concurrency = fields.Integer(data_key="WEB_CONCURRENCY", validate=validate.Range(1, 64))

@@ -22,6 +22,8 @@ class Message(TypedDict):
     content: str
     timestamp: str
     sources: NotRequired[list[dict[str, Any]]]
+    #: Present (true) on an answer whose writing the user stopped: the text so far.
+    stopped: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Reply:
     text: str
     sources: Sequence[Source] = field(default_factory=tuple)
     degraded: bool = False
+    #: The user stopped it mid-way; ``text`` is what was written until then.
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class NewMessage:
     content: str
     at_ms: int
     sources: Sequence[Source] = ()
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,15 @@ class RateLimited(ChatSessionError):
 
 class AdminTokenRequired(ChatSessionError):
     """An admin request came without the right ``Authorization: Bearer <ADMIN_TOKEN>``."""
+
+
+class GenerationsBusy(ChatSessionError):
+    """Every reply-writing slot of this worker is taken (MAX_GENERATIONS); retry shortly."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(f"all reply writers are busy; retry in {retry_after}s")
+        self.retry_after = retry_after
+
+
+class ReplyNotFound(ChatSessionError):
+    """No streamed reply by that id in that session (never, or no longer: STREAM_RETENTION)."""

@@ -15,9 +15,11 @@ from werkzeug.exceptions import HTTPException
 
 from chatbot_sessions.exceptions import (
     AdminTokenRequired,
+    GenerationsBusy,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     RateLimited,
+    ReplyNotFound,
     SessionNotFound,
     StoreUnavailable,
 )
@@ -158,6 +160,21 @@ def _rate_limited(exc: RateLimited) -> Response:
     )
 
 
+def _reply_not_found(exc: ReplyNotFound) -> Response:
+    return error_response(
+        404, "reply_not_found", "No such reply: it may have ended too long ago (STREAM_RETENTION)."
+    )
+
+
+def _generations_busy(exc: GenerationsBusy) -> Response:
+    return error_response(
+        503,
+        "busy",
+        "Every reply writer is busy; please retry shortly.",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def _admin_token_required(exc: AdminTokenRequired) -> Response:
     return error_response(
         401,
@@ -183,4 +200,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(IdempotencyInProgress, _idempotency_in_progress)
     app.register_error_handler(RateLimited, _rate_limited)
     app.register_error_handler(AdminTokenRequired, _admin_token_required)
+    app.register_error_handler(ReplyNotFound, _reply_not_found)
+    app.register_error_handler(GenerationsBusy, _generations_busy)
     app.register_error_handler(Exception, _unexpected)

@@ -35,6 +35,9 @@ class MessageSchema(Schema):
     content = fields.String(required=True)
     timestamp = fields.String(required=True, metadata={"description": "ISO 8601 UTC"})
     sources = fields.List(fields.Nested(SourceSchema))
+    stopped = fields.Boolean(
+        metadata={"description": "true on an answer the user stopped: the text so far"}
+    )
 
 
 class PreRenderedList(fields.List):
@@ -183,6 +186,26 @@ class ReplySchema(SuccessSchema):
     sessionId = fields.String(required=True, attribute="session_id")
     sources = fields.List(fields.Nested(SourceSchema), required=True, attribute="reply.sources")
     degraded = fields.Boolean(required=True, attribute="reply.degraded")
+
+
+class EventsQuerySchema(Schema):
+    """Query of GET …/replies/<replyId>/events."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "resume after this event id (for clients that cannot send Last-Event-ID)"
+        },
+    )
+
+
+class StopAcceptedSchema(SuccessSchema):
+    """Answer of POST …/replies/<replyId>/stop."""
+
+    message = fields.String(required=True)
 
 
 class ErrorSchema(Schema):

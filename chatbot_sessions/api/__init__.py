@@ -63,6 +63,7 @@ def init_api(app: Flask) -> ChatApi:
     from chatbot_sessions.api.admin import init_admin_api
     from chatbot_sessions.api.messages import blp as messages_blp
     from chatbot_sessions.api.sessions import blp as sessions_blp
+    from chatbot_sessions.api.streams import blp as streams_blp
 
     app.config.setdefault("API_TITLE", "chatbot-sessions")
     app.config.setdefault("API_VERSION", "1.0")
@@ -77,5 +78,6 @@ def init_api(app: Flask) -> ChatApi:
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(resources(app).settings))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)
+    api.register_blueprint(streams_blp)
     init_admin_api(api)
     return api

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 
 from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.api.responses import REPLAYED_HEADER, SESSION_ID_HEADER, errors
+from chatbot_sessions.api.streams import stream_ticket, wants_stream
 from chatbot_sessions.domain import Exchange
 from chatbot_sessions.extensions import get_chat
 from chatbot_sessions.schemas import ReplySchema, SendMessageSchema, SessionHeaderSchema
@@ -28,8 +30,15 @@ class SendMessage(MethodView):
         body: dict[str, Any],
         session_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> tuple[Exchange, int, dict[str, str]]:
-        """Answer a question; a missing or unknown ``session-id`` header starts a new session."""
+    ) -> tuple[Exchange, int, dict[str, str]] | Response:
+        """Answer a question; a missing or unknown ``session-id`` header starts a new session.
+
+        With ``Accept: text/event-stream`` the answer is streamed as Server-Sent Events
+        (``start``, ``delta``..., ``done``; see ``api/streams.py``) while it is written.
+        """
+        if wants_stream():
+            ticket = get_chat().start_stream(session_id, body["question"], idempotency_key)
+            return stream_ticket(ticket)
         exchange = get_chat().send(session_id, body["question"], idempotency_key)
         headers = {"session-id": exchange.session_id}
         if exchange.replayed:

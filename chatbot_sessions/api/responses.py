@@ -24,14 +24,22 @@ _RETRY_AFTER = {
 # status -> (description, headers); descriptions name the ``error`` codes clients may see.
 ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any] | None]] = {
     400: ("`invalid_json`: the body is not valid JSON", None),
-    404: ("`session_not_found`: unknown, expired or deleted session", None),
+    404: (
+        "`session_not_found`: unknown, expired or deleted session; `reply_not_found`: no such "
+        "streamed reply (or it ended more than STREAM_RETENTION ago)",
+        None,
+    ),
     409: (
         "`idempotency_in_progress`: a request with this Idempotency-Key is still being answered",
         _RETRY_AFTER,
     ),
     413: ("`payload_too_large`: the body is larger than MAX_CONTENT_LENGTH", None),
     429: ("`rate_limited`: too many requests from this client or session", _RETRY_AFTER),
-    503: ("`store_unavailable`: the session store is down; retry shortly", _RETRY_AFTER),
+    503: (
+        "`store_unavailable`: the session store is down; `busy`: every reply writer of this "
+        "worker is taken (streamed replies); retry shortly",
+        _RETRY_AFTER,
+    ),
 }
 
 SESSION_ID_HEADER = {

@@ -4,7 +4,8 @@ the store, the idempotency records, and export/import.
 A message entry is ``<t><ms base 36>|<content>``: about 10 bytes of overhead, where a JSON
 object per message spent about 60 on key names and an ISO date. ``t`` is ``u``/``a``, or
 ``U``/``A`` when a line of JSON sources sits between the ``|`` and the content (JSON never
-holds a raw newline, so the first newline ends it). The API still shows the wire shape
+holds a raw newline, so the first newline ends it). A ``~`` after the stamp marks an answer
+the user stopped mid-way. The API still shows the wire shape
 ``{type, content, timestamp[, sources]}``.
 """
 
@@ -33,7 +34,7 @@ def _base36(number: int) -> str:
 def encode_message(message: NewMessage) -> str:
     """The compact stored entry of ``message`` (scores rounded to 4 places)."""
     code = _TYPE_CODES[message.type]
-    stamp = _base36(message.at_ms)
+    stamp = _base36(message.at_ms) + ("~" if message.stopped else "")
     if not message.sources:
         return f"{code}{stamp}|{message.content}"
     sources = json.dumps(
@@ -47,20 +48,20 @@ def encode_message(message: NewMessage) -> str:
 def decode_message(raw: str) -> Message:
     """Turn a stored entry back into the wire shape ``{type, content, timestamp[, sources]}``."""
     head, _, rest = raw.partition("|")
-    code = head[0]
-    timestamp = iso_from_ms(int(head[1:], 36))
-    if not code.isupper():
-        return {"type": _TYPE_NAMES[code], "content": rest, "timestamp": timestamp}  # type: ignore[typeddict-item]
-    sources, _, content = rest.partition("\n")
-    return {
-        "type": _TYPE_NAMES[code.lower()],  # type: ignore[typeddict-item]
-        "content": content,
-        "timestamp": timestamp,
-        "sources": [
+    code, stamp = head[0], head[1:]
+    stopped = stamp.endswith("~")
+    message: dict[str, Any] = {"type": _TYPE_NAMES[code.lower()]}
+    if code.isupper():
+        sources, _, rest = rest.partition("\n")
+        message["sources"] = [
             {"title": title, "source": source, "score": score}
             for title, source, score in json.loads(sources)
-        ],
-    }
+        ]
+    message["content"] = rest
+    message["timestamp"] = iso_from_ms(int(stamp.rstrip("~"), 36))
+    if stopped:
+        message["stopped"] = True
+    return message  # type: ignore[return-value]
 
 
 def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
@@ -70,7 +71,11 @@ def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
         for s in message.get("sources") or ()
     )
     return NewMessage(
-        message["type"], message["content"], ms_from_iso(message["timestamp"]), sources
+        message["type"],
+        message["content"],
+        ms_from_iso(message["timestamp"]),
+        sources,
+        stopped=bool(message.get("stopped")),
     )
 
 

@@ -64,7 +64,9 @@ class Attempt:
     """One send on its way to the store: where it goes, or the reply it replays.
 
     ``session_id`` is the session the turn goes into (None: a new one); ``replay`` is set
-    when a keyed send was answered before, and then nothing is to be generated or stored.
+    when a keyed send was answered before, and then nothing is to be generated or stored;
+    ``joins`` (session id, reply id) when another attempt of the key is streaming its reply
+    right now, for a streaming client to follow instead.
     """
 
     def __init__(
@@ -77,22 +79,49 @@ class Attempt:
         owner: str = "",
         reserved_id: str | None = None,
         replay: Exchange | None = None,
+        joins: tuple[str, str] | None = None,
     ) -> None:
         self._writes = writes
         self.session_id = session_id
         self.replay = replay
+        self.joins = joins
+        # Where the key's record (and this attempt's lease) is: the session, or None for the
+        # session-less record of a send that starts a session.
+        self._claimed_in = session_id
         self._key = key
         self._fingerprint = fingerprint
         self._owner = owner
         self._reserved_id = reserved_id
 
+    def open_session(self) -> str:
+        """Create the new session now, for a reply that is streamed: its events need a home,
+        and its first event names the session before any text is written. The turn is
+        committed into it later, like any turn into an existing session."""
+        if self.session_id is not None:
+            return self.session_id
+        store = self._writes.store
+        candidates = [self._reserved_id] if self._reserved_id else []
+        for fresh in candidates + [new_session_id() for _ in range(_FRESH_ID_TRIES)]:
+            try:
+                store.create(fresh)
+            except SessionIdTaken:
+                if fresh != self._reserved_id:
+                    continue  # a UUID v4 collision: never merge sessions
+                # The key's own reserved id: an earlier attempt of this key created it.
+            self.session_id = fresh
+            return fresh
+        raise SessionIdTaken("fresh ids")
+
     def commit(self, turns: Sequence[NewMessage], reply: Reply) -> Exchange:
         """Store ``turns`` exactly once; return the exchange (or the replay of an earlier one)."""
         store = self._writes.store
         record = self._record(reply)
+        started_by_key = record is not None and self._claimed_in is None
         if self.session_id is not None:
             try:
-                store.append(self.session_id, turns, record=record)
+                store.append(self.session_id, turns, record=record, started_by_key=started_by_key)
+                if started_by_key:
+                    self._finish(self.session_id, record)  # type: ignore[arg-type]
                 return Exchange(self.session_id, reply)
             except AlreadyRecorded:
                 return self._writes.replay_of(self._claim(self.session_id))
@@ -101,6 +130,7 @@ class Attempt:
             if self._key is not None:
                 # Retries will now miss the session, so they must find the new one by key.
                 claim = self._claim(None)
+                self._claimed_in = None
                 if claim.status == ClaimStatus.DONE:
                     return self._writes.replay_of(claim)
                 self._reserved_id = claim.session_id
@@ -111,7 +141,7 @@ class Attempt:
         if self._key is None:
             return
         with contextlib.suppress(StoreUnavailable):  # Redis is down: the lease lapses anyway
-            self._writes.store.release(self._key, session_id=self.session_id, owner=self._owner)
+            self._writes.store.release(self._key, session_id=self._claimed_in, owner=self._owner)
 
     def _record(self, reply: Reply) -> IdempotentWrite | None:
         if self._key is None:
@@ -163,22 +193,29 @@ class TurnWrites:
         self.lease_ms = int(lease_seconds * 1000)
         self.wait = wait_seconds
 
-    def begin(self, key: str | None, question: str, session_id: str | None) -> Attempt:
+    def begin(
+        self, key: str | None, question: str, session_id: str | None, *, reply_id: str = ""
+    ) -> Attempt:
         """Start storing a turn for ``question`` in ``session_id`` (None: a new session).
 
         With ``key``: a repeat of an answered request comes back with ``replay`` set, a
         different question under the same key raises IdempotencyKeyReused, and a repeat of
         one still being answered waits briefly, then raises IdempotencyInProgress. A key's
         session that was deleted meanwhile is treated as unknown: the turn starts a new one.
+        ``reply_id`` names the reply this attempt will stream: a repeat that comes while it
+        streams is handed it in ``joins`` at once, instead of waiting.
         """
         if key is None:
             return Attempt(self, session_id)
         fingerprint = hashlib.sha256(question.encode("utf-8")).hexdigest()
         owner = secrets.token_hex(16)  # this attempt's write id on the record
-        claim = self.claim(key, fingerprint, owner, session_id)
+        claim = self.claim(key, fingerprint, owner, session_id, reply_id=reply_id)
         if claim.status == ClaimStatus.GONE:
             session_id = None
-            claim = self.claim(key, fingerprint, owner, None)
+            claim = self.claim(key, fingerprint, owner, None, reply_id=reply_id)
+        if claim.status == ClaimStatus.BUSY:  # only when it streams: joining beats waiting
+            joins = (claim.session_id or "", claim.reply_id)
+            return Attempt(self, session_id, key=key, joins=joins)
         replay = self.replay_of(claim) if claim.status == ClaimStatus.DONE else None
         reserved = claim.session_id if session_id is None else None
         return Attempt(
@@ -187,9 +224,16 @@ class TurnWrites:
         )  # fmt: skip
 
     def claim(
-        self, key: str, fingerprint: str, owner: str, session_id: str | None
+        self,
+        key: str,
+        fingerprint: str,
+        owner: str,
+        session_id: str | None,
+        *,
+        reply_id: str = "",
     ) -> IdempotencyClaim:
-        """Claim the key's record, waiting up to ``wait`` while another request holds it."""
+        """Claim the key's record, waiting up to ``wait`` while another request holds it
+        (not at all when the holder streams its reply and this attempt could join it)."""
         deadline = time.monotonic() + self.wait
         pause = _POLL_FIRST
         while True:
@@ -200,10 +244,11 @@ class TurnWrites:
                 proposed_session_id=new_session_id() if session_id is None else None,
                 lease_ms=self.lease_ms,
                 owner=owner,
+                reply_id=reply_id,
             )
             if claim.status == ClaimStatus.MISMATCH:
                 raise IdempotencyKeyReused("the Idempotency-Key was used for a different request")
-            if claim.status != ClaimStatus.BUSY:
+            if claim.status != ClaimStatus.BUSY or (reply_id and claim.reply_id):
                 return claim
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -24,3 +24,18 @@ def parse_session_id(raw: str | None) -> str | None:
     if raw is None or not _CANONICAL_V4.fullmatch(raw):
         return None
     return raw.lower()
+
+
+_REPLY_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_reply_id() -> str:
+    """A fresh id for a streamed reply: 128 random bits, hex (it names a key of the session)."""
+    return uuid.uuid4().hex
+
+
+def parse_reply_id(raw: str | None) -> str | None:
+    """Return ``raw`` if it is a reply id of ours (32 lower-case hex digits), else None."""
+    if raw is None or not _REPLY_ID.fullmatch(raw):
+        return None
+    return raw

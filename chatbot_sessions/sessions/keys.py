@@ -7,6 +7,7 @@ One Redis Cluster hash tag per session, so multi-key scripts never hit CROSSSLOT
     chat_session:{<id>}:writes    zset  the write log: recent write ids and record names
     chat_session:{<id>}:idem:<h>  hash  Idempotency-Key record of a send into that session
     chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
+    chat_session:{<id>}:reply:<r> stream the events of a streamed reply (start, deltas, done)
 
 ``<id>`` is always a canonical UUID v4 (``ids.parse_session_id`` is the one gate client
 input passes through) and ``<h>`` the SHA-256 of the client's Idempotency-Key, so no client
@@ -74,6 +75,12 @@ def idempotency_key(client_key: str, session_id: str | None) -> str:
     if session_id is None:
         return f"{SESSIONLESS_RECORD_PREFIX}{digest}}}"
     return f"{meta_key(session_id)}:idem:{digest}"
+
+
+def reply_events_key(session_id: str, reply_id: str) -> str:
+    """The Redis Stream of one streamed reply's events, in the session's hash tag.
+    ``reply_id`` is ours (``new_reply_id``) or checked by ``ids.parse_reply_id`` first."""
+    return f"{meta_key(session_id)}:reply:{reply_id}"
 
 
 def session_id_of_meta(key: str) -> str | None:

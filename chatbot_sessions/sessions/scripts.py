@@ -114,7 +114,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 log_write(ARGV[5], ARGV[6])
 if record then
   redis.call('HSET', record, 'state', 'done', 'fp', ARGV[8], 'sid', ARGV[9], 'result', ARGV[10])
-  redis.call('HDEL', record, 'lease', 'owner')
+  redis.call('HDEL', record, 'lease', 'owner', 'reply')
   redis.call('EXPIRE', record, ARGV[7])
   local until_ms = tonumber(ARGV[2]) + 1000 * tonumber(ARGV[7])
   redis.call('ZADD', KEYS[3], until_ms, record)
@@ -125,18 +125,20 @@ return 'stored'
 )
 
 # KEYS: record[, writes, meta] (the last two for a record in a session). ARGV: record ttl,
-# now_ms, fingerprint, lease_until_ms, owner, proposed session id.
-# Returns {status, sid[, result or lease_until]}: 'new' (this caller holds the lease: a new
-# record, a lapsed lease taken over, or its own claim run again), 'busy' (another holds it),
+# now_ms, fingerprint, lease_until_ms, owner, proposed session id, reply id ('' unless the
+# attempt streams its reply).
+# Returns {status, sid[, result or lease_until, reply id]}: 'new' (this caller holds the
+# lease: a new record, a lapsed lease taken over, or its own claim run again), 'busy'
+# (another holds it; with the id of the reply it is streaming, if any),
 # 'done', 'mismatch', or 'gone' when the session no longer exists (nothing written: no
 # record of a deleted session). A new record in a session joins its write log, which
 # expires with the session (PTTL of meta).
 CLAIM = """
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {'gone', ''} end
-local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result', 'owner')
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result', 'owner', 'reply')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[3], 'lease', ARGV[4],
-             'owner', ARGV[5], 'sid', ARGV[6])
+             'owner', ARGV[5], 'sid', ARGV[6], 'reply', ARGV[7])
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   if KEYS[2] then
     redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[1]), KEYS[1])
@@ -148,8 +150,8 @@ end
 if r[2] ~= ARGV[3] then return {'mismatch', r[4]} end
 if r[1] == 'done' then return {'done', r[4], r[5]} end
 if r[6] == ARGV[5] then return {'new', r[4]} end
-if tonumber(r[3]) > tonumber(ARGV[2]) then return {'busy', r[4], r[3]} end
-redis.call('HSET', KEYS[1], 'lease', ARGV[4], 'owner', ARGV[5])
+if tonumber(r[3]) > tonumber(ARGV[2]) then return {'busy', r[4], r[3], r[7] or ''} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[4], 'owner', ARGV[5], 'reply', ARGV[7])
 return {'new', r[4]}
 """
 
@@ -173,7 +175,7 @@ return 1
 FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[1], 'sid', ARGV[2], 'result', ARGV[3])
-redis.call('HDEL', KEYS[1], 'lease', 'owner')
+redis.call('HDEL', KEYS[1], 'lease', 'owner', 'reply')
 return 1
 """
 
@@ -186,7 +188,7 @@ return 1
 # tells a replay from a missing session by whether it retried (``SessionStore.delete``).
 DELETE = """
 local removed = redis.call('DEL', KEYS[1], KEYS[2])
-local own = KEYS[1] .. ':idem:'
+local own = KEYS[1] .. ':'
 local other = {}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   if string.sub(name, 1, #own) == own then
@@ -203,6 +205,53 @@ redis.call('DEL', KEYS[3])
 return {removed, unpack(other)}
 """
 
+
+# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms, event id (n: the
+# stream entry id is 0-n, so SSE ids are 1, 2, 3...), event name, data (JSON), retention
+# (s), maxlen, final ('1' for done/error). Appends one event of a streamed reply, unless the
+# session is gone (returns 'gone': never a key naming a deleted session). The stream is
+# named in the write log (so DELETE removes it) and lives `retention` after its last event.
+# Returns 'stop' when the user asked to stop this reply, else 'ok'; a final event clears
+# the stop request. Run twice (a lost reply), the second XADD of the same id is refused,
+# and the script answers as the first run did.
+PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+if not top or tonumber(string.sub(top[1], 3)) < tonumber(ARGV[3]) then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '0-' .. ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
+end
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[6]), KEYS[4])
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 and redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], pttl) end
+local stop = 'stop:' .. string.sub(KEYS[4], #KEYS[1] + 8)
+if ARGV[8] == '1' then
+  redis.call('HDEL', KEYS[1], stop)
+  return 'ok'
+end
+if redis.call('HEXISTS', KEYS[1], stop) == 1 then return 'stop' end
+return 'ok'
+"""
+
+# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms, final event names
+# ('done', 'error'). An access (the session's TTLs re-armed). Asks the producer of the reply
+# to stop: 'ok', 'done' when the reply has already ended (nothing to stop), 'gone' when the
+# session or the reply is unknown.
+STOP = (
+    _refresh("'gone'")
+    + """
+local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+if not top then return 'gone' end
+if top[2][2] == ARGV[3] or top[2][2] == ARGV[4] then return 'done' end
+redis.call('HSET', KEYS[1], 'stop:' .. string.sub(KEYS[4], #KEYS[1] + 8), 1)
+return 'ok'
+"""
+)
+
+# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms. An access: the
+# session's TTLs re-armed. Returns 1 when the session and the reply's events exist, 0 when
+# the session does but the reply does not, false when the session is gone.
+REPLY_EXISTS = _refresh("false") + "return redis.call('EXISTS', KEYS[4])\n"
 
 # KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
 # {createdAt, lastActivity, seq, pttl, raw messages...}.

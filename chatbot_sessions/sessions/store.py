@@ -54,6 +54,7 @@ from chatbot_sessions.sessions.keys import (
     idempotency_key,
     meta_key,
     record_ttl,
+    reply_events_key,
     session_keys,
     writes_key,
 )
@@ -76,6 +77,37 @@ class Outcome(StrEnum):
     RECORDED = "recorded"
 
 
+class Published(StrEnum):
+    """What publishing a reply event found (see ``scripts.PUBLISH``)."""
+
+    OK = "ok"
+    STOP = "stop"  # the user asked to stop this reply
+    GONE = "gone"  # the session no longer exists: nothing written
+
+
+class StopOutcome(StrEnum):
+    """What asking a reply to stop found (see ``scripts.STOP``)."""
+
+    OK = "ok"
+    DONE = "done"  # it had already ended
+    GONE = "gone"  # no such session or reply
+
+
+@dataclass(frozen=True)
+class ReplyEvent:
+    """One event of a streamed reply: its number in the reply, its name, its JSON data."""
+
+    id: int
+    name: str
+    data: str
+
+
+#: Events after which a streamed reply has nothing more to say.
+FINAL_EVENTS = ("done", "error")
+#: Most events one reply's stream keeps (a reply of LLM_MAX_TOKENS is far below this).
+STREAM_MAXLEN = 10_000
+
+
 class ClaimStatus(StrEnum):
     """What claiming an Idempotency-Key record found (see ``_CLAIM``)."""
 
@@ -94,6 +126,8 @@ class IdempotencyClaim:
     session_id: str | None
     result: str | None = None
     lease_until_ms: int = 0
+    #: With BUSY: the reply the holder is streaming ('' when it is not streaming).
+    reply_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +173,9 @@ class SessionStore:
         self._release = client.register_script(scripts.RELEASE)
         self._finish = client.register_script(scripts.FINISH)
         self._delete = client.register_script(scripts.DELETE)
+        self._publish = client.register_script(scripts.PUBLISH)
+        self._stop = client.register_script(scripts.STOP)
+        self._reply_exists = client.register_script(scripts.REPLY_EXISTS)
 
     @contextmanager
     def redis_errors(self) -> Iterator[None]:
@@ -163,12 +200,16 @@ class SessionStore:
         a retry after a reply was lost changes nothing. ``retried`` lets a caller read "not
         found" after a retry as "an earlier attempt of mine did it".
         """
+        return self._run(lambda: script(keys=keys, args=args))
+
+    def _run(self, call: Callable[[], Any]) -> tuple[Any, bool]:
+        """``_call`` for any one round trip (a script, a pipeline)."""
         if budget.spent():
             raise StoreUnavailable("an earlier Redis call of this request timed out")
         with self.redis_errors():
             for attempt, pause in enumerate((*RETRY_DELAYS, None)):
                 try:
-                    return script(keys=keys, args=args), attempt > 0
+                    return call(), attempt > 0
                 except RedisConnectionError:
                     if pause is None:
                         raise
@@ -223,6 +264,7 @@ class SessionStore:
         *,
         create: bool = False,
         record: IdempotentWrite | None = None,
+        started_by_key: bool = False,
     ) -> None:
         """Append ``messages`` atomically and exactly once, trimming to the maximum.
 
@@ -231,15 +273,15 @@ class SessionStore:
         messages. With a ``record``, the session's Idempotency-Key record is marked done in
         the same step, and AlreadyRecorded is raised (nothing stored) if another attempt of
         the key did so already. The record joins the session's write log, and so, with
-        ``create``, does the key's session-less record (the one that reserved this id), so
-        that deleting the session deletes both.
+        ``create`` or ``started_by_key``, does the key's session-less record (the one that
+        reserved this id), so that deleting the session deletes both.
         """
         keys = session_keys(session_id)
         at = now_ms()
         record_args: list[Any] = ["", "", "", "", ""]
         if record is not None:
             keys.append(idempotency_key(record.key, session_id))
-            origin = idempotency_key(record.key, None) if create else ""
+            origin = idempotency_key(record.key, None) if create or started_by_key else ""
             record_args = [
                 self.record_ttl, record.fingerprint, canonical_session_id(session_id),
                 record.result, origin,
@@ -269,6 +311,7 @@ class SessionStore:
         proposed_session_id: str | None = None,
         lease_ms: int,
         owner: str,
+        reply_id: str = "",
     ) -> IdempotencyClaim:
         """Find or start the record of Idempotency-Key ``key`` for ``session_id`` (None: the
         session-less record, which reserves ``proposed_session_id`` for the new session).
@@ -278,7 +321,7 @@ class SessionStore:
         at = now_ms()
         # Records hold canonical ids, so a replay answers with the id the first reply gave.
         sid = canonical_session_id(session_id) if session_id else proposed_session_id or ""
-        args = [self.record_ttl, at, fingerprint, at + lease_ms, owner, sid]
+        args = [self.record_ttl, at, fingerprint, at + lease_ms, owner, sid, reply_id]
         keys = [idempotency_key(key, session_id)]
         if session_id is not None:
             keys += [writes_key(session_id), meta_key(session_id)]
@@ -287,7 +330,9 @@ class SessionStore:
         if status == ClaimStatus.DONE:
             return IdempotencyClaim(status, found_sid or None, result=extra[0])
         if status == ClaimStatus.BUSY:
-            return IdempotencyClaim(status, found_sid or None, lease_until_ms=int(extra[0]))
+            return IdempotencyClaim(
+                status, found_sid or None, lease_until_ms=int(extra[0]), reply_id=extra[1]
+            )
         return IdempotencyClaim(status, found_sid or None)
 
     def release(self, key: str, *, session_id: str | None, owner: str) -> None:
@@ -317,6 +362,60 @@ class SessionStore:
                 removed += self.client.delete(*elsewhere)
         if not removed and not retried:
             raise SessionNotFound(session_id)
+
+    # -- streamed replies ---------------------------------------------------------------
+
+    def publish(
+        self, session_id: str, reply_id: str, event: ReplyEvent, *, retention: int
+    ) -> Published:
+        """Append ``event`` to the reply's stream, kept ``retention`` seconds after its last
+        event (never longer than the session); says whether the user asked to stop."""
+        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        args = [
+            self.ttl, now_ms(), event.id, event.name, event.data, min(retention, self.ttl),
+            STREAM_MAXLEN, int(event.name in FINAL_EVENTS),
+        ]  # fmt: skip
+        return Published(self._call(self._publish, keys, args)[0])
+
+    def stop_reply(self, session_id: str, reply_id: str) -> StopOutcome:
+        """Ask the producer of a streamed reply to stop (an access of the session)."""
+        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        return StopOutcome(self._call(self._stop, keys, [self.ttl, now_ms(), *FINAL_EVENTS])[0])
+
+    def reply_exists(self, session_id: str, reply_id: str) -> bool:
+        """Whether the reply's events are still kept; SessionNotFound if the session is gone.
+        An access of the session."""
+        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        found = self._call(self._reply_exists, keys, [self.ttl, now_ms()])[0]
+        if found is None:
+            raise SessionNotFound(session_id)
+        return bool(found)
+
+    def read_events(
+        self, session_id: str, reply_id: str, *, after: int, block_ms: int
+    ) -> list[ReplyEvent]:
+        """Events after number ``after``, waiting up to ``block_ms`` for one (XREAD BLOCK).
+
+        The same round trip refreshes the session's TTL (reading a stream is an access);
+        SessionNotFound if the session is gone.
+        """
+        keys = session_keys(session_id)
+        stream = reply_events_key(session_id, reply_id)
+
+        def poll() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            self._touch(keys=keys, args=[self.ttl, now_ms()], client=pipe)
+            pipe.xread({stream: f"0-{after}"}, count=100, block=block_ms)
+            return pipe.execute()
+
+        touched, found = self._run(poll)[0]
+        if not touched:
+            raise SessionNotFound(session_id)
+        entries = found[0][1] if found else []
+        return [
+            ReplyEvent(int(entry_id.partition("-")[2]), fields["e"], fields["d"])
+            for entry_id, fields in entries
+        ]
 
     def ping(self) -> bool:
         """True when Redis answers PING; StoreUnavailable otherwise."""

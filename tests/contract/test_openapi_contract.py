@@ -40,7 +40,7 @@ def case_counts():
     counts: Counter[str] = Counter()
     yield counts
     assert sum(counts.values()) >= MIN_CASES, f"only {dict(counts)} cases were generated"
-    assert len(counts) == 6, f"not every operation was exercised: {dict(counts)}"
+    assert len(counts) == 8, f"not every operation was exercised: {dict(counts)}"
     assert min(counts.values()) >= 3, f"an operation was barely exercised: {dict(counts)}"
 
 

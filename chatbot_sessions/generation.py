@@ -1,0 +1,96 @@
+"""Writing replies off the request thread: a bounded pool of producers per worker.
+
+A streamed reply is written by a producer thread, not by the request that asked for it, so
+the answer goes on (and is stored) when the client goes away, and any worker can serve its
+events from Redis. The pool is bounded (``MAX_GENERATIONS``): a request that finds every
+slot taken is refused at once (``GenerationsBusy``, a 503 with ``Retry-After``) instead of
+queueing behind replies that may each take LLM_TIMEOUT.
+
+A slot is reserved before anything is written, so a refusal changes nothing stored; the
+reserving request then either hands the slot a job or releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.exceptions import GenerationsBusy
+from chatbot_sessions.replies.base import ReplyGenerator
+
+log = logging.getLogger(__name__)
+
+
+class Slot:
+    """One reserved producer slot: run one job in it, or release it unused."""
+
+    def __init__(self, pool: Generations) -> None:
+        self._pool = pool
+        self._held = True
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a producer thread; the slot frees itself when the job ends."""
+
+        def wrapped() -> None:
+            try:
+                job()
+            except BaseException:  # a job reports its own failures; this is the last net
+                log.exception("reply producer failed")
+            finally:
+                self.release()
+
+        self._pool.executor.submit(wrapped)
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if self._held:
+            self._held = False
+            self._pool.free.release()
+
+
+class Generations:
+    """``size`` producer threads; ``reserve`` refuses at once when all are taken."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="reply-writer")
+        self.free = threading.BoundedSemaphore(size)
+
+    def reserve(self) -> Slot:
+        """A slot for one reply, or GenerationsBusy."""
+        if not self.free.acquire(blocking=False):
+            raise GenerationsBusy(retry_after=1)
+        return Slot(self)
+
+    def close(self) -> None:
+        """Let the replies being written finish (gunicorn's graceful timeout bounds this)."""
+        self.executor.shutdown(wait=True)
+
+
+class _WholeReply:
+    """A generator without ``stream`` seen as a stream: its whole reply as one delta."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+        self.sources: Sequence[Source] = reply.sources
+        self.degraded = reply.degraded
+
+    def __iter__(self) -> Iterator[str]:
+        if self._reply.text:
+            yield self._reply.text
+
+    def close(self) -> None:
+        return None
+
+
+def open_stream(generator: ReplyGenerator, question: str, history: Sequence[Message]) -> Any:
+    """The generator's reply as a stream of text deltas (``ReplyStream``): its own ``stream``
+    when it has one, else its whole reply at once."""
+    stream = getattr(generator, "stream", None)
+    if stream is not None:
+        return stream(question, history)
+    return _WholeReply(generator.generate(question, history))
