@@ -1,0 +1,204 @@
+"""Streamed replies in-process (fakeredis and a real Redis): events, resume, stop, limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from chatbot_sessions import create_app
+from chatbot_sessions.extensions import close_app
+from tests.support.api import history
+from tests.support.streams import Event, SlowGenerator, parse_events
+
+SSE = {"Accept": "text/event-stream"}
+
+
+@pytest.fixture
+def slow():
+    return SlowGenerator(parts=6, pause=0.05)
+
+
+@pytest.fixture
+def make(redis_client, slow):
+    apps = []
+
+    def _make(**config):
+        app = create_app(
+            {"RATE_LIMIT_ENABLED": "0", **config}, redis_client=redis_client, reply_generator=slow
+        )
+        apps.append(app)
+        return app.test_client()
+
+    yield _make
+    for app in apps:
+        close_app(app)
+
+
+def stream(client, question="q", sid=None, key=None, after=None):
+    headers = dict(SSE)
+    if sid:
+        headers["session-id"] = sid
+    if key:
+        headers["Idempotency-Key"] = key
+    return client.post(
+        "/api/send-message", json={"question": question}, headers=headers, buffered=False
+    )
+
+
+def events_of(response) -> list[Event]:
+    return [e for e in parse_events(response.response) if isinstance(e, Event)]
+
+
+def wait_stored(client, sid, count=2, timeout=5.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        contents = history(client, sid)
+        if len(contents) >= count:
+            return contents
+        time.sleep(0.02)
+    raise AssertionError(f"not stored in time: {history(client, sid)}")
+
+
+def test_events_come_in_order_and_done_is_the_stored_reply(make, slow):
+    client = make()
+    response = stream(client, "hello")
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    events = events_of(response)
+    parts = slow.pieces("hello")
+    assert [e.name for e in events] == ["start"] + ["delta"] * len(parts) + ["done"]
+    assert [e.id for e in events] == list(range(1, len(parts) + 3))
+    assert [e.data["text"] for e in events[1:-1]] == parts
+    start, done = events[0].data, events[-1].data
+    sid = start["sessionId"]
+    assert start == {"sessionId": sid, "sessionID": sid, "replyId": start["replyId"]}
+    text = "".join(e.data["text"] for e in events[1:-1])
+    assert done["reply"] == text and done["success"] is True and done["stopped"] is False
+    assert done["sessionId"] == done["sessionID"] == sid and done["replyId"] == start["replyId"]
+    assert done["sources"] == [{"title": "Guide", "source": "guide.md", "score": 1.5}]
+    assert history(client, sid) == ["hello", text]
+
+
+def test_the_json_answer_is_unchanged_without_asking_for_a_stream(make):
+    client = make()
+    for accept in (None, "*/*", "application/json"):
+        headers = {"Accept": accept} if accept else {}
+        response = client.post("/api/send-message", json={"question": "q"}, headers=headers)
+        assert response.status_code == 200 and response.is_json
+        assert set(response.get_json()) == {
+            "success", "reply", "sessionID", "sessionId", "sources", "degraded",
+        }  # fmt: skip
+
+
+def test_a_client_that_goes_away_still_gets_its_turn_stored_and_can_resume(make):
+    client = make()
+    response = stream(client, "hello")
+    seen = []
+    for event in parse_events(response.response):
+        seen.append(event)
+        if len(seen) == 3:  # start and two deltas
+            break
+    response.close()  # the client goes away
+    sid, reply_id = seen[0].data["sessionId"], seen[0].data["replyId"]
+    stored = wait_stored(client, sid)
+    resumed = client.get(
+        f"/api/session/{sid}/replies/{reply_id}/events",
+        headers={"Last-Event-ID": str(seen[2].id)},
+        buffered=False,
+    )
+    rest = events_of(resumed)
+    assert rest[0].id == 4 and rest[-1].name == "done"
+    text = "".join(e.data["text"] for e in [*seen[1:], *rest] if e.name == "delta")
+    assert text == stored[1] == rest[-1].data["reply"]
+    after = rest[-1].id - 1
+    by_query = client.get(f"/api/session/{sid}/replies/{reply_id}/events?after={after}")
+    assert [e.name for e in events_of(by_query)] == ["done"]
+
+
+def test_stop_keeps_the_text_so_far_marked_stopped(make, slow):
+    slow.parts, slow.pause = 40, 0.05
+    client = make()
+    response = stream(client, "long one")
+    events = parse_events(response.response)
+    start = next(events)
+    sid, reply_id = start.data["sessionId"], start.data["replyId"]
+    next(events)  # the first delta
+    stop = client.post(f"/api/session/{sid}/replies/{reply_id}/stop")
+    assert stop.status_code == 202 and stop.get_json()["success"] is True
+    rest = [e for e in events if hasattr(e, "name")]
+    done = rest[-1]
+    assert done.name == "done" and done.data["stopped"] is True
+    full = "".join(slow.pieces("long one"))
+    assert 0 < len(done.data["reply"]) < len(full) and full.startswith(done.data["reply"])
+    message = client.get(f"/api/session/{sid}/history").get_json()["messages"][-1]
+    assert message["stopped"] is True and message["content"] == done.data["reply"]
+    again = client.post(f"/api/session/{sid}/replies/{reply_id}/stop")
+    assert again.status_code == 202 and "ended" in again.get_json()["message"]
+
+
+@pytest.mark.parametrize("reply", ["0" * 32, "not-a-reply", "X" * 32])
+def test_unknown_replies_and_sessions_are_404_json(make, reply):
+    client = make()
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    for path in (f"{sid}/replies/{reply}/events", f"{uuid.uuid4()}/replies/{'0' * 32}/events"):
+        response = client.get(f"/api/session/{path}")
+        assert response.status_code == 404 and response.get_json()["success"] is False
+    stop = client.post(f"/api/session/{sid}/replies/{reply}/stop")
+    assert stop.status_code == 404 and stop.get_json()["error"] == "reply_not_found"
+
+
+def test_a_full_producer_pool_is_503_busy_and_stores_nothing(make, slow, redis_client):
+    slow.parts, slow.pause = 30, 0.05
+    client = make(MAX_GENERATIONS="1")
+    first = stream(client, "one")
+    next(parse_events(first.response))  # the first reply is being written
+    before = set(redis_client.scan_iter(match="chat_session:*"))
+    busy = stream(client, "two")
+    assert busy.status_code == 503 and busy.get_json()["error"] == "busy"
+    assert busy.headers["Retry-After"] == "1"
+    assert set(redis_client.scan_iter(match="chat_session:*")) == before
+    first.close()
+
+
+def test_a_keyed_retry_while_streaming_joins_the_same_reply(make, slow):
+    slow.parts, slow.pause = 10, 0.05
+    client = make()
+    key = str(uuid.uuid4())
+    first = stream(client, "hello", key=key)
+    start = next(parse_events(first.response))
+    again = stream(client, "hello", key=key)
+    joined = events_of(again)
+    assert joined[0].data == start.data  # the same reply, from its first event
+    assert joined[-1].name == "done" and slow.calls == 1
+    sid = start.data["sessionId"]
+    assert history(client, sid) == ["hello", joined[-1].data["reply"]]
+    replay = events_of(stream(client, "hello", key=key))
+    assert [e.name for e in replay] == ["start", "delta", "done"]
+    assert replay[-1].data["reply"] == joined[-1].data["reply"] and slow.calls == 1
+    first.close()
+
+
+def test_deleting_a_session_removes_its_reply_streams(make, redis_client):
+    client = make()
+    events = events_of(stream(client, "hello"))
+    sid = events[0].data["sessionId"]
+    assert any(":reply:" in k for k in redis_client.scan_iter(match=f"*{sid}*"))
+    assert client.delete(f"/api/session/{sid}").status_code == 200
+    assert list(redis_client.scan_iter(match=f"*{sid}*")) == []
+
+
+def test_two_conversations_stream_at_once(make):
+    client = make()
+    results = {}
+
+    def talk(n):
+        results[n] = events_of(stream(client, f"q{n}"))
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert all(r[-1].name == "done" and f"q{n}" in r[-1].data["reply"] for n, r in results.items())
