@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatbot_sessions import create_app
-from tests.replies.fake_llm import Answer, completion, start_fake_llm
+from tests.support.fake_llm import Answer, completion, start_fake_llm
 
 
 @pytest.fixture

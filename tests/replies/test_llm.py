@@ -16,8 +16,8 @@ from chatbot_sessions.replies.llm import (
     chat_completions_url,
 )
 from chatbot_sessions.replies.retriever import Retriever
-from tests.replies.fake_llm import Answer, completion, start_fake_llm
 from tests.replies.helpers import turns
+from tests.support.fake_llm import Answer, completion, start_fake_llm
 from tests.support.threads import run_in_threads
 
 KB = {
