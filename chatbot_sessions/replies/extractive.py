@@ -2,7 +2,8 @@
 
 Rather than dumping the best passage, the answer is the few sentences (or list items,
 or a code block) that share the most informative words with the question, quoted in
-their original order and followed by the titles of the pages they came from. Being
+their original order. The pages they came from are the reply's sources, which the
+widget shows as chips beside the text, so the text does not name them again. Being
 pure selection, it is deterministic and cannot state anything the documents do not.
 """
 
@@ -139,7 +140,7 @@ class ExtractiveAnswerer:
         chosen.sort(key=lambda u: (u.passage, u.position))
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
         return Reply(
-            text=_render(chosen, quoted),
+            text=_render(chosen),
             sources=tuple(
                 Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
                 for p in quoted
@@ -147,8 +148,8 @@ class ExtractiveAnswerer:
         )
 
 
-def _render(units: Sequence[_Unit], quoted: Sequence[Passage]) -> str:
-    """Quoted units grouped by passage, then a line naming the sources."""
+def _render(units: Sequence[_Unit]) -> str:
+    """Quoted units grouped by passage, a blank line between passages."""
     blocks: list[str] = []
     for passage in sorted({u.passage for u in units}):
         parts: list[str] = []
@@ -164,8 +165,7 @@ def _render(units: Sequence[_Unit], quoted: Sequence[Passage]) -> str:
         if prose:
             parts.append(" ".join(prose))
         blocks.append("\n".join(parts))
-    names = "; ".join(f"{p.chunk.title} ({p.chunk.source})" for p in quoted)
-    return "\n\n".join(blocks) + f"\n\nSource{'s' if len(quoted) > 1 else ''}: {names}"
+    return "\n\n".join(blocks)
 
 
 class ExtractiveGenerator:
