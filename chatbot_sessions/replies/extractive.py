@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.replies.chunking import paragraphs, sentences
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever
 from chatbot_sessions.replies.tokens import terms
@@ -141,10 +141,7 @@ class ExtractiveAnswerer:
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
         return Reply(
             text=_render(chosen),
-            sources=tuple(
-                Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
-                for p in quoted
-            ),
+            sources=tuple(p.as_source() for p in quoted),
         )
 
 

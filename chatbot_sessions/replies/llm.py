@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.replies.extractive import ExtractiveAnswerer
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever, prior_history
 
@@ -215,11 +215,7 @@ class LLMGenerator:
                 exc,
             )
             return replace(self.fallback.answer(query, passages), degraded=True)
-        sources = tuple(
-            Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
-            for p in passages
-        )
-        return Reply(text=text, sources=sources)
+        return Reply(text=text, sources=tuple(p.as_source() for p in passages))
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
