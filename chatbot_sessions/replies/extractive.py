@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from chatbot_sessions.domain import Message, Reply
+from chatbot_sessions.replies.base import TextStream, collect
 from chatbot_sessions.replies.chunking import paragraphs, sentences
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever
 from chatbot_sessions.replies.tokens import terms
@@ -106,8 +107,12 @@ class ExtractiveAnswerer:
 
     def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
         """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
+        return collect(self.stream(query, passages))
+
+    def stream(self, query: Query, passages: Sequence[Passage]) -> TextStream:
+        """``answer`` one quoted sentence, list item or code block at a time."""
         if not passages:
-            return Reply(NO_INFORMATION)
+            return TextStream(_prose_deltas(sentences(NO_INFORMATION)))
         best = passages[0].score
         used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
 
@@ -139,34 +144,39 @@ class ExtractiveAnswerer:
 
         chosen.sort(key=lambda u: (u.passage, u.position))
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
-        return Reply(
-            text=_render(chosen),
-            sources=tuple(p.as_source() for p in quoted),
-        )
+        return TextStream(_deltas(chosen), tuple(p.as_source() for p in quoted))
 
 
-def _render(units: Sequence[_Unit]) -> str:
-    """Quoted units grouped by passage, a blank line between passages."""
-    blocks: list[str] = []
-    for passage in sorted({u.passage for u in units}):
-        parts: list[str] = []
-        prose: list[str] = []
-        for unit in (u for u in units if u.passage == passage):
-            if unit.kind == "prose":
-                prose.append(unit.text)
-                continue
-            if prose:
-                parts.append(" ".join(prose))
-                prose = []
-            parts.append(f"- {unit.text}" if unit.kind == "item" else unit.text)
-        if prose:
-            parts.append(" ".join(prose))
-        blocks.append("\n".join(parts))
-    return "\n\n".join(blocks)
+def _deltas(units: Sequence[_Unit]) -> list[str]:
+    """The answer as deltas, one per unit, each led by what separates it from the one before.
+
+    Sentences of one passage run on in a paragraph, list items and code blocks take a line
+    of their own, passages are a blank line apart; ``"".join`` gives the whole answer.
+    """
+    deltas: list[str] = []
+    previous: _Unit | None = None
+    for unit in units:
+        text = f"- {unit.text}" if unit.kind == "item" else unit.text
+        if previous is None:
+            separator = ""
+        elif unit.passage != previous.passage:
+            separator = "\n\n"
+        elif unit.kind == previous.kind == "prose":
+            separator = " "
+        else:
+            separator = "\n"
+        deltas.append(separator + text)
+        previous = unit
+    return deltas
+
+
+def _prose_deltas(texts: Sequence[str]) -> list[str]:
+    """Sentences of one paragraph as deltas: the first as it is, the others led by a space."""
+    return [text if i == 0 else f" {text}" for i, text in enumerate(texts)]
 
 
 class ExtractiveGenerator:
-    """The default ``ReplyGenerator``: retrieval plus extraction, no network needed.
+    """The default ``StreamingReplyGenerator``: retrieval plus extraction, no network needed.
 
     ``retriever`` is public so tools such as ``flask kb`` can reach the index.
     """
@@ -178,5 +188,9 @@ class ExtractiveGenerator:
 
     def generate(self, question: str, history: Sequence[Message]) -> Reply:
         """Answer ``question`` by quoting the knowledge base, using ``history`` for context."""
+        return collect(self.stream(question, history))
+
+    def stream(self, question: str, history: Sequence[Message]) -> TextStream:
+        """``generate``'s answer a sentence (or list item, or code block) at a time."""
         query = Query.for_conversation(question, history)
-        return self.answerer.answer(query, self.retriever.search_query(query, self.top_k))
+        return self.answerer.stream(query, self.retriever.search_query(query, self.top_k))

@@ -112,3 +112,50 @@ def test_concurrent_generate_calls_match_sequential(corpus_retriever) -> None:
 
     run_in_threads(work, 6)
     assert mismatches == []
+
+
+def test_answer_streams_a_sentence_at_a_time_with_sources_up_front(make_kb) -> None:
+    gen = generator(make_kb)
+    question = "how do snapshots and memory work"
+    stream = gen.stream(question, [])
+    assert [s.source for s in stream.sources] == ["redis.md"]  # before the first delta
+    deltas = list(stream)
+    assert deltas == [
+        "Redis keeps data in memory.",
+        " Snapshots are written to disk every few minutes.",
+        " Memory fragmentation grows over time.",
+    ]
+    assert "".join(deltas) == gen.generate(question, []).text
+    assert stream.degraded is False
+
+
+def test_list_items_and_passages_stream_with_their_line_breaks(make_kb) -> None:
+    gen = generator(make_kb)
+    items = list(gen.stream("Which command deletes or counts sessions?", []))
+    assert items == [
+        "Useful commands:",
+        "\n- `count` prints the number of sessions.",
+        "\n- `purge` deletes every session.",
+    ]
+    stream = gen.stream("What do fish and dogs need besides water?", [])
+    two_pages = list(stream)
+    assert len(stream.sources) == 2
+    assert [d.startswith("\n\n") for d in two_pages] == [False, True]
+    assert "".join(two_pages) == gen.generate("What do fish and dogs need besides water?", []).text
+
+
+def test_refusal_streams_sentence_by_sentence(make_kb) -> None:
+    stream = generator(make_kb).stream("Who won the football world cup?", [])
+    deltas = list(stream)
+    assert len(deltas) == 2 and "".join(deltas) == NO_INFORMATION
+    assert stream.sources == () and stream.degraded is False
+
+
+def test_close_ends_the_stream_and_can_be_repeated(make_kb) -> None:
+    stream = generator(make_kb).stream("how do snapshots and memory work", [])
+    deltas = iter(stream)
+    first = next(deltas)
+    stream.close()
+    stream.close()
+    assert list(deltas) == []
+    assert first == "Redis keeps data in memory."
