@@ -17,6 +17,7 @@ import redis
 from chatbot_sessions import create_app
 from chatbot_sessions.domain import Message, Reply, Source
 from chatbot_sessions.extensions import close_app
+from tests.support.fake_llm import FakeLLM, start_fake_llm
 from tests.support.processes import GunicornServer, RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -50,6 +51,14 @@ class RecordingGenerator:
 @pytest.fixture
 def generator() -> RecordingGenerator:
     return RecordingGenerator()
+
+
+@pytest.fixture
+def fake_llm() -> FakeLLM:
+    """A chat-completions server on loopback (``tests/support/fake_llm.py``), fresh per test."""
+    server, stop = start_fake_llm()
+    yield server
+    stop()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 ``init_app`` builds the configured generator once (or takes one given), registers it, its
 closing (the LLM client's connection pool) and the ``flask kb`` CLI. Every generator
 ``build_generator`` returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``,
-``.search()``) through which ``flask kb`` inspects the knowledge base.
+``.search()``) through which ``flask kb`` inspects the knowledge base, and a ``stream()``
+(``StreamingReplyGenerator``) for replies sent to the browser as they are written.
 """
 
 from __future__ import annotations
@@ -12,14 +13,28 @@ from typing import TYPE_CHECKING
 
 from chatbot_sessions import extensions
 from chatbot_sessions.config import Settings
-from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.base import (
+    ReplyGenerator,
+    ReplyStream,
+    StreamingReplyGenerator,
+    TextStream,
+    collect,
+)
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.replies.factory import build_generator
 
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["ReplyGenerator", "build_generator", "init_app"]
+__all__ = [
+    "ReplyGenerator",
+    "ReplyStream",
+    "StreamingReplyGenerator",
+    "TextStream",
+    "build_generator",
+    "collect",
+    "init_app",
+]
 
 
 def init_app(

@@ -2,7 +2,8 @@
 
 Rather than dumping the best passage, the answer is the few sentences (or list items,
 or a code block) that share the most informative words with the question, quoted in
-their original order and followed by the titles of the pages they came from. Being
+their original order. The pages they came from are the reply's sources, which the
+widget shows as chips beside the text, so the text does not name them again. Being
 pure selection, it is deterministic and cannot state anything the documents do not.
 """
 
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.domain import Message, Reply
+from chatbot_sessions.replies.base import TextStream, collect
 from chatbot_sessions.replies.chunking import paragraphs, sentences
 from chatbot_sessions.replies.retriever import Passage, Query, Retriever
 from chatbot_sessions.replies.tokens import terms
@@ -105,8 +107,12 @@ class ExtractiveAnswerer:
 
     def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
         """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
+        return collect(self.stream(query, passages))
+
+    def stream(self, query: Query, passages: Sequence[Passage]) -> TextStream:
+        """``answer`` one quoted sentence, list item or code block at a time."""
         if not passages:
-            return Reply(NO_INFORMATION)
+            return TextStream(_prose_deltas(sentences(NO_INFORMATION)))
         best = passages[0].score
         used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
 
@@ -138,38 +144,39 @@ class ExtractiveAnswerer:
 
         chosen.sort(key=lambda u: (u.passage, u.position))
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
-        return Reply(
-            text=_render(chosen, quoted),
-            sources=tuple(
-                Source(title=p.chunk.title, source=p.chunk.source, score=round(p.score, 3))
-                for p in quoted
-            ),
-        )
+        return TextStream(_deltas(chosen), tuple(p.as_source() for p in quoted))
 
 
-def _render(units: Sequence[_Unit], quoted: Sequence[Passage]) -> str:
-    """Quoted units grouped by passage, then a line naming the sources."""
-    blocks: list[str] = []
-    for passage in sorted({u.passage for u in units}):
-        parts: list[str] = []
-        prose: list[str] = []
-        for unit in (u for u in units if u.passage == passage):
-            if unit.kind == "prose":
-                prose.append(unit.text)
-                continue
-            if prose:
-                parts.append(" ".join(prose))
-                prose = []
-            parts.append(f"- {unit.text}" if unit.kind == "item" else unit.text)
-        if prose:
-            parts.append(" ".join(prose))
-        blocks.append("\n".join(parts))
-    names = "; ".join(f"{p.chunk.title} ({p.chunk.source})" for p in quoted)
-    return "\n\n".join(blocks) + f"\n\nSource{'s' if len(quoted) > 1 else ''}: {names}"
+def _deltas(units: Sequence[_Unit]) -> list[str]:
+    """The answer as deltas, one per unit, each led by what separates it from the one before.
+
+    Sentences of one passage run on in a paragraph, list items and code blocks take a line
+    of their own, passages are a blank line apart; ``"".join`` gives the whole answer.
+    """
+    deltas: list[str] = []
+    previous: _Unit | None = None
+    for unit in units:
+        text = f"- {unit.text}" if unit.kind == "item" else unit.text
+        if previous is None:
+            separator = ""
+        elif unit.passage != previous.passage:
+            separator = "\n\n"
+        elif unit.kind == previous.kind == "prose":
+            separator = " "
+        else:
+            separator = "\n"
+        deltas.append(separator + text)
+        previous = unit
+    return deltas
+
+
+def _prose_deltas(texts: Sequence[str]) -> list[str]:
+    """Sentences of one paragraph as deltas: the first as it is, the others led by a space."""
+    return [text if i == 0 else f" {text}" for i, text in enumerate(texts)]
 
 
 class ExtractiveGenerator:
-    """The default ``ReplyGenerator``: retrieval plus extraction, no network needed.
+    """The default ``StreamingReplyGenerator``: retrieval plus extraction, no network needed.
 
     ``retriever`` is public so tools such as ``flask kb`` can reach the index.
     """
@@ -181,5 +188,9 @@ class ExtractiveGenerator:
 
     def generate(self, question: str, history: Sequence[Message]) -> Reply:
         """Answer ``question`` by quoting the knowledge base, using ``history`` for context."""
+        return collect(self.stream(question, history))
+
+    def stream(self, question: str, history: Sequence[Message]) -> TextStream:
+        """``generate``'s answer a sentence (or list item, or code block) at a time."""
         query = Query.for_conversation(question, history)
-        return self.answerer.answer(query, self.retriever.search_query(query, self.top_k))
+        return self.answerer.stream(query, self.retriever.search_query(query, self.top_k))

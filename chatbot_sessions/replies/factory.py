@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.base import StreamingReplyGenerator
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
@@ -18,12 +18,13 @@ def build_generator(
     llm_timeout: float,
     llm_max_tokens: int,
     context_messages: int,
-) -> ReplyGenerator:
+) -> StreamingReplyGenerator:
     """Load and index the knowledge base, and wrap it in the generator the settings ask for.
 
     ``knowledge_dir`` None (or empty) means the documentation shipped in the package;
     ``llm_base_url`` None (or empty) means extractive answers only, no network. The
-    result is thread-safe and exposes its ``retriever`` (used by ``flask kb``).
+    result is thread-safe, can also ``stream`` its replies, and exposes its ``retriever``
+    (used by ``flask kb``).
     Raises ``ValueError`` (``KnowledgeDirError`` for a missing folder) naming the
     setting at fault, so a bad configuration stops start-up.
     """

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import bm25s
 import numpy as np
 
-from chatbot_sessions.domain import Message
+from chatbot_sessions.domain import Message, Source
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.knowledge import KnowledgeBase, SkippedFile
 from chatbot_sessions.replies.tokens import terms
@@ -78,6 +78,10 @@ class Passage:
 
     chunk: Chunk
     score: float
+
+    def as_source(self) -> Source:
+        """How a reply citing this passage names it (the score rounded for the wire)."""
+        return Source(title=self.chunk.title, source=self.chunk.source, score=round(self.score, 3))
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from chatbot_sessions import create_app
-from tests.replies.fake_llm import Answer, completion, start_fake_llm
-
-
-@pytest.fixture
-def fake_llm():
-    server, stop = start_fake_llm()
-    yield server
-    stop()
+from tests.support.fake_llm import Answer, completion
 
 
 def app_with(fake_redis, **config):

@@ -9,6 +9,7 @@ import pytest
 
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.retriever import Retriever
+from tests.replies.helpers import LLM_KB
 
 
 @pytest.fixture
@@ -34,3 +35,9 @@ def make_kb(tmp_path: Path) -> Callable[[dict[str, str | bytes]], Path]:
 def corpus_retriever() -> Retriever:
     """One retriever over the shipped documentation, shared because it is read-only."""
     return Retriever(load_knowledge_base(shipped_corpus_dir()))
+
+
+@pytest.fixture
+def kb_retriever(make_kb) -> Retriever:
+    """A retriever over ``LLM_KB``, the LLM tests' small knowledge base."""
+    return Retriever(load_knowledge_base(make_kb(LLM_KB)))

@@ -8,7 +8,7 @@ from chatbot_sessions.replies import build_generator
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import KnowledgeDirError
 from chatbot_sessions.replies.llm import LLMGenerator
-from tests.replies.fake_llm import completion, start_fake_llm
+from tests.support.fake_llm import completion, start_fake_llm
 
 SETTINGS = {
     "knowledge_dir": None,
