@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from chatbot_sessions.domain import Message, Reply, Source
+from chatbot_sessions.domain import Message
 from chatbot_sessions.exceptions import GenerationsBusy
-from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.base import ReplyGenerator, ReplyStream, TextStream
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +70,13 @@ class Generations:
         self.executor.shutdown(wait=True)
 
 
-class _WholeReply:
-    """A generator without ``stream`` seen as a stream: its whole reply as one delta."""
-
-    def __init__(self, reply: Reply) -> None:
-        self._reply = reply
-        self.sources: Sequence[Source] = reply.sources
-        self.degraded = reply.degraded
-
-    def __iter__(self) -> Iterator[str]:
-        if self._reply.text:
-            yield self._reply.text
-
-    def close(self) -> None:
-        return None
-
-
-def open_stream(generator: ReplyGenerator, question: str, history: Sequence[Message]) -> Any:
-    """The generator's reply as a stream of text deltas (``ReplyStream``): its own ``stream``
-    when it has one, else its whole reply at once."""
+def open_stream(
+    generator: ReplyGenerator, question: str, history: Sequence[Message]
+) -> ReplyStream:
+    """The generator's reply as a stream of text deltas: its own ``stream`` when it has one,
+    else its whole reply as one delta."""
     stream = getattr(generator, "stream", None)
     if stream is not None:
         return stream(question, history)
-    return _WholeReply(generator.generate(question, history))
+    reply = generator.generate(question, history)
+    return TextStream([reply.text], reply.sources, degraded=reply.degraded)
