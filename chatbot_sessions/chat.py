@@ -16,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatbot_sessions import extensions, signals
 from chatbot_sessions.config import Settings
-from chatbot_sessions.domain import Exchange, Message, NewMessage, Reply
+from chatbot_sessions.context import Context, Summaries, build_context
+from chatbot_sessions.domain import Exchange, NewMessage, Reply
 from chatbot_sessions.exceptions import SessionNotFound
 from chatbot_sessions.generation import Generations, open_stream
 from chatbot_sessions.replies.base import ReplyGenerator
@@ -73,6 +74,8 @@ class ChatService:
         before_new_session: Callable[[], None] = _no_check,
         generations: Generations | None = None,
         events: ReplyEvents | None = None,
+        context_tokens: int = 3000,
+        summaries: Summaries | None = None,
     ):
         self.store = store
         self.generator = generator
@@ -85,6 +88,8 @@ class ChatService:
         self.before_new_session = before_new_session
         self.generations = generations
         self.events = events
+        self.context_tokens = context_tokens
+        self.summaries = summaries
 
     # -- streamed replies ---------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class ChatService:
             raise RuntimeError("streaming needs generations and events (chat.init_app)")
         asked_at = now_ms()
         session_id = parse_session_id(raw_session_id)
-        history = self._context(session_id)
+        context = self._context(session_id)
         reply_id = new_reply_id()
         slot = self.generations.reserve()
         attempt = None
@@ -110,7 +115,7 @@ class ChatService:
             attempt = self.writes.begin(
                 idempotency_key,
                 question,
-                session_id if history is not None else None,
+                session_id if context is not None else None,
                 reply_id=reply_id,
             )
             if attempt.replay is not None or attempt.joins is not None:
@@ -128,7 +133,8 @@ class ChatService:
             if attempt is not None:
                 attempt.abandon()
             raise
-        context = history if attempt.session_id == session_id and history else []
+        if attempt.session_id != session_id:
+            context = None  # a new session: nothing to build on
         slot.run(lambda: self._produce(attempt, events, question, context, asked_at))
         return StreamTicket(target, reply_id)
 
@@ -137,13 +143,13 @@ class ChatService:
         attempt: Attempt,
         events: EventPublisher,
         question: str,
-        history: Sequence[Message],
+        context: Context | None,
         asked_at: int,
     ) -> None:
         """Write the reply delta by delta, stop if asked, store the turn, publish ``done``."""
         try:
             started = time.perf_counter()
-            stream = open_stream(self.generator, question, history)
+            stream = open_stream(self.generator, question, context)
             parts: list[str] = []
             stopped = False
             for delta in stream:
@@ -164,22 +170,46 @@ class ChatService:
             ]
             exchange = attempt.commit(turns, reply)
             events.done(exchange, stopped=stopped)
+            self._after_turn(exchange.session_id)
         except Exception as exc:
             attempt.abandon()
             log.warning("streamed reply failed: %s", exc)
             with contextlib.suppress(Exception):  # Redis may be what failed
                 events.error()
 
-    def _context(self, session_id: str | None) -> Sequence[Message] | None:
-        """Recent messages of an existing session, or None when there is no such session."""
+    def context(self, session_id: str) -> Context:
+        """What the next reply in ``session_id`` would be built from (an access of the
+        session); SessionNotFound if there is no such session."""
+        if self.context_messages == 0:
+            if not self.store.touch(session_id):
+                raise SessionNotFound(session_id)
+            return Context(session_id, "", 0, [], 0, self.context_tokens, 0)
+        stored = self.store.context(session_id, cap=self.context_messages)
+        return build_context(session_id, stored, self.context_tokens)
+
+    def _context(self, session_id: str | None) -> Context | None:
+        """The context of an existing session, or None when there is no such session."""
         if session_id is None:
             return None
         try:
-            if self.context_messages == 0:
-                return [] if self.store.touch(session_id) else None
-            return self.store.read(session_id, limit=self.context_messages).messages
+            return self.context(session_id)
         except SessionNotFound:
             return None
+
+    def _generate(self, question: str, context: Context | None) -> Reply:
+        if context is None:
+            return self.generator.generate(question, [])
+        if context.summary:  # only generators built with an LLM ever see a summary
+            return self.generator.generate(
+                question,
+                context.messages,
+                summary=context.summary,  # type: ignore[call-arg]
+            )
+        return self.generator.generate(question, context.messages)
+
+    def _after_turn(self, session_id: str) -> None:
+        if self.summaries is not None:
+            self.summaries.after_turn(session_id)
 
     def send(
         self, raw_session_id: str | None, question: str, idempotency_key: str | None = None
@@ -191,9 +221,9 @@ class ChatService:
         """
         asked_at = now_ms()
         session_id = parse_session_id(raw_session_id)
-        history = self._context(session_id)
+        context = self._context(session_id)
         attempt = self.writes.begin(
-            idempotency_key, question, session_id if history is not None else None
+            idempotency_key, question, session_id if context is not None else None
         )
         if attempt.replay is not None:
             return attempt.replay
@@ -203,7 +233,7 @@ class ChatService:
                 # client's retry is refused again at once instead of waiting on the lease.
                 self.before_new_session()
             started = time.perf_counter()
-            reply = self.generator.generate(question, history if attempt.session_id else [])
+            reply = self._generate(question, context if attempt.session_id else None)
             signals.reply_generated.send(
                 self, seconds=time.perf_counter() - started, question=question, reply=reply
             )
@@ -211,10 +241,12 @@ class ChatService:
                 NewMessage("user", question, asked_at),
                 NewMessage("assistant", reply.text, now_ms(), tuple(reply.sources)),
             ]
-            return attempt.commit(turns, reply)
+            exchange = attempt.commit(turns, reply)
         except BaseException:
             attempt.abandon()
             raise
+        self._after_turn(exchange.session_id)
+        return exchange
 
 
 def init_app(app: Flask, settings: Settings) -> ChatService:
@@ -229,7 +261,11 @@ def init_app(app: Flask, settings: Settings) -> ChatService:
         idempotency_wait=settings.idempotency_wait,
         generations=Generations(settings.max_generations),
         events=ReplyEvents(resources.store, retention=settings.stream_retention),  # type: ignore[arg-type]
+        context_tokens=settings.context_tokens,
     )
+    if resources.summariser is not None:  # an LLM is configured: keep a rolling summary
+        chat.summaries = Summaries(chat.store, resources.summariser, settings.context_tokens)
+        resources.on_close(chat.summaries.close)
     resources.chat = chat
     resources.on_close(chat.generations.close)  # type: ignore[union-attr]
     return chat

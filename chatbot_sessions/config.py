@@ -86,7 +86,8 @@ class Settings:
     max_question_chars: int = 4000
     max_content_length: int = 64 * 1024
     history_page_max: int = 1000
-    context_messages: int = 10
+    context_messages: int = 50
+    context_tokens: int = 3000
     knowledge_dir: str | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = None
@@ -152,6 +153,9 @@ class _SettingsSchema(Schema):
     )
     history_page_max = _positive_int(data_key="HISTORY_PAGE_MAX")
     context_messages = fields.Integer(data_key="CONTEXT_MESSAGES", validate=validate.Range(0))
+    context_tokens = fields.Integer(
+        data_key="CONTEXT_TOKENS", validate=validate.Range(50, 1_000_000)
+    )
     knowledge_dir = fields.String(data_key="KNOWLEDGE_DIR", load_default=None)
     llm_base_url = fields.Url(data_key="LLM_BASE_URL", load_default=None, require_tld=False)
     llm_api_key = fields.String(data_key="LLM_API_KEY", load_default=None)

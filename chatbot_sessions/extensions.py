@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # types only: the parts import this module, not the other way
     from chatbot_sessions.ops.health import ReadinessProbe
     from chatbot_sessions.ops.metrics import Metrics
     from chatbot_sessions.replies.base import ReplyGenerator
+    from chatbot_sessions.replies.summary import Summariser
     from chatbot_sessions.security.rate_limits import RateLimiter
     from chatbot_sessions.sessions.admin import SessionAdmin
     from chatbot_sessions.sessions.store import SessionStore
@@ -40,6 +41,8 @@ class Resources:
     store: SessionStore | None = None
     admin: SessionAdmin | None = None
     generator: ReplyGenerator | None = None
+    #: Writes the rolling summary of long conversations; only with an LLM.
+    summariser: Summariser | None = None
     chat: ChatService | None = None
     limiter: RateLimiter | None = None
     metrics: Metrics | None = None

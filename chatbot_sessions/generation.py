@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from chatbot_sessions.domain import Message
+from chatbot_sessions.context import Context
 from chatbot_sessions.exceptions import GenerationsBusy
 from chatbot_sessions.replies.base import ReplyGenerator, ReplyStream, TextStream
 
@@ -70,13 +70,13 @@ class Generations:
         self.executor.shutdown(wait=True)
 
 
-def open_stream(
-    generator: ReplyGenerator, question: str, history: Sequence[Message]
-) -> ReplyStream:
+def open_stream(generator: ReplyGenerator, question: str, context: Context | None) -> ReplyStream:
     """The generator's reply as a stream of text deltas: its own ``stream`` when it has one,
-    else its whole reply as one delta."""
+    else its whole reply as one delta. The summary goes along when there is one."""
+    history = context.messages if context is not None else []
+    extra = {"summary": context.summary} if context is not None and context.summary else {}
     stream = getattr(generator, "stream", None)
     if stream is not None:
-        return stream(question, history)
-    reply = generator.generate(question, history)
+        return stream(question, history, **extra)
+    reply = generator.generate(question, history, **extra)
     return TextStream([reply.text], reply.sources, degraded=reply.degraded)

@@ -154,6 +154,24 @@ class HistorySchema(SuccessSchema):
     )
 
 
+class ContextSchema(SuccessSchema):
+    """Answer of GET /api/session/<id>/context: what the next reply would be built from."""
+
+    sessionId = fields.String(required=True, attribute="session_id")
+    summary = fields.String(
+        required=True,
+        metadata={"description": "rolling summary of the turns before summaryThrough ('' if none)"},
+    )
+    summaryThrough = fields.Integer(
+        required=True,
+        attribute="summary_through",
+        metadata={"description": "the summary covers every message before this position"},
+    )
+    messages = PreRenderedList(fields.Nested(MessageSchema), required=True)
+    tokens = fields.Integer(required=True, metadata={"description": "summary + messages"})
+    budget = fields.Integer(required=True, metadata={"description": "CONTEXT_TOKENS"})
+
+
 class ClearedSchema(SuccessSchema):
     """Answer of DELETE /api/session/<id>."""
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chatbot_sessions"
 LAYERS: list[set[str]] = [
     {"domain", "exceptions", "timestamps", "config", "signals", "extensions"},
     {"sessions", "replies"},
-    {"chat", "generation"},
+    {"chat", "generation", "context"},
     {"api", "security", "ops", "widget", "schemas", "http_errors", "serving"},
     {"__init__"},
 ]

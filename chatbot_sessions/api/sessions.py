@@ -8,10 +8,12 @@ from flask.views import MethodView
 
 from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.api.responses import errors
+from chatbot_sessions.context import Context
 from chatbot_sessions.domain import SessionPage
-from chatbot_sessions.extensions import get_settings, get_store
+from chatbot_sessions.extensions import get_chat, get_settings, get_store
 from chatbot_sessions.schemas import (
     ClearedSchema,
+    ContextSchema,
     CreatedSchema,
     HistoryQuerySchema,
     HistorySchema,
@@ -48,6 +50,17 @@ class SessionHistory(MethodView):
         """Messages oldest first; ``limit`` keeps the newest N, ``before`` pages back."""
         page_max = get_settings().history_page_max
         return get_store().read(session_id, limit=min(limit or page_max, page_max), before=before)
+
+
+@blp.route("/<session:session_id>/context")
+class SessionContext(MethodView):
+    """GET /api/session/<id>/context: the summary and turns the next reply would see."""
+
+    @blp.response(200, ContextSchema)
+    @errors(blp, 404, 503)
+    def get(self, session_id: str) -> Context:
+        """The rolling summary and the newest turns within CONTEXT_TOKENS (an access)."""
+        return get_chat().context(session_id)
 
 
 @blp.route("/<session:session_id>/validate")

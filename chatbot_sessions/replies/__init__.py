@@ -22,6 +22,7 @@ from chatbot_sessions.replies.base import (
 )
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.replies.factory import build_generator
+from chatbot_sessions.replies.summary import Summariser
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -56,6 +57,9 @@ def init_app(
         close = getattr(generator, "close", None)
         if close is not None:
             resources.on_close(close)
+        client = getattr(generator, "client", None)
+        if client is not None:  # the LLM that answers also keeps long conversations' summary
+            resources.summariser = Summariser(client)
     resources.generator = generator
     app.cli.add_command(kb_cli)
     return generator

@@ -455,14 +455,18 @@ def _passages_block(passages: Sequence[Passage]) -> str:
 
 
 def build_messages(
-    question: str, history: Sequence[Message], passages: Sequence[Passage]
+    question: str, history: Sequence[Message], passages: Sequence[Passage], summary: str = ""
 ) -> list[dict[str, str]]:
-    """System prompt with passages, ``history`` as user/assistant turns, then ``question``.
+    """System prompt with passages (and the summary of the earlier conversation, when there
+    is one), ``history`` as user/assistant turns, then ``question``.
 
     Consecutive messages of one role are merged: several chat templates (Mistral's,
     for one) reject a conversation whose roles do not alternate.
     """
-    messages = [{"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{_passages_block(passages)}"}]
+    system = f"{SYSTEM_PROMPT}\n\n{_passages_block(passages)}"
+    if summary:
+        system += f"\n\nSummary of the conversation before the turns below:\n{summary}"
+    messages = [{"role": "system", "content": system}]
     turns = [(m["type"], m["content"]) for m in history if m.get("content")]
     for role, content in [*turns, ("user", question)]:
         if role not in ("user", "assistant"):
@@ -494,13 +498,13 @@ class LLMGenerator:
         self.top_k = top_k
         self.fallback = ExtractiveAnswerer(retriever)
 
-    def generate(self, question: str, history: Sequence[Message]) -> Reply:
+    def generate(self, question: str, history: Sequence[Message], summary: str = "") -> Reply:
         """The model's answer, or the extractive one with ``degraded=True`` if it fails.
 
         Not a collected ``stream``: a whole reply is worth a retry, or the extractive
         answer, where a stream that broke off can only end where it broke.
         """
-        query, passages, messages = self._prepare(question, history)
+        query, passages, messages = self._prepare(question, history, summary)
         try:
             text = self.client.complete(messages)
         except LLMError as exc:
@@ -508,13 +512,15 @@ class LLMGenerator:
             return replace(self.fallback.answer(query, passages), degraded=True)
         return Reply(text=text, sources=tuple(p.as_source() for p in passages))
 
-    def stream(self, question: str, history: Sequence[Message]) -> LLMReplyStream:
+    def stream(
+        self, question: str, history: Sequence[Message], summary: str = ""
+    ) -> LLMReplyStream:
         """The model's answer as it writes it; retrieval runs now, the request on iteration.
 
         If the model fails before any text the extractive answer is streamed instead; if
         it fails later the reply ends there. Either way ``degraded`` becomes True.
         """
-        query, passages, messages = self._prepare(question, history)
+        query, passages, messages = self._prepare(question, history, summary)
         return LLMReplyStream(
             self.client.stream(messages),
             sources=tuple(p.as_source() for p in passages),
@@ -527,14 +533,14 @@ class LLMGenerator:
         self.client.close()
 
     def _prepare(
-        self, question: str, history: Sequence[Message]
+        self, question: str, history: Sequence[Message], summary: str = ""
     ) -> tuple[Query, list[Passage], list[dict[str, str]]]:
         """The retrieval query, the passages it finds and the messages for the model."""
         history = prior_history(question, history)
         query = Query.for_conversation(question, history)
         passages = self.retriever.search_query(query, self.top_k)
         recent = history[-self.context_messages :] if self.context_messages > 0 else []
-        return query, passages, build_messages(question, recent, passages)
+        return query, passages, build_messages(question, recent, passages, summary)
 
     def _report(self, exc: LLMError, outcome: str) -> None:
         log.warning(

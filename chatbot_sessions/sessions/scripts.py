@@ -81,6 +81,53 @@ return result
 """
 )
 
+# KEYS: meta, messages, writes. ARGV: ttl, now_ms, cap, from (-1: the newest).
+# What a reply is built from: an access (the TTL rule), then the session's rolling summary
+# and the messages after it. With from = -1: the newest `cap` messages, none older than the
+# summary covers; with from >= 0: up to `cap` messages from absolute position `from` (the
+# summariser's backlog, oldest first). Returns nil if the session is gone, else
+# {summary, summaryThrough, first_abs, start_abs, messages...}.
+CONTEXT = (
+    _refresh("false")
+    + """
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'summary', 'summaryThrough')
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(meta[1]) or len
+local first = seq - len
+local through = tonumber(meta[3]) or 0
+local cap = tonumber(ARGV[3])
+local from = tonumber(ARGV[4])
+local start, stop
+if from < 0 then
+  start = math.max(first, through, seq - cap)
+  stop = seq
+else
+  start = math.max(first, from)
+  stop = math.min(seq, start + cap)
+end
+local result = {meta[2] or '', through, first, start}
+if stop > start then
+  local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
+  for i = 1, #items do result[#result + 1] = items[i] end
+end
+return result
+"""
+)
+
+# KEYS: meta. ARGV: summary, through. Moves the rolling summary forward, never back: it is
+# written only when it covers more than the stored one (two workers summarising at once:
+# the one that got further wins, and neither leaves a gap, since each summary was built
+# from an older one plus every message after it). Not an access: the session's TTL is the
+# client's to extend. Returns 1 if written, 0 if the stored summary is as far or further
+# (or the session is gone).
+SUMMARY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'summaryThrough')) or 0
+if tonumber(ARGV[2]) <= current then return 0 end
+redis.call('HSET', KEYS[1], 'summary', ARGV[1], 'summaryThrough', ARGV[2])
+return 1
+"""
+
 # KEYS: meta, messages, writes[, record]. ARGV: ttl, now_ms, max_messages, create ('1' =
 # new session), write mark, mark expiry (ms); then, used only with a record: record ttl,
 # fingerprint, session id, result, origin (name of the session-less record that reserved a

@@ -38,7 +38,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions import signals
-from chatbot_sessions.domain import NewMessage, SessionPage
+from chatbot_sessions.domain import Message, NewMessage, SessionPage
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
     SessionIdTaken,
@@ -119,6 +119,18 @@ class ClaimStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class StoredContext:
+    """A session's rolling summary (of every message before ``summary_through``) and the
+    messages read after it, oldest first, each with its absolute ``id``."""
+
+    summary: str
+    summary_through: int
+    first: int  # the oldest position still stored (older ones were trimmed)
+    start: int  # the position of messages[0]
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
 class IdempotencyClaim:
     """What claiming an Idempotency-Key found; ``NEW`` means the caller now holds the lease."""
 
@@ -174,6 +186,8 @@ class SessionStore:
         self._finish = client.register_script(scripts.FINISH)
         self._delete = client.register_script(scripts.DELETE)
         self._publish = client.register_script(scripts.PUBLISH)
+        self._context = client.register_script(scripts.CONTEXT)
+        self._summary = client.register_script(scripts.SUMMARY)
         self._stop = client.register_script(scripts.STOP)
         self._reply_exists = client.register_script(scripts.REPLY_EXISTS)
 
@@ -362,6 +376,28 @@ class SessionStore:
                 removed += self.client.delete(*elsewhere)
         if not removed and not retried:
             raise SessionNotFound(session_id)
+
+    # -- what replies are built from --------------------------------------------------
+
+    def context(self, session_id: str, *, cap: int, start: int | None = None) -> StoredContext:
+        """The rolling summary and the messages after it: the newest ``cap`` (an access, as
+        for a reply), or up to ``cap`` from absolute position ``start`` (the summariser's
+        backlog). SessionNotFound if the session is gone."""
+        args = [now_ms(), cap, -1 if start is None else start]
+        result = self._session_call(self._context, session_id, *args)
+        if result is None:
+            raise SessionNotFound(session_id)
+        summary, through, first, begin, *raw = result
+        messages = [decode_message(item) for item in raw]
+        for offset, message in enumerate(messages):
+            message["id"] = int(begin) + offset
+        return StoredContext(summary, int(through), int(first), int(begin), messages)
+
+    def save_summary(self, session_id: str, summary: str, through: int) -> bool:
+        """Store ``summary`` of every message before position ``through``, if that is further
+        than the stored one (never backwards). True if it was written."""
+        with_keys = [meta_key(session_id)]
+        return bool(self._call(self._summary, with_keys, [summary, through])[0])
 
     # -- streamed replies ---------------------------------------------------------------
 

@@ -9,17 +9,7 @@ import schemathesis
 
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.sessions.connection import connect
-
-OPERATIONS = {
-    ("post", "/api/session/create"): {"201", "429", "503"},
-    ("get", "/api/session/{session_id}/history"): {"200", "404", "422", "503"},
-    ("get", "/api/session/{session_id}/validate"): {"200", "503"},
-    ("delete", "/api/session/{session_id}"): {"200", "404", "503"},
-    ("post", "/api/send-message"): {"200", "400", "409", "413", "422", "429", "503"},
-    ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
-    ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {"200", "404", "422", "503"},
-    ("post", "/api/session/{session_id}/replies/{reply_id}/stop"): {"202", "404", "503"},
-}
+from tests.contract.operations import OPERATIONS
 
 
 @pytest.fixture
