@@ -91,8 +91,9 @@ def build_context(session_id: str, stored: StoredContext, budget: int) -> Contex
 class Summaries:
     """Folds turns that left the window into the session's summary, off the reply's path.
 
-    One job per session at a time (a second request while one runs is dropped: the running
-    job, or the next turn's, will get there); a failed summary leaves the old one.
+    One job per session at a time: a turn stored while its session's job runs makes that job
+    look again when it ends, so the summary always catches up with the last turn. A failed
+    summary leaves the old one.
     """
 
     def __init__(self, store: SessionStore, summariser: Summariser, budget: int) -> None:
@@ -101,26 +102,31 @@ class Summaries:
         self.budget = budget
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="summariser")
         self._running: set[str] = set()
+        self._again: set[str] = set()
         self._lock = threading.Lock()
 
     def after_turn(self, session_id: str) -> None:
         """Schedule a look at ``session_id``: summarise what fell out of its window."""
         with self._lock:
             if session_id in self._running:
+                self._again.add(session_id)
                 return
             self._running.add(session_id)
         self._executor.submit(self._run, session_id)
 
     def _run(self, session_id: str) -> None:
-        try:
-            self.catch_up(session_id)
-        except (SummaryFailed, StoreUnavailable, SessionNotFound) as exc:
-            log.warning("summary not updated: %s", exc)
-        except Exception:
-            log.exception("summary job failed")
-        finally:
+        while True:
+            try:
+                self.catch_up(session_id)
+            except (SummaryFailed, StoreUnavailable, SessionNotFound) as exc:
+                log.warning("summary not updated: %s", exc)
+            except Exception:
+                log.exception("summary job failed")
             with self._lock:
-                self._running.discard(session_id)
+                if session_id not in self._again:
+                    self._running.discard(session_id)
+                    return
+                self._again.discard(session_id)
 
     def catch_up(self, session_id: str) -> bool:
         """Fold the turns before the current window into the summary; True if it moved."""

@@ -129,7 +129,7 @@ def test_scripts_load_on_every_master_and_survive_a_script_flush(cluster, cluste
     sids = [http.post("/api/session/create").get_json()["sessionId"] for _ in range(SESSIONS)]
     for sid in sids:
         http.post("/api/send-message", json={"question": "hi"}, headers={"session-id": sid})
-    used = [sha(scripts.CREATE), sha(scripts.READ), sha(scripts.APPEND)]
+    used = [sha(scripts.CREATE), sha(scripts.CONTEXT), sha(scripts.APPEND)]
     for node in cluster.nodes:
         # EVALSHA missed (NOSCRIPT) on first use; redis-py's Script loaded it on all masters
         assert node.client().script_exists(*used) == [True, True, True]
