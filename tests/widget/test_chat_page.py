@@ -76,18 +76,21 @@ def test_waiting_shows_typing_and_blocks_a_second_send(ui, generator):
     ui.ask("slow question")
     expect(ui.typing).to_be_visible()
     expect(ui.page.get_by_role("status")).to_contain_text("typing")
-    expect(ui.send_button).to_be_disabled()
+    # The reply is being written (streamed): Stop takes Send's place until it ends.
+    expect(ui.stop_button).to_be_visible()
+    expect(ui.send_button).to_be_hidden()
     expect(ui.new_chat_button).to_be_disabled()
     expect(ui.user_messages).to_have_text(["slow question"])
     expect(ui.input).to_have_value("")
 
     ui.ask("typed while waiting")  # Enter during a request must not send
-    expect(ui.send_button).to_be_disabled()
+    expect(ui.stop_button).to_be_visible()
     expect(ui.user_messages).to_have_count(1)
 
     generator.gate.set()
     expect(ui.answers).to_have_count(1)
     expect(ui.typing).to_be_hidden()
+    expect(ui.stop_button).to_be_hidden()
     expect(ui.send_button).to_be_enabled()
     expect(ui.input).to_have_value("typed while waiting")
 
