@@ -1,6 +1,6 @@
 """Streamed answers in headless Chromium against the app served in-process over real Redis:
 text shows as it is written, Stop keeps what was written, a reload mid-answer shows the
-whole answer once (tests/widget/service.py: under a strict CSP).
+whole answer once, and answers render as safe Markdown (tests/widget/service.py: strict CSP).
 
 The generator writes its scripted deltas with a pause between them, slow enough to watch.
 """
@@ -8,6 +8,7 @@ The generator writes its scripted deltas with a pause between them, slow enough 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -215,6 +216,77 @@ def test_a_stream_cut_after_its_start_is_picked_up_where_it_broke(service, gener
     expect(ui.answers).to_have_count(1)
     assert len(resumed) == 1 and resumed[0].endswith("/events?after=2"), resumed
     expect(ui.error).to_be_hidden()
+
+
+MARKDOWN = (
+    "## Sessions\n\nThey last **thirty",
+    " minutes** by default, *renewed* on each `GET /hist",
+    "ory` call.\n\n- one\n- two\n",
+    "- three\n\n1. first\n2. second\n\n```\nprint('hi')\n",
+    "x = 1\n```\n\nSee [the docs](https://docs.example.com/sessions).",
+)
+
+
+def test_answers_render_as_markdown_elements(ui, generator):
+    generator.deltas = MARKDOWN
+    answer = ui.ask_and_wait("markdown please")
+    for view in (answer, None):
+        if view is None:  # the same from history
+            ui.page.reload()
+            ui.wait_ready()
+            view = ui.answers.first
+        bubble = view.locator(".cs-bubble")
+        expect(bubble.locator("h4")).to_have_text("Sessions")
+        expect(bubble.locator("strong")).to_have_text("thirty minutes")
+        expect(bubble.locator("em")).to_have_text("renewed")
+        expect(bubble.locator("p > code")).to_have_text("GET /history")
+        expect(bubble.locator("ul > li")).to_have_text(["one", "two", "three"])
+        expect(bubble.locator("ol > li")).to_have_text(["first", "second"])
+        expect(bubble.locator("pre > code")).to_have_text("print('hi')\nx = 1")
+        link = bubble.get_by_role("link", name="the docs")
+        expect(link).to_have_attribute("href", "https://docs.example.com/sessions")
+        expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+        expect(link).to_have_attribute("target", "_blank")
+        assert "**" not in (bubble.text_content() or "")
+    # A question is never Markdown.
+    expect(ui.user_messages.first.locator("*")).to_have_count(0)
+
+
+HOSTILE = (
+    "<img src=x onerror=alert(1)> and ",
+    "[click](javascript:alert(1)) and [data](data:text/html,<b>x</b>) ",
+    "<script>alert(2)</script> **<b>bold</b>** `<i>code</i>`\n\n",
+    "- [x](JaVaScRiPt:alert(3))\n\n```\n<svg onload=alert(4)>\n```",
+)
+
+
+def test_markup_in_a_streamed_answer_stays_text(ui, generator):
+    dialogs: list[str] = []
+    requested: list[str] = []
+    ui.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    ui.page.on("request", lambda request: requested.append(request.url))
+    generator.deltas = HOSTILE
+    for reload in (False, True):
+        if reload:
+            ui.page.reload()
+            ui.wait_ready()
+            answer = ui.answers.first
+        else:
+            answer = ui.ask_and_wait("<b>hostile</b>")
+            expect(ui.stop_button).to_be_hidden()
+        bubble = answer.locator(".cs-bubble")
+        expect(bubble).to_contain_text("<img src=x onerror=alert(1)>")
+        expect(bubble).to_contain_text("[click](javascript:alert(1))")
+        expect(bubble).to_contain_text("<script>alert(2)</script>")
+        expect(bubble.locator("strong")).to_have_text("<b>bold</b>")
+        expect(bubble.locator("p > code")).to_have_text("<i>code</i>")
+        expect(bubble.locator("pre")).to_have_text("<svg onload=alert(4)>")
+        expect(bubble.locator("li")).to_have_text("[x](JaVaScRiPt:alert(3))")
+        assert bubble.locator("a, img, script, b, i, svg").count() == 0
+        expect(ui.user_messages.first).to_have_text("<b>hostile</b>")
+    assert ui.page.locator("img, svg:not([aria-hidden])").count() == 0
+    assert dialogs == []
+    assert not [url for url in requested if re.search(r"/x$|^data:|^javascript:", url)]
 
 
 def test_a_json_answer_is_shown_as_before(ui):

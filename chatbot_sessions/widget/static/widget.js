@@ -12,8 +12,10 @@
  * Answers are streamed (Server-Sent Events read from fetch, so text shows as it is written,
  * with a Stop button), and a page loaded mid-answer picks the answer up where the server is.
  *
- * Every message is rendered with textContent, never as HTML. There is no inline script or
- * style anywhere, so pages with a strict Content-Security-Policy can use it.
+ * Nothing from the server is ever parsed as HTML: a question is shown as plain text, an
+ * answer as a small Markdown subset built node by node (its text only ever in text nodes,
+ * links only to http(s) URLs). There is no inline script or style anywhere, so pages with a
+ * strict Content-Security-Policy can use it.
  */
 (() => {
   "use strict";
@@ -856,11 +858,13 @@
       return { item, bubble };
     }
 
-    /** One message as a list item; all text via textContent. */
+    /** One message as a list item: a question as plain text, an answer as safe Markdown. */
     messageItem({ type, content, timestamp, sources, degraded, stopped }) {
       const role = type === "user" ? "user" : "assistant";
       const { item, bubble } = this.messageShell(role);
-      bubble.textContent = String(content ?? "");
+      const text = String(content ?? "");
+      if (role === "user") bubble.textContent = text;
+      else bubble.append(renderMarkdown(text));
       this.addDetails(item, { timestamp, sources, degraded, stopped });
       return item;
     }
@@ -996,8 +1000,8 @@
   }
 
   /**
-   * One answer as it is written: text is appended as it arrives and shown at most once per
-   * animation frame; its message item appears with the first text.
+   * One answer as it is written: text is appended as it arrives and its Markdown rendered
+   * at most once per animation frame; its message item appears with the first text.
    */
   class AnswerView {
     constructor(widget) {
@@ -1032,7 +1036,7 @@
 
     render() {
       const follow = this.widget.atEnd();
-      this.bubble.textContent = this.text;
+      this.bubble.replaceChildren(renderMarkdown(this.text));
       if (follow) this.widget.scrollToEnd(true);
     }
 
@@ -1065,6 +1069,198 @@
     } catch {
       return null;
     }
+  }
+
+  /*
+   * Markdown for answers, built as DOM nodes: text only ever goes in as text nodes, so no
+   * markup in an answer can become an element. A deliberately small subset: paragraphs,
+   * # to ### headings, - * + and 1. lists, ``` or ~~~ fenced code, `code`, *em*, **strong**
+   * and [links](https://...) to http(s) URLs. Anything else stays literal text. An
+   * unclosed fence or span renders sensibly while the answer is still being written.
+   */
+  const FENCE = /^ {0,3}(`{3,}|~{3,})([^`]*)$/;
+  const HEADING = /^ {0,3}(#{1,3})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$/;
+  const ITEM = /^[ \t]{0,3}(?:([-*+])|(\d{1,9})[.)])[ \t]+(.*)$/;
+  const ESCAPABLE = /[\\`*_{}[\]()#+\-.!~<>|]/;
+
+  /** The blocks of `text`: {type: "p"|"h"|"code"|"list", ...}. */
+  function markdownBlocks(text) {
+    const lines = String(text).split(/\r\n|\r|\n/);
+    const blocks = [];
+    let paragraph = null;
+    let list = null; // the open list; `gap` after a blank line inside it
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      const fence = FENCE.exec(line);
+      const heading = !fence && HEADING.exec(line);
+      const item = !fence && !heading && ITEM.exec(line);
+      if (!line.trim()) {
+        paragraph = null;
+        if (list) list.gap = true;
+        continue;
+      }
+      if (list && !item && !fence && !heading && (!list.gap || /^[ \t]{2,}/.test(line))) {
+        const lastItem = list.items[list.items.length - 1];
+        lastItem.push(list.gap ? `\n${line.trim()}` : line.trim()); // more of the last item
+        list.gap = false;
+        continue;
+      }
+      if (!item) list = null;
+      if (fence) {
+        paragraph = null;
+        const mark = fence[1];
+        const body = [];
+        for (i++; i < lines.length; i++) {
+          // Closed by a line of at least as many of the same character.
+          const closing = lines[i].trim();
+          if (closing.startsWith(mark) && new Set(closing).size === 1) break;
+          body.push(lines[i]);
+        }
+        // Not closed (yet, while it is written): the text's final newline is not code.
+        if (i >= lines.length && body[body.length - 1] === "") body.pop();
+        blocks.push({ type: "code", text: body.join("\n") });
+      } else if (heading) {
+        paragraph = null;
+        blocks.push({ type: "h", level: heading[1].length, text: heading[2] });
+      } else if (item) {
+        paragraph = null;
+        const ordered = item[2] !== undefined;
+        // Another bullet character, or numbers after bullets, start another list.
+        if (!list || list.ordered !== ordered || (!ordered && list.bullet !== item[1])) {
+          const first = ordered ? Number(item[2]) : 1;
+          list = { type: "list", ordered, bullet: item[1], start: first, items: [] };
+          blocks.push(list);
+        }
+        list.gap = false;
+        list.items.push([item[3]]);
+      } else if (paragraph) {
+        paragraph.lines.push(line.trim());
+      } else {
+        paragraph = { type: "p", lines: [line.trim()] };
+        blocks.push(paragraph);
+      }
+    }
+    return blocks;
+  }
+
+  /** `text` as safe Markdown, in a fragment ready to put in a bubble. */
+  function renderMarkdown(text) {
+    const fragment = document.createDocumentFragment();
+    for (const block of markdownBlocks(text)) {
+      if (block.type === "code") {
+        fragment.append(el("pre", {}, [el("code", { text: block.text })]));
+      } else if (block.type === "h") {
+        // The widget's own title is an h2, so an answer's headings start one level below.
+        fragment.append(el(`h${block.level + 2}`, {}, inlineMarkdown(block.text)));
+      } else if (block.type === "list") {
+        const attrs = block.ordered && block.start !== 1 ? { start: String(block.start) } : {};
+        const items = block.items.map((lines) => el("li", {}, inlineMarkdown(lines.join("\n"))));
+        fragment.append(el(block.ordered ? "ol" : "ul", { attrs }, items));
+      } else {
+        fragment.append(el("p", {}, inlineMarkdown(block.lines.join("\n"))));
+      }
+    }
+    return fragment;
+  }
+
+  /** The inline spans of `text` as nodes (strings become text nodes when appended). */
+  function inlineMarkdown(text, links = true) {
+    const out = [];
+    let plain = "";
+    const push = (node) => {
+      if (plain) out.push(plain);
+      plain = "";
+      out.push(node);
+    };
+    let i = 0;
+    while (i < text.length) {
+      const ch = text[i];
+      if (ch === "\\" && ESCAPABLE.test(text[i + 1] || "")) {
+        plain += text[i + 1];
+        i += 2;
+      } else if (ch === "`") {
+        const run = /^`+/.exec(text.slice(i))[0];
+        const close = closingRun(text, i + run.length, run);
+        if (close < 0) {
+          plain += run;
+          i += run.length;
+          continue;
+        }
+        let code = text.slice(i + run.length, close);
+        if (code.length > 2 && code.startsWith(" ") && code.endsWith(" ")) code = code.slice(1, -1);
+        push(el("code", { text: code }));
+        i = close + run.length;
+      } else if (ch === "*") {
+        const mark = text.startsWith("**", i) ? "**" : "*";
+        const close = closingMark(text, i + mark.length, mark);
+        if (close < 0) {
+          plain += mark;
+          i += mark.length;
+          continue;
+        }
+        const inner = inlineMarkdown(text.slice(i + mark.length, close), links);
+        push(el(mark === "**" ? "strong" : "em", {}, inner));
+        i = close + mark.length;
+      } else if (ch === "[" && links) {
+        const link = markdownLink(text, i);
+        if (!link) {
+          plain += ch;
+          i += 1;
+          continue;
+        }
+        const attrs = { href: link.href, target: "_blank", rel: "noopener noreferrer nofollow" };
+        push(el("a", { attrs }, inlineMarkdown(link.label || link.href, false)));
+        i = link.end;
+      } else {
+        plain += ch;
+        i += 1;
+      }
+    }
+    if (plain) out.push(plain);
+    return out;
+  }
+
+  /** Where a code span opened by `run` closes: the next run of exactly as many backticks. */
+  function closingRun(text, from, run) {
+    for (let j = text.indexOf(run, from); j >= 0; j = text.indexOf(run, j + 1)) {
+      let end = j + run.length;
+      if (text[end] !== "`") return j;
+      while (text[end] === "`") end++; // a longer run: skip all of it
+      j = end - 1;
+    }
+    return -1;
+  }
+
+  /** Where *em* or **strong** opened at `from` closes; -1 when it does not (stays text). */
+  function closingMark(text, from, mark) {
+    if (from >= text.length || /\s/.test(text[from])) return -1; // "2 * 3" is not emphasis
+    for (let j = text.indexOf(mark, from + 1); j >= 0; j = text.indexOf(mark, j + 1)) {
+      if (/\s/.test(text[j - 1])) continue;
+      if (mark === "*" && (text[j + 1] === "*" || text[j - 1] === "*")) continue; // part of **
+      return j;
+    }
+    return -1;
+  }
+
+  /** A [label](url) link at `start` when url is http(s): {label, href, end}; else null. */
+  function markdownLink(text, start) {
+    let depth = 0;
+    let end = start;
+    for (; end < text.length; end++) {
+      if (text[end] === "\\") end++;
+      else if (text[end] === "[") depth++;
+      else if (text[end] === "]" && --depth === 0) break;
+    }
+    if (end >= text.length || text[end + 1] !== "(") return null;
+    let close = end + 2;
+    for (let parens = 1; close < text.length; close++) {
+      if (/\s/.test(text[close])) return null;
+      if (text[close] === "(") parens++;
+      else if (text[close] === ")" && --parens === 0) break;
+    }
+    if (close >= text.length) return null;
+    const href = safeLink(text.slice(end + 2, close));
+    return href ? { label: text.slice(start + 1, end), href, end: close + 1 } : null;
   }
 
   /** A shadow root holding our stylesheet, so host-page CSS and ours never mix. */
