@@ -18,6 +18,7 @@ class ChatUI:
         self.chat: Locator = page.locator("section.cs-chat")
         self.input: Locator = page.get_by_role("textbox", name="Your question")
         self.send_button: Locator = page.get_by_role("button", name="Send")
+        self.stop_button: Locator = page.get_by_role("button", name="Stop the answer")
         self.new_chat_button: Locator = page.get_by_role("button", name="New chat")
         self.log: Locator = page.get_by_role("log", name="Conversation")
         self.user_messages: Locator = page.locator(".cs-msg--user .cs-bubble")
@@ -54,6 +55,24 @@ class ChatUI:
         """The session id the widget keeps in this origin's localStorage."""
         return self.page.evaluate(
             "key => window.localStorage.getItem(key)", f"chatbot-sessions:session:{self.api}"
+        )
+
+    @property
+    def pending_key(self) -> str:
+        """Where the widget keeps the reply being written (JSON), in localStorage."""
+        return f"chatbot-sessions:reply:{self.api}"
+
+    def pending_reply(self) -> dict | None:
+        """The reply the widget notes as being written: sessionId, replyId, question."""
+        return self.page.evaluate(
+            "key => JSON.parse(window.localStorage.getItem(key) || 'null')", self.pending_key
+        )
+
+    def set_pending_reply(self, pending: dict) -> None:
+        """Note ``pending`` as the reply being written, as a page closed mid-answer leaves it."""
+        self.page.evaluate(
+            "([key, value]) => window.localStorage.setItem(key, JSON.stringify(value))",
+            [self.pending_key, pending],
         )
 
 

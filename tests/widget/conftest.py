@@ -1,4 +1,6 @@
-"""Browser fixtures: one headless Chromium per test module, a fresh context per test."""
+"""Browser fixtures: one headless Chromium per test module, a fresh context per test; and
+for modules that define a module-scoped ``generator`` (with ``reset()``), the app served
+in-process with it (``service``) and the chat page open on it (``ui``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,9 @@ import pytest
 
 from tests.conftest import require
 from tests.support.browser import CHROMIUM, chromium_available, launch
+from tests.support.web import serve_wsgi
+from tests.widget.chat_ui import ChatUI
+from tests.widget.service import app_with_csp
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +35,23 @@ def page(browser):
     yield page
     context.close()
     assert errors == [], f"uncaught JavaScript errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def service(redis_server, generator):
+    """The app over real Redis with the module's ``generator``, under a strict CSP; its URL."""
+    with serve_wsgi(app_with_csp(redis_server, generator)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def ui(service, generator, page):
+    """The chat page open on ``service``, the generator reset; fails on any CSP report."""
+    generator.reset()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    yield ChatUI(page, service).open_page()
+    assert violations == [], violations

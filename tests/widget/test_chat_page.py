@@ -1,8 +1,6 @@
 """The chat page in headless Chromium against the app served in-process over real Redis,
-with a reply generator whose answers (and sources, and timing) the tests control.
-
-The page is served under a strict Content-Security-Policy (no inline script or style), so
-every test here also proves the widget needs nothing inline.
+with a reply generator whose answers (and sources, and timing) the tests control, under a
+strict Content-Security-Policy (tests/widget/service.py).
 """
 
 from __future__ import annotations
@@ -15,18 +13,14 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from chatbot_sessions import create_app
 from chatbot_sessions.domain import Message, Reply, Source
 from tests.support.processes import RedisServer
 from tests.support.web import serve_wsgi
 from tests.widget.chat_ui import ChatUI, record_idempotency_keys
+from tests.widget.service import app_with_csp
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
-STRICT_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
 SEND = "**/api/send-message"
 UUID_V4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 SOURCES = (
@@ -42,47 +36,18 @@ class ScriptedGenerator:
     def __init__(self) -> None:
         self.gate: threading.Event | None = None
 
+    def reset(self) -> None:
+        self.gate = None
+
     def generate(self, question: str, history: Sequence[Message]) -> Reply:
         if self.gate is not None:
             self.gate.wait(timeout=15)
         return Reply(text=f"Here is what I found about: {question}", sources=SOURCES)
 
 
-def _app_with_csp(redis_url: str, generator: ScriptedGenerator):
-    app = create_app(
-        {"REDIS_URL": redis_url, "RATE_LIMIT_ENABLED": "0", "REDIS_SOCKET_TIMEOUT": "1"},
-        reply_generator=generator,
-    )
-
-    @app.after_request
-    def _csp(response):
-        response.headers["Content-Security-Policy"] = STRICT_CSP
-        return response
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def generator() -> ScriptedGenerator:
     return ScriptedGenerator()
-
-
-@pytest.fixture(scope="module")
-def service(redis_server, generator):
-    with serve_wsgi(_app_with_csp(redis_server, generator)) as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def ui(service, generator, page):
-    generator.gate = None
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
-    )
-    yield ChatUI(page, service).open_page()
-    assert violations == [], violations
 
 
 def test_answer_shows_its_sources_as_text_and_safe_links(ui):
@@ -111,18 +76,21 @@ def test_waiting_shows_typing_and_blocks_a_second_send(ui, generator):
     ui.ask("slow question")
     expect(ui.typing).to_be_visible()
     expect(ui.page.get_by_role("status")).to_contain_text("typing")
-    expect(ui.send_button).to_be_disabled()
+    # The reply is being written (streamed): Stop takes Send's place until it ends.
+    expect(ui.stop_button).to_be_visible()
+    expect(ui.send_button).to_be_hidden()
     expect(ui.new_chat_button).to_be_disabled()
     expect(ui.user_messages).to_have_text(["slow question"])
     expect(ui.input).to_have_value("")
 
     ui.ask("typed while waiting")  # Enter during a request must not send
-    expect(ui.send_button).to_be_disabled()
+    expect(ui.stop_button).to_be_visible()
     expect(ui.user_messages).to_have_count(1)
 
     generator.gate.set()
     expect(ui.answers).to_have_count(1)
     expect(ui.typing).to_be_hidden()
+    expect(ui.stop_button).to_be_hidden()
     expect(ui.send_button).to_be_enabled()
     expect(ui.input).to_have_value("typed while waiting")
 
@@ -269,7 +237,7 @@ def test_redis_outage_gives_a_503_message_then_recovers(tmp_path, generator, pag
     redis = RedisServer(tmp_path / "redis").start()
     revived = RedisServer(tmp_path / "redis", redis.port)  # same port, empty data set
     try:
-        with serve_wsgi(_app_with_csp(redis.url, generator)) as base_url:
+        with serve_wsgi(app_with_csp(redis.url, generator)) as base_url:
             ui = ChatUI(page, base_url).open_page()
             before = ui.stored_session_id()
             redis.kill()
