@@ -432,13 +432,23 @@ class SessionStore:
     ) -> list[ReplyEvent]:
         """Events after number ``after``, waiting up to ``block_ms`` for one (XREAD BLOCK).
 
-        The same round trip refreshes the session's TTL (reading a stream is an access);
-        SessionNotFound if the session is gone.
+        The same round trip refreshes the session's TTL (reading a stream is an access; two
+        calls on a cluster, whose client runs no script in a pipeline); SessionNotFound if
+        the session is gone.
         """
         keys = session_keys(session_id)
         stream = reply_events_key(session_id, reply_id)
 
         def poll() -> list[Any]:
+            if not self.single_node:
+                # A cluster client refuses scripts in a pipeline: two calls, same node.
+                touched = self._touch(keys=keys, args=[self.ttl, now_ms()])
+                if not touched:
+                    return [touched, []]
+                return [
+                    touched,
+                    self.client.xread({stream: f"0-{after}"}, count=100, block=block_ms),
+                ]
             pipe = self.client.pipeline(transaction=False)
             self._touch(keys=keys, args=[self.ttl, now_ms()], client=pipe)
             pipe.xread({stream: f"0-{after}"}, count=100, block=block_ms)

@@ -228,3 +228,25 @@ def test_a_send_counts_its_ip_and_its_session_in_their_own_slots(cluster, genera
     # Counted in the cluster (a failed call would have been counted in memory instead).
     assert sorted(counters.values()) == ["1", "3", "3"]  # create; send per IP; per session
     assert not any(sid in key for key in counters)
+
+
+def test_a_streamed_reply_lives_in_its_sessions_slot_and_resumes(cluster, cluster_app):
+    """Events, stop requests and the resume read all stay in the session's hash slot."""
+    from tests.support.streams import Event, parse_events
+
+    http = cluster_app.test_client()
+    client = resources(cluster_app).redis
+    streamed = http.post(
+        "/api/send-message", json={"question": "hi"}, headers={"Accept": "text/event-stream"}
+    )
+    events = [e for e in parse_events([streamed.data]) if isinstance(e, Event)]
+    assert [e.name for e in events][0] == "start" and events[-1].name == "done"
+    sid, reply_id = events[0].data["sessionId"], events[0].data["replyId"]
+    stream_key = f"chat_session:{{{sid}}}:reply:{reply_id}"
+    assert client.keyslot(stream_key) == client.keyslot(session_keys(sid)[0])
+    assert client.exists(stream_key) == 1
+    resumed = http.get(f"/api/session/{sid}/replies/{reply_id}/events?after=1")
+    rest = [e for e in parse_events([resumed.data]) if isinstance(e, Event)]
+    assert rest[0].id == 2 and rest[-1].data["reply"] == events[-1].data["reply"]
+    assert http.delete(f"/api/session/{sid}").status_code == 200
+    assert client.exists(stream_key) == 0
