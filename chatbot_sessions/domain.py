@@ -18,6 +18,9 @@ SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
 class Message(TypedDict):
     """One stored message, in the wire shape of the API (timestamp is ISO 8601 UTC)."""
 
+    #: Its absolute position: the n-th message ever appended to the session, from 0. Stable
+    #: while messages are appended and trimmed; the paging cursor counts the same way.
+    id: int
     type: Literal["user", "assistant"]
     content: str
     timestamp: str

@@ -31,6 +31,14 @@ class SourceSchema(Schema):
 class MessageSchema(Schema):
     """One stored turn, in the API's original shape; assistant turns may carry their sources."""
 
+    id = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "the message's absolute position in the session (the n-th message "
+            "ever appended, from 0): stable while messages are appended and trimmed"
+        },
+    )
     type = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)
     timestamp = fields.String(required=True, metadata={"description": "ISO 8601 UTC"})
@@ -260,6 +268,9 @@ def _check_iso(value: str) -> None:
 
 
 class _StoredMessageSchema(MessageSchema):
+    # An export carries each message's id; an import ignores it (``seq`` and the order
+    # give every position back), so documents from before ids existed still load.
+    id = fields.Integer()
     timestamp = fields.String(required=True, validate=_check_iso)
 
 

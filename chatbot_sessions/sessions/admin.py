@@ -232,14 +232,16 @@ class SessionAdmin:
         if result is None:
             return None
         created_at, last_activity, seq, pttl, *raw = result
+        seq = int(seq) if seq is not None else len(raw)
+        first = seq - len(raw)
         return {
             "format": SESSION_DOCUMENT_FORMAT,
             "sessionId": parse_session_id(session_id),
             "createdAt": iso_from_ms(created_at),
             "lastActivity": iso_from_ms(last_activity or created_at),
-            "seq": int(seq) if seq is not None else len(raw),
+            "seq": seq,
             "ttlMs": int(pttl) if int(pttl) >= 0 else None,
-            "messages": [decode_message(item) for item in raw],
+            "messages": [decode_message(item, first + i) for i, item in enumerate(raw)],
         }
 
     def restore(self, document: Mapping[str, Any], *, replace: bool = False) -> bool:

@@ -6,7 +6,9 @@ object per message spent about 60 on key names and an ISO date. ``t`` is ``u``/`
 ``U``/``A`` when a line of JSON sources sits between the ``|`` and the content (JSON never
 holds a raw newline, so the first newline ends it). A ``~`` after the stamp marks an answer
 the user stopped mid-way. The API still shows the wire shape
-``{type, content, timestamp[, sources]}``.
+``{id, type, content, timestamp[, sources]}``, where ``id`` is the message's absolute
+position (the n-th message ever appended to the session, from 0): not stored in the entry,
+since the list's position and the session's ``seq`` give it.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ def encode_message(message: NewMessage) -> str:
     return f"{code.upper()}{stamp}|{sources}\n{message.content}"
 
 
-def decode_message(raw: str) -> Message:
-    """Turn a stored entry back into the wire shape ``{type, content, timestamp[, sources]}``."""
+def decode_message(raw: str, position: int) -> Message:
+    """Turn the stored entry at absolute ``position`` back into the wire shape
+    ``{id, type, content, timestamp[, sources]}``."""
     head, _, rest = raw.partition("|")
     code, stamp = head[0], head[1:]
     stopped = stamp.endswith("~")
-    message: dict[str, Any] = {"type": _TYPE_NAMES[code.lower()]}
+    message: dict[str, Any] = {"id": position, "type": _TYPE_NAMES[code.lower()]}
     if code.isupper():
         sources, _, rest = rest.partition("\n")
         message["sources"] = [

@@ -253,7 +253,7 @@ class SessionStore:
             session_id=canonical_session_id(session_id),
             created_at=iso_from_ms(created_at),
             last_activity=iso_from_ms(at),
-            messages=[decode_message(item) for item in raw],
+            messages=[decode_message(item, int(start) + i) for i, item in enumerate(raw)],
             next_cursor=int(start) if int(start) > int(first) else None,
         )
 

@@ -69,6 +69,7 @@ def test_export_is_read_only_and_restore_round_trips_exactly(redis_client):
     document = admin.export(sid)
     assert redis_client.ttl(meta) <= 100  # no TTL refresh by an inspection
     assert document["seq"] == 6 and len(document["messages"]) == 6
+    assert [m["id"] for m in document["messages"]] == [0, 1, 2, 3, 4, 5]  # as history numbers
     assert document["messages"][1]["sources"] == [
         {"title": "Guide", "source": "g.md", "score": 1.2346}
     ]

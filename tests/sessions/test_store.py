@@ -84,7 +84,7 @@ def test_append_keeps_order_and_shape(store):
     messages = store.read(sid).messages
     assert [m["content"] for m in messages] == ["q1", "a1", "q2", "a2"]
     assert [m["type"] for m in messages] == ["user", "assistant"] * 2
-    assert set(messages[0]) == {"type", "content", "timestamp"}
+    assert set(messages[0]) == {"id", "type", "content", "timestamp"}
     assert messages[3]["sources"] == [{"title": "T", "source": "t.md", "score": 1.2346}]
 
 
@@ -180,6 +180,25 @@ def test_paging_with_limit_and_cursor_survives_appends(redis_client):
     assert oldest.next_cursor is None
 
 
+def test_message_ids_are_absolute_positions_stable_across_trims_and_pages(store):
+    sid = new_session_id()
+    store.append(sid, pair(0), create=True)
+    for n in range(1, 5):
+        store.append(sid, pair(n))  # 10 appended, the newest 6 kept (max_messages=6)
+    page = store.read(sid)
+    assert [m["id"] for m in page.messages] == [4, 5, 6, 7, 8, 9]
+    assert [m["content"] for m in page.messages][:2] == ["q2", "a2"]
+    newest = store.read(sid, limit=2)
+    assert [m["id"] for m in newest.messages] == [8, 9] and newest.next_cursor == 8
+    older = store.read(sid, limit=2, before=newest.next_cursor)
+    assert [m["id"] for m in older.messages] == [6, 7] and older.next_cursor == 6
+
+    store.append(sid, pair(5))  # trims q2 a2: every kept message keeps its id
+    after = {m["id"]: m["content"] for m in store.read(sid).messages}
+    assert after == {6: "q3", 7: "a3", 8: "q4", 9: "a4", 10: "q5", 11: "a5"}
+    assert {m["id"]: m["content"] for m in page.messages if m["id"] >= 6}.items() <= after.items()
+
+
 def test_delete_removes_every_key(store, redis_client):
     sid = new_session_id()
     store.append(sid, pair(1), create=True)
@@ -237,8 +256,9 @@ def test_entries_round_trip_any_content(content, sources):
     from chatbot_sessions.sessions.codec import decode_message, encode_message
 
     at = 1_764_105_282_123
-    message = decode_message(encode_message(NewMessage("assistant", content, at, sources)))
+    message = decode_message(encode_message(NewMessage("assistant", content, at, sources)), 7)
     assert message["content"] == content and message["type"] == "assistant"
+    assert message["id"] == 7
     assert message["timestamp"] == "2025-11-25T21:14:42.123Z"
     assert message.get("sources", []) == [
         {"title": s.title, "source": s.source, "score": s.score} for s in sources
