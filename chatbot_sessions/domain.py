@@ -27,6 +27,8 @@ class Message(TypedDict):
     sources: NotRequired[list[dict[str, Any]]]
     #: Present (true) on an answer whose writing the user stopped: the text so far.
     stopped: NotRequired[bool]
+    #: Present (true) on an answer the generator fell back to (``Reply.degraded``).
+    degraded: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class NewMessage:
     at_ms: int
     sources: Sequence[Source] = ()
     stopped: bool = False
+    #: An answer from a fallback (``Reply.degraded``), kept so ratings can be told apart.
+    degraded: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class MessageSchema(Schema):
     stopped = fields.Boolean(
         metadata={"description": "true on an answer the user stopped: the text so far"}
     )
+    degraded = fields.Boolean(
+        metadata={"description": "true on an answer from a fallback (the LLM failed)"}
+    )
 
 
 class PreRenderedList(fields.List):

@@ -5,10 +5,10 @@ A message entry is ``<t><ms base 36>|<content>``: about 10 bytes of overhead, wh
 object per message spent about 60 on key names and an ISO date. ``t`` is ``u``/``a``, or
 ``U``/``A`` when a line of JSON sources sits between the ``|`` and the content (JSON never
 holds a raw newline, so the first newline ends it). A ``~`` after the stamp marks an answer
-the user stopped mid-way. The API still shows the wire shape
-``{id, type, content, timestamp[, sources]}``, where ``id`` is the message's absolute
-position (the n-th message ever appended to the session, from 0): not stored in the entry,
-since the list's position and the session's ``seq`` give it.
+the user stopped mid-way, a ``!`` one the generator fell back to (degraded). The API still
+shows the wire shape ``{id, type, content, timestamp[, sources]}``, where ``id`` is the
+message's absolute position (the n-th message ever appended to the session, from 0): not
+stored in the entry, since the list's position and the session's ``seq`` give it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Marks after the stamp: ``~`` stopped, ``!`` degraded (never base-36 digits).
+_DEGRADED = "!"
+_FLAGS = "~" + _DEGRADED
 
 
 def _base36(number: int) -> str:
@@ -36,7 +39,8 @@ def _base36(number: int) -> str:
 def encode_message(message: NewMessage) -> str:
     """The compact stored entry of ``message`` (scores rounded to 4 places)."""
     code = _TYPE_CODES[message.type]
-    stamp = _base36(message.at_ms) + ("~" if message.stopped else "")
+    flags = ("~" if message.stopped else "") + (_DEGRADED if message.degraded else "")
+    stamp = _base36(message.at_ms) + flags
     if not message.sources:
         return f"{code}{stamp}|{message.content}"
     sources = json.dumps(
@@ -51,8 +55,8 @@ def decode_message(raw: str, position: int) -> Message:
     """Turn the stored entry at absolute ``position`` back into the wire shape
     ``{id, type, content, timestamp[, sources]}``."""
     head, _, rest = raw.partition("|")
-    code, stamp = head[0], head[1:]
-    stopped = stamp.endswith("~")
+    code, stamp = head[0], head[1:].rstrip(_FLAGS)
+    flags = head[1 + len(stamp) :]
     message: dict[str, Any] = {"id": position, "type": _TYPE_NAMES[code.lower()]}
     if code.isupper():
         sources, _, rest = rest.partition("\n")
@@ -61,9 +65,11 @@ def decode_message(raw: str, position: int) -> Message:
             for title, source, score in json.loads(sources)
         ]
     message["content"] = rest
-    message["timestamp"] = iso_from_ms(int(stamp.rstrip("~"), 36))
-    if stopped:
+    message["timestamp"] = iso_from_ms(int(stamp, 36))
+    if "~" in flags:
         message["stopped"] = True
+    if _DEGRADED in flags:
+        message["degraded"] = True
     return message  # type: ignore[return-value]
 
 
@@ -79,6 +85,7 @@ def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
         ms_from_iso(message["timestamp"]),
         sources,
         stopped=bool(message.get("stopped")),
+        degraded=bool(message.get("degraded")),
     )
 
 

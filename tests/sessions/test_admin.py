@@ -33,7 +33,13 @@ def new_session(store: SessionStore, turns: int = 1) -> str:
             sid,
             [
                 NewMessage("user", f"q{n} ✓ «ünïcode»", at),
-                NewMessage("assistant", f"a{n}", at + 1, (Source("Guide", "g.md", 1.2346),)),
+                NewMessage(
+                    "assistant",
+                    f"a{n}",
+                    at + 1,
+                    (Source("Guide", "g.md", 1.2346),),
+                    degraded=n % 2 == 1,
+                ),
             ],
         )
     return sid
@@ -70,6 +76,11 @@ def test_export_is_read_only_and_restore_round_trips_exactly(redis_client):
     assert redis_client.ttl(meta) <= 100  # no TTL refresh by an inspection
     assert document["seq"] == 6 and len(document["messages"]) == 6
     assert [m["id"] for m in document["messages"]] == [0, 1, 2, 3, 4, 5]  # as history numbers
+    assert [m.get("degraded", False) for m in document["messages"]] == [False] * 3 + [
+        True,
+        False,
+        False,
+    ]
     assert document["messages"][1]["sources"] == [
         {"title": "Guide", "source": "g.md", "score": 1.2346}
     ]

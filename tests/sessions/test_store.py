@@ -250,6 +250,22 @@ def test_redis_errors_become_store_unavailable_quickly():
     assert time.monotonic() - started < 1.0  # two calls, each three quick attempts
 
 
+@pytest.mark.parametrize("stopped", [False, True])
+@pytest.mark.parametrize("degraded", [False, True])
+def test_entries_keep_the_stopped_and_degraded_marks(stopped, degraded):
+    from chatbot_sessions.sessions.codec import decode_message, encode_message
+
+    sources = (Source("T", "t.md", 0.5),)
+    entry = encode_message(NewMessage("assistant", "~!|x", 1, sources, stopped, degraded))
+    message = decode_message(entry, 0)
+    assert message["content"] == "~!|x" and message["timestamp"] == "1970-01-01T00:00:00.001Z"
+    assert message.get("stopped", False) is stopped
+    assert message.get("degraded", False) is degraded
+    assert len(entry) - len(encode_message(NewMessage("assistant", "~!|x", 1, sources))) == (
+        stopped + degraded
+    )  # one byte per mark, none when unset
+
+
 @pytest.mark.parametrize("content", ["", "a|b|c", "line\nbreak\n", '\u2603 <b>x</b> "q"', "U1|x"])
 @pytest.mark.parametrize("sources", [(), (Source("T|i\nt", "p|q.md", 0.5),)])
 def test_entries_round_trip_any_content(content, sources):
