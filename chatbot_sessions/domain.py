@@ -15,6 +15,17 @@ from typing import Any, Literal, NotRequired, TypedDict
 SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
 
 
+#: The ratings a user can give an answer.
+RATINGS = ("up", "down")
+
+
+class MessageFeedback(TypedDict):
+    """A rating as history shows it on the rated answer; ``comment`` is None without one."""
+
+    rating: Literal["up", "down"]
+    comment: str | None
+
+
 class Message(TypedDict):
     """One stored message, in the wire shape of the API (timestamp is ISO 8601 UTC)."""
 
@@ -29,6 +40,8 @@ class Message(TypedDict):
     stopped: NotRequired[bool]
     #: Present (true) on an answer the generator fell back to (``Reply.degraded``).
     degraded: NotRequired[bool]
+    #: Present on an answer the user rated: the latest rating.
+    feedback: NotRequired[MessageFeedback]
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,16 @@ class NewMessage:
     stopped: bool = False
     #: An answer from a fallback (``Reply.degraded``), kept so ratings can be told apart.
     degraded: bool = False
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A rating stored on an answer: which one (``message_id``, its absolute position)."""
+
+    session_id: str
+    message_id: int
+    rating: Literal["up", "down"]
+    comment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from chatbot_sessions.domain import Message, NewMessage, Reply, Source
+from chatbot_sessions.domain import Message, MessageFeedback, NewMessage, Reply, Source
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
+#: The first letter of an assistant entry, with and without sources (for the scripts).
+ANSWER_CODES = "aA"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 #: Marks after the stamp: ``~`` stopped, ``!`` degraded (never base-36 digits).
 _DEGRADED = "!"
@@ -51,9 +53,9 @@ def encode_message(message: NewMessage) -> str:
     return f"{code.upper()}{stamp}|{sources}\n{message.content}"
 
 
-def decode_message(raw: str, position: int) -> Message:
+def decode_message(raw: str, position: int, feedback: MessageFeedback | None = None) -> Message:
     """Turn the stored entry at absolute ``position`` back into the wire shape
-    ``{id, type, content, timestamp[, sources]}``."""
+    ``{id, type, content, timestamp[, sources][, feedback]}``."""
     head, _, rest = raw.partition("|")
     code, stamp = head[0], head[1:].rstrip(_FLAGS)
     flags = head[1 + len(stamp) :]
@@ -70,7 +72,26 @@ def decode_message(raw: str, position: int) -> Message:
         message["stopped"] = True
     if _DEGRADED in flags:
         message["degraded"] = True
+    if feedback is not None:
+        message["feedback"] = feedback
     return message  # type: ignore[return-value]
+
+
+def is_degraded(head: str) -> bool:
+    """Whether an entry, or its head (type, stamp and marks: what precedes the ``|``), is
+    marked degraded."""
+    return _DEGRADED in head.partition("|")[0]
+
+
+def encode_feedback(rating: str, comment: str | None, at_ms: int) -> str:
+    """A rating as the session's feedback hash stores it: ``[rating, comment, at_ms]``."""
+    return json.dumps([rating, comment, at_ms], ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_feedback(raw: str) -> tuple[MessageFeedback, int]:
+    """Inverse of ``encode_feedback``: the rating as history shows it, and when it was given."""
+    rating, comment, at_ms = json.loads(raw)
+    return {"rating": rating, "comment": comment}, int(at_ms)
 
 
 def message_from_wire(message: Mapping[str, Any]) -> NewMessage:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.sessions.ids import new_session_id
 from chatbot_sessions.sessions.keys import session_keys
 from tests.support.processes import REPO_ROOT
@@ -119,7 +120,7 @@ def test_show_prints_the_session_without_touching_its_ttl(cli, private_redis):
 @pytest.mark.redis
 def test_export_then_import_round_trips_exactly(cli, private_redis, tmp_path):
     sid = create(cli, turns=3)
-    meta, messages, _ = session_keys(sid)
+    meta, messages, *_ = session_keys(sid)
     before = (private_redis.hgetall(meta), private_redis.lrange(messages, 0, -1))
     path = tmp_path / "session.json"
     assert cli("export", sid, "-o", str(path)).exit_code == 0
@@ -207,6 +208,7 @@ def test_import_rejects_bad_files_and_writes_nothing(
 @pytest.mark.redis
 def test_warm_persist_and_expire_act_on_every_key(cli, private_redis):
     sid, other = create(cli, turns=1), create(cli, turns=1)
+    resources(cli.app).store.rate(sid, 1, "up")  # so the session has all four keys
     keys = session_keys(sid)
 
     assert cli("expire", sid, "30").exit_code == 0
@@ -214,7 +216,7 @@ def test_warm_persist_and_expire_act_on_every_key(cli, private_redis):
 
     persisted = cli("persist", sid)
     assert persisted.exit_code == 0 and persisted.stdout == "persisted 1 session(s)\n"
-    assert [private_redis.ttl(k) for k in keys] == [-1, -1, -1]
+    assert [private_redis.ttl(k) for k in keys] == [-1, -1, -1, -1]
 
     missing = new_session_id()
     warmed = cli("warm", sid, other, missing)

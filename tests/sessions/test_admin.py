@@ -68,7 +68,7 @@ def test_scans_see_meta_keys_only(whole_redis):
 def test_export_is_read_only_and_restore_round_trips_exactly(redis_client):
     store, admin = make(redis_client, ttl=500)
     sid = new_session(store, turns=3)
-    meta, messages, _ = session_keys(sid)
+    meta, messages, *_ = session_keys(sid)
     redis_client.expire(meta, 100)
     before = (redis_client.hgetall(meta), redis_client.lrange(messages, 0, -1))
 
@@ -128,11 +128,12 @@ def test_an_empty_session_round_trips_without_a_messages_key(redis_client):
 def test_set_ttl_changes_every_key_and_persist_lasts_until_next_use(redis_client):
     store, admin = make(redis_client, ttl=300)
     sid, gone = new_session(store), new_session_id()
+    store.rate(sid, 1, "up")  # so the session has all four keys
     keys = session_keys(sid)
     assert admin.set_ttl([sid, gone, "not-an-id"], 40) == [gone, "not-an-id"]
     assert all(0 < redis_client.ttl(k) <= 40 for k in keys)
     assert admin.set_ttl([sid], None) == []
-    assert [redis_client.ttl(k) for k in keys] == [-1, -1, -1]
+    assert [redis_client.ttl(k) for k in keys] == [-1, -1, -1, -1]
     assert admin.export(sid)["ttlMs"] is None
     store.read(sid)  # the API's next access re-arms the normal TTL
     assert all(290 < redis_client.ttl(k) <= 300 for k in keys)

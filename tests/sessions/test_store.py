@@ -28,8 +28,9 @@ def pair(n: int) -> list[NewMessage]:
 
 def test_keys_share_one_cluster_hash_tag_and_prefix():
     sid = new_session_id()
-    meta, messages, _ = session_keys(sid)
+    meta, messages, writes, feedback = session_keys(sid)
     assert meta == f"chat_session:{{{sid}}}" and messages == f"chat_session:{{{sid}}}:messages"
+    assert (writes, feedback) == (f"{meta}:writes", f"{meta}:feedback")
 
 
 @pytest.mark.parametrize("bad", ["*", "chat_session:*", "", "not-a-uuid", "{x}", "1" * 36])
@@ -123,18 +124,20 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     first = IdempotentWrite("client-key-0123456789", "fp", "result")
     store.append(sid, pair(1), create=True, record=first)
     record = idempotency_key(first.key, sid)
+    store.rate(sid, 1, "up")  # the feedback key follows the same rule
     keys = session_keys(sid)
-    assert redis_client.exists(*keys) == 3
+    assert redis_client.exists(*keys) == 4
     for access in (
         lambda: store.read(sid),
         lambda: store.touch(sid),
         lambda: store.append(sid, pair(2)),
+        lambda: store.rate(sid, 3, "down"),
     ):
         for key in keys:
             redis_client.expire(key, 5)
         redis_client.expire(record, 7)
         access()
-        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 3
+        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 4
         assert redis_client.ttl(record) <= 7  # replay caches are not extended
 
 
