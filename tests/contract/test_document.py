@@ -10,6 +10,7 @@ import schemathesis
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.sessions.connection import connect
 
+FEEDBACK = "/api/session/{session_id}/messages/{message_id}/feedback"
 OPERATIONS = {
     ("post", "/api/session/create"): {"201", "429", "503"},
     ("get", "/api/session/{session_id}/history"): {"200", "404", "422", "503"},
@@ -19,6 +20,7 @@ OPERATIONS = {
     ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
     ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {"200", "404", "422", "503"},
     ("post", "/api/session/{session_id}/replies/{reply_id}/stop"): {"202", "404", "503"},
+    ("post", FEEDBACK): {"200", "400", "404", "413", "422", "503"},
 }
 
 
@@ -77,10 +79,21 @@ def test_headers_and_limits_are_documented(document, make_app):
     assert question["maxLength"] == 4000
     history = document["paths"]["/api/session/{session_id}/history"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"limit", "before"}
+    message = document["components"]["schemas"]["Message"]
+    assert "id" in message["required"] and message["properties"]["id"]["minimum"] == 0
+    assert "feedback" in message["properties"] and "degraded" in message["properties"]
+    feedback = document["paths"][FEEDBACK]
+    message_id = next(p for p in feedback["parameters"] if p["name"] == "message_id")
+    assert message_id["schema"]["type"] == "integer" and message_id["schema"]["minimum"] == 0
+    assert "not_an_answer" in feedback["post"]["responses"]["422"]["description"]
+    assert "message_not_found" in feedback["post"]["responses"]["404"]["description"]
+    comment = document["components"]["schemas"]["Feedback"]["properties"]["comment"]
+    assert comment["maxLength"] == 4000  # MAX_QUESTION_CHARS, like a question
 
     small = make_app({"MAX_QUESTION_CHARS": "50"}).test_client().get("/api/openapi.json")
     schemas = small.get_json()["components"]["schemas"]
     assert schemas["SendMessage"]["properties"]["question"]["maxLength"] == 50
+    assert schemas["Feedback"]["properties"]["comment"]["maxLength"] == 50
 
 
 def test_docs_page_renders_redoc_on_the_document(client):
