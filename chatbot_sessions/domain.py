@@ -110,6 +110,22 @@ class Exchange:
     replayed: bool = False
 
 
+class RatedAnswer(TypedDict):
+    """A rated answer as ``flask sessions feedback`` writes it (one JSON line each): the
+    rating, the answer and the question before it (None once trimmed away); ``at`` is when
+    the rating was given (ISO 8601 UTC)."""
+
+    sessionId: str
+    messageId: int
+    rating: str
+    comment: str | None
+    question: str | None
+    answer: str | None
+    sources: list[dict[str, Any]]
+    degraded: bool
+    at: str
+
+
 class SessionDocument(TypedDict):
     """A whole session as ``flask sessions export`` writes it and ``import`` reads it."""
 

@@ -35,6 +35,10 @@ KEY_PREFIX = "chat_session:"
 SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 #: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
 META_PATTERN = KEY_PREFIX + "{*}"
+#: Matches feedback keys (``chat_session:{<id>}:feedback``); ``session_id_of_feedback``
+#: drops any other key that happens to fit.
+_FEEDBACK_SUFFIX = ":feedback"
+FEEDBACK_PATTERN = KEY_PREFIX + "{*}" + _FEEDBACK_SUFFIX
 #: Matches every key the service owns, and nothing else.
 ALL_PATTERN = KEY_PREFIX + "*"
 #: Seconds a write id stays in the log: past gunicorn's worker timeout (60 s), after which
@@ -59,7 +63,7 @@ def session_keys(session_id: str) -> list[str]:
     """Meta, messages, write log and feedback: the keys whose TTL every access re-arms, in
     the order every script's KEYS[1..4] has them (``scripts.py``)."""
     meta = meta_key(session_id)
-    return [meta, f"{meta}:messages", f"{meta}:writes", f"{meta}:feedback"]
+    return [meta, f"{meta}:messages", f"{meta}:writes", f"{meta}{_FEEDBACK_SUFFIX}"]
 
 
 def messages_key(session_id: str) -> str:
@@ -96,6 +100,13 @@ def session_id_of_meta(key: str) -> str | None:
     if not (key.startswith(KEY_PREFIX + "{") and key.endswith("}")):
         return None
     return parse_session_id(key[len(KEY_PREFIX) + 1 : -1])
+
+
+def session_id_of_feedback(key: str) -> str | None:
+    """The inverse of ``feedback_key``: the id a feedback key names, or None for any other."""
+    if not key.endswith(_FEEDBACK_SUFFIX):
+        return None
+    return session_id_of_meta(key[: -len(_FEEDBACK_SUFFIX)])
 
 
 def record_ttl(session_ttl: int, idempotency_ttl: int) -> int:

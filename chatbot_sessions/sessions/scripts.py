@@ -322,6 +322,32 @@ for i = 1, #items do result[#result + 1] = items[i] end
 return result
 """
 
+# KEYS: meta, messages, writes, feedback. Read-only (no TTL refresh): nil if the session is
+# gone, else {position, rating, answer, question, ...} for each rated message: the rating as
+# stored, the entry at that position and the one before it (the question), each false when
+# no longer stored.
+RATED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or len
+local first = seq - len
+local function entry(n)
+  if n >= first and n < seq then return redis.call('LINDEX', KEYS[2], n - first) end
+  return false
+end
+local ratings = redis.call('HGETALL', KEYS[4])
+local result = {}
+for i = 1, #ratings, 2 do
+  local n = tonumber(ratings[i])
+  local answer = entry(n)
+  result[#result + 1] = n
+  result[#result + 1] = ratings[i + 1]
+  result[#result + 1] = answer
+  result[#result + 1] = answer and entry(n - 1)
+end
+return result
+"""
+
 # KEYS: meta, messages, writes, feedback. ARGV: replace ('1'/'0'), pttl (-1 = none),
 # createdAt, lastActivity, seq, raw messages... Returns 0 (and writes nothing) when the
 # session exists and replace is off. A replaced session loses its feedback (the messages

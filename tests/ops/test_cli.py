@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from chatbot_sessions.domain import Reply
 from chatbot_sessions.extensions import resources
 from chatbot_sessions.sessions.ids import new_session_id
 from chatbot_sessions.sessions.keys import session_keys
@@ -25,6 +26,7 @@ COMMANDS = [
     "warm",
     "persist",
     "expire",
+    "feedback",
     "purge",
 ]
 
@@ -267,3 +269,41 @@ def test_the_flask_command_finds_the_group(redis_server):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.returncode == 1 and "no such session" in shown.stderr and shown.stdout == ""
+
+
+@pytest.mark.redis
+def test_feedback_exports_rated_answers_as_json_lines(cli, generator, monkeypatch, tmp_path):
+    good, bad, unrated = create(cli, turns=1), create(cli, turns=0), create(cli, turns=1)
+    monkeypatch.setattr(generator, "generate", lambda q, h: Reply("no idea", degraded=True))
+    cli.http.post(
+        "/api/send-message", json={"question": "How do I X?"}, headers={"session-id": bad}
+    )
+
+    def rate(sid: str, message_id: int, **body: str) -> None:
+        path = f"/api/session/{sid}/messages/{message_id}/feedback"
+        assert cli.http.post(path, json=body).status_code == 200
+
+    rate(good, 1, rating="up")
+    rate(bad, 1, rating="down", comment="nothing about X")
+
+    every = cli("feedback")
+    assert every.exit_code == 0 and "exported 2 rated answer(s)" in every.stderr
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert sorted(r["rating"] for r in lines) == ["down", "up"]
+    assert unrated not in {r["sessionId"] for r in lines}
+    assert all(
+        set(r) == {"sessionId", "messageId", "rating", "comment", "question", "answer",
+                   "sources", "degraded", "at"}
+        for r in lines
+    )  # fmt: skip
+
+    path = tmp_path / "down.jsonl"
+    down = cli("feedback", "--rating", "down", "-o", str(path))
+    assert down.exit_code == 0 and down.stdout == ""
+    (record,) = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert record == {
+        "sessionId": bad, "messageId": 1, "rating": "down", "comment": "nothing about X",
+        "question": "How do I X?", "answer": "no idea", "sources": [], "degraded": True,
+        "at": record["at"],
+    }  # fmt: skip
+    assert cli("feedback", "--rating", "meh").exit_code == 2

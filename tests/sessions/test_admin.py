@@ -139,6 +139,45 @@ def test_set_ttl_changes_every_key_and_persist_lasts_until_next_use(redis_client
     assert all(290 < redis_client.ttl(k) <= 300 for k in keys)
 
 
+def test_rated_answers_come_with_their_question_and_in_order(whole_redis):
+    store, admin = make(whole_redis)
+    rated, unrated = new_session(store, turns=3), new_session(store, turns=1)
+    store.rate(rated, 5, "up")
+    store.rate(rated, 3, "down", "wrong «page»")
+    store.rate(rated, 1, "up", "first")
+    store.rate(rated, 1, "down")  # replaces the first rating
+    whole_redis.hset("chat_session:{not-a-uuid}:feedback", "1", "x")  # fits the glob only
+    meta = session_keys(rated)[0]
+    whole_redis.expire(meta, 100)
+
+    found = list(admin.rated_answers())
+    assert [(r["sessionId"], r["messageId"], r["rating"]) for r in found] == [
+        (rated, 1, "down"), (rated, 3, "down"), (rated, 5, "up"),
+    ]  # fmt: skip
+    assert found[1] == {
+        "sessionId": rated, "messageId": 3, "rating": "down", "comment": "wrong «page»",
+        "question": "q1 ✓ «ünïcode»", "answer": "a1",
+        "sources": [{"title": "Guide", "source": "g.md", "score": 1.2346}],
+        "degraded": True, "at": found[1]["at"],
+    }  # fmt: skip
+    assert found[0]["degraded"] is False and found[0]["comment"] is None
+    assert abs(ms_from_iso(found[0]["at"]) - now_ms()) < 60_000
+    assert [r["messageId"] for r in admin.rated_answers("up")] == [5]
+    assert unrated not in {r["sessionId"] for r in found}
+    assert whole_redis.ttl(meta) <= 100  # read-only: no TTL refresh
+
+
+def test_a_rated_answer_whose_question_was_trimmed_has_no_question(redis_client):
+    store = SessionStore(redis_client, ttl=300, max_messages=3)  # odd: trims a question alone
+    admin = SessionAdmin(store)
+    sid = new_session(store, turns=1)
+    store.rate(sid, 1, "down")
+    turn = [NewMessage("user", "q1", now_ms()), NewMessage("assistant", "a1", now_ms())]
+    store.append(sid, turn)  # keeps a0 (id 1), q1, a1: q0 is gone
+    (record,) = admin.rated_answers()
+    assert (record["messageId"], record["question"], record["answer"]) == (1, None, "a0")
+
+
 def test_stats_buckets_ttls(whole_redis):
     store, admin = make(whole_redis, ttl=86400)
     sids = [new_session(store) for _ in range(4)]
