@@ -176,7 +176,7 @@ def _set_ttl(session_ids: tuple[str, ...], seconds: int | None, verb: str) -> No
 @sessions_cli.command("warm")
 @click.argument("session_ids", nargs=-1, required=True)
 def warm_command(session_ids: tuple[str, ...]) -> None:
-    """Reset the TTL of the given sessions to SESSION_TTL (both keys, atomically).
+    """Reset the TTL of the given sessions to SESSION_TTL (every key, atomically).
 
     Exits 1 if any id does not exist. Also ends a ``persist``.
     """
@@ -186,7 +186,7 @@ def warm_command(session_ids: tuple[str, ...]) -> None:
 @sessions_cli.command("persist")
 @click.argument("session_id")
 def persist_command(session_id: str) -> None:
-    """Remove the TTL of a session's keys, so it does not expire (both keys, atomically).
+    """Remove the TTL of a session's keys, so it does not expire (every key, atomically).
 
     This suspends the service's invariant that every session key has a TTL, on purpose,
     for one session: use it to keep a session for an investigation. It lasts until the
@@ -200,7 +200,7 @@ def persist_command(session_id: str) -> None:
 @click.argument("session_id")
 @click.argument("seconds", type=click.IntRange(min=1))
 def expire_command(session_id: str, seconds: int) -> None:
-    """Set the TTL of a session's keys to SECONDS (both keys, atomically)."""
+    """Set the TTL of a session's keys to SECONDS (every key, atomically)."""
     _set_ttl((session_id,), seconds, "expire set on")
 
 

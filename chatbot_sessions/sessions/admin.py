@@ -295,7 +295,7 @@ class SessionAdmin:
             return bool(self._restore(keys=keys, args=args))
 
     def set_ttl(self, session_ids: Sequence[str], seconds: int | None) -> list[str]:
-        """Set the TTL of both keys of each session (None = PERSIST); return the ids that
+        """Set the TTL of every key of each session (None = PERSIST); return the ids that
         did not exist. ``seconds`` defaults nowhere: pass ``store.ttl`` to warm."""
         ttl_ms = -1 if seconds is None else int(seconds) * 1000
         missing = []
