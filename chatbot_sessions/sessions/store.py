@@ -38,7 +38,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions import signals
-from chatbot_sessions.domain import Feedback, NewMessage, SessionPage
+from chatbot_sessions.domain import RATINGS, Feedback, NewMessage, SessionPage
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
     MessageNotFound,
@@ -338,6 +338,8 @@ class SessionStore:
         names no stored message (beyond the newest, trimmed away), NotAnAnswer for a user
         message; nothing is stored then.
         """
+        if rating not in RATINGS:  # the schema checks it; the metrics label must stay bounded
+            raise ValueError(f"rating must be one of {RATINGS}, not {rating!r}")
         keys = session_keys(session_id)
         position = parse_message_id(message_id)
         if position is None:

@@ -104,6 +104,13 @@ def test_a_question_cannot_be_rated_and_nothing_is_stored(store, redis_client):
     assert redis_client.exists(feedback_key(sid)) == 0
 
 
+def test_only_up_and_down_are_ratings(store, redis_client):
+    sid = session(store)
+    with pytest.raises(ValueError):
+        store.rate(sid, 1, "meh")
+    assert redis_client.exists(feedback_key(sid)) == 0
+
+
 @pytest.mark.parametrize("bad", ["x", "-1", -1, "01", " 1", "1.0", "+1", "", "1e3", 10**15, True])
 def test_malformed_message_ids_never_reach_redis(store, redis_client, monkeypatch, bad):
     sid = session(store)
