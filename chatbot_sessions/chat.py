@@ -165,7 +165,12 @@ class ChatService:
             turns = [
                 NewMessage("user", question, asked_at),
                 NewMessage(
-                    "assistant", reply.text, now_ms(), tuple(reply.sources), stopped=stopped
+                    "assistant",
+                    reply.text,
+                    now_ms(),
+                    tuple(reply.sources),
+                    stopped=stopped,
+                    degraded=reply.degraded,
                 ),
             ]
             exchange = attempt.commit(turns, reply)
@@ -239,7 +244,13 @@ class ChatService:
             )
             turns = [
                 NewMessage("user", question, asked_at),
-                NewMessage("assistant", reply.text, now_ms(), tuple(reply.sources)),
+                NewMessage(
+                    "assistant",
+                    reply.text,
+                    now_ms(),
+                    tuple(reply.sources),
+                    degraded=reply.degraded,
+                ),
             ]
             exchange = attempt.commit(turns, reply)
         except BaseException:

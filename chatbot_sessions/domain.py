@@ -15,15 +15,33 @@ from typing import Any, Literal, NotRequired, TypedDict
 SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
 
 
+#: The ratings a user can give an answer.
+RATINGS = ("up", "down")
+
+
+class MessageFeedback(TypedDict):
+    """A rating as history shows it on the rated answer; ``comment`` is None without one."""
+
+    rating: Literal["up", "down"]
+    comment: str | None
+
+
 class Message(TypedDict):
     """One stored message, in the wire shape of the API (timestamp is ISO 8601 UTC)."""
 
+    #: Its absolute position: the n-th message ever appended to the session, from 0. Stable
+    #: while messages are appended and trimmed; the paging cursor counts the same way.
+    id: int
     type: Literal["user", "assistant"]
     content: str
     timestamp: str
     sources: NotRequired[list[dict[str, Any]]]
     #: Present (true) on an answer whose writing the user stopped: the text so far.
     stopped: NotRequired[bool]
+    #: Present (true) on an answer the generator fell back to (``Reply.degraded``).
+    degraded: NotRequired[bool]
+    #: Present on an answer the user rated: the latest rating.
+    feedback: NotRequired[MessageFeedback]
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,18 @@ class NewMessage:
     at_ms: int
     sources: Sequence[Source] = ()
     stopped: bool = False
+    #: An answer from a fallback (``Reply.degraded``), kept so ratings can be told apart.
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A rating stored on an answer: which one (``message_id``, its absolute position)."""
+
+    session_id: str
+    message_id: int
+    rating: Literal["up", "down"]
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,22 @@ class Exchange:
     session_id: str
     reply: Reply
     replayed: bool = False
+
+
+class RatedAnswer(TypedDict):
+    """A rated answer as ``flask sessions feedback`` writes it (one JSON line each): the
+    rating, the answer and the question before it (None once trimmed away); ``at`` is when
+    the rating was given (ISO 8601 UTC)."""
+
+    sessionId: str
+    messageId: int
+    rating: str
+    comment: str | None
+    question: str | None
+    answer: str | None
+    sources: list[dict[str, Any]]
+    degraded: bool
+    at: str
 
 
 class SessionDocument(TypedDict):

@@ -13,6 +13,25 @@ class SessionNotFound(ChatSessionError):
         self.session_id = session_id
 
 
+class MessageNotFound(ChatSessionError):
+    """No message by that id is stored in the session: malformed, beyond the newest, or
+    trimmed away."""
+
+    def __init__(self, session_id: str, message_id: object) -> None:
+        super().__init__(f"message {message_id!r} not found in session {session_id!r}")
+        self.session_id = session_id
+        self.message_id = message_id
+
+
+class NotAnAnswer(ChatSessionError):
+    """Feedback was given on a message that is not an answer (a user's question)."""
+
+    def __init__(self, session_id: str, message_id: int) -> None:
+        super().__init__(f"message {message_id} of session {session_id!r} is not an answer")
+        self.session_id = session_id
+        self.message_id = message_id
+
+
 class StoreUnavailable(ChatSessionError):
     """Redis could not be reached or answered with an error; the request may be retried."""
 

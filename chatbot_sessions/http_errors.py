@@ -18,6 +18,8 @@ from chatbot_sessions.exceptions import (
     GenerationsBusy,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    MessageNotFound,
+    NotAnAnswer,
     RateLimited,
     ReplyNotFound,
     SessionNotFound,
@@ -123,6 +125,21 @@ def _session_not_found(exc: SessionNotFound) -> Response:
     )
 
 
+def _message_not_found(exc: MessageNotFound) -> Response:
+    return error_response(
+        404,
+        "message_not_found",
+        "No such message in this session: the id must be one that history shows (older "
+        "messages are trimmed away).",
+    )
+
+
+def _not_an_answer(exc: NotAnAnswer) -> Response:
+    return error_response(
+        422, "not_an_answer", "Only answers can be rated; this message is a question."
+    )
+
+
 def _store_unavailable(exc: StoreUnavailable) -> Response:
     log.error("session store unavailable: %s", exc)
     return error_response(
@@ -195,6 +212,8 @@ def register_error_handlers(app: Flask) -> None:
     """Route domain exceptions and every other failure through the envelope."""
     app.register_error_handler(HTTPException, http_exception_response)
     app.register_error_handler(SessionNotFound, _session_not_found)
+    app.register_error_handler(MessageNotFound, _message_not_found)
+    app.register_error_handler(NotAnAnswer, _not_an_answer)
     app.register_error_handler(StoreUnavailable, _store_unavailable)
     app.register_error_handler(IdempotencyKeyReused, _idempotency_key_reused)
     app.register_error_handler(IdempotencyInProgress, _idempotency_in_progress)

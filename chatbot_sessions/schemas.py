@@ -9,12 +9,13 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     validate,
     validates,
     validates_schema,
 )
 
-from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT
+from chatbot_sessions.domain import RATINGS, SESSION_DOCUMENT_FORMAT
 from chatbot_sessions.extensions import get_settings
 from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.timestamps import ms_from_iso
@@ -28,15 +29,37 @@ class SourceSchema(Schema):
     score = fields.Float(required=True)
 
 
+class MessageFeedbackSchema(Schema):
+    """The latest rating of an answer, as history shows it."""
+
+    rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
+    comment = fields.String(required=True, allow_none=True)
+
+
 class MessageSchema(Schema):
     """One stored turn, in the API's original shape; assistant turns may carry their sources."""
 
+    id = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "the message's absolute position in the session (the n-th message "
+            "ever appended, from 0): stable while messages are appended and trimmed"
+        },
+    )
     type = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)
     timestamp = fields.String(required=True, metadata={"description": "ISO 8601 UTC"})
     sources = fields.List(fields.Nested(SourceSchema))
     stopped = fields.Boolean(
         metadata={"description": "true on an answer the user stopped: the text so far"}
+    )
+    degraded = fields.Boolean(
+        metadata={"description": "true on an answer from a fallback (the LLM failed)"}
+    )
+    feedback = fields.Nested(
+        MessageFeedbackSchema,
+        metadata={"description": "on an answer the user rated: the latest rating"},
     )
 
 
@@ -69,16 +92,51 @@ class SendMessageSchema(Schema):
 
     @validates("question")
     def _check_question(self, value: str, **_: Any) -> None:
-        # JSON may spell a lone surrogate ("\ud800"); no such string can be stored or hashed.
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError("must be valid Unicode text") from None
+        _check_text(value)
         if not value.strip():
             raise ValidationError("must not be blank")
-        limit = get_settings().max_question_chars
-        if len(value) > limit:
-            raise ValidationError(f"must be at most {limit} characters (got {len(value)})")
+
+
+def _check_text(value: str) -> None:
+    """What any text a user sends must be: valid Unicode, at most MAX_QUESTION_CHARS."""
+    # JSON may spell a lone surrogate ("\ud800"); no such string can be stored or hashed.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must be valid Unicode text") from None
+    limit = get_settings().max_question_chars
+    if len(value) > limit:
+        raise ValidationError(f"must be at most {limit} characters (got {len(value)})")
+
+
+class FeedbackSchema(Schema):
+    """Body of POST /api/session/<id>/messages/<messageId>/feedback."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
+    comment = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={
+            "description": "why, in the user's words: at most MAX_QUESTION_CHARS characters; "
+            "absent, null, empty or blank means no comment",
+            "max_length_setting": "max_question_chars",
+        },
+    )
+
+    @validates("comment")
+    def _check_comment(self, value: str | None, **_: Any) -> None:
+        if value is not None:
+            _check_text(value)
+
+    @post_load
+    def _blank_is_none(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # A widget sends its comment box as it is: empty is no comment, not an error.
+        if data["comment"] is not None and not data["comment"].strip():
+            data["comment"] = None
+        return data
 
 
 class SessionHeaderSchema(Schema):
@@ -170,6 +228,22 @@ class ContextSchema(SuccessSchema):
     messages = PreRenderedList(fields.Nested(MessageSchema), required=True)
     tokens = fields.Integer(required=True, metadata={"description": "summary + messages"})
     budget = fields.Integer(required=True, metadata={"description": "CONTEXT_TOKENS"})
+
+
+class FeedbackGivenSchema(SuccessSchema):
+    """Answer of POST …/messages/<messageId>/feedback: the rating now stored, dumped from a
+    ``Feedback``."""
+
+    sessionId = fields.String(
+        required=True,
+        attribute="session_id",
+        metadata={"description": "the session id in canonical (lower-case) form"},
+    )
+    messageId = fields.Integer(required=True, attribute="message_id")
+    rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
+    comment = fields.String(
+        required=True, allow_none=True, metadata={"description": "null when none was given"}
+    )
 
 
 class ClearedSchema(SuccessSchema):
@@ -278,6 +352,9 @@ def _check_iso(value: str) -> None:
 
 
 class _StoredMessageSchema(MessageSchema):
+    # An export carries each message's id; an import ignores it (``seq`` and the order
+    # give every position back), so documents from before ids existed still load.
+    id = fields.Integer()
     timestamp = fields.String(required=True, validate=_check_iso)
 
 

@@ -20,3 +20,6 @@ messages_stored = _events.signal("messages-stored")
 store_error = _events.signal("store-error")
 #: A reply was generated; kwargs: ``seconds``, ``question``, ``reply``. Sender: the ChatService.
 reply_generated = _events.signal("reply-generated")
+#: An answer was rated; kwargs: ``rating`` ("up"/"down"), ``degraded`` (the rated answer's
+#: flag). Sender: the SessionStore.
+feedback_given = _events.signal("feedback-given")

@@ -48,6 +48,17 @@ class SessionSegment(BaseConverter):
     regex = r"(?!create$)[^/]+"
 
 
+class MessageSegment(BaseConverter):
+    """A message id in a path: any one segment. ``ids.parse_message_id`` checks it (a
+    malformed one is simply not found, as the JSON envelope says, not an unknown route)."""
+
+    regex = r"[^/]+"
+
+
+#: How the document shows a message id: what ``ids.parse_message_id`` accepts.
+MESSAGE_ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
+
+
 def _limits_from_settings(settings: Settings):
     """An apispec attribute function: ``metadata={"max_length_setting": name}`` -> maxLength."""
 
@@ -73,8 +84,10 @@ def init_api(app: Flask) -> ChatApi:
     app.config.setdefault("OPENAPI_REDOC_PATH", "docs")
     app.config.setdefault("OPENAPI_REDOC_URL", REDOC_URL)
     app.url_map.converters["session"] = SessionSegment
+    app.url_map.converters["message"] = MessageSegment
     api = ChatApi(app)
     api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
+    api.register_converter(MessageSegment, lambda converter: dict(MESSAGE_ID_SCHEMA))
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(resources(app).settings))
     api.register_blueprint(sessions_blp)
     api.register_blueprint(messages_blp)

@@ -26,7 +26,8 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any] | None]] = {
     400: ("`invalid_json`: the body is not valid JSON", None),
     404: (
         "`session_not_found`: unknown, expired or deleted session; `reply_not_found`: no such "
-        "streamed reply (or it ended more than STREAM_RETENTION ago)",
+        "streamed reply (or it ended more than STREAM_RETENTION ago); `message_not_found`: "
+        "no such message stored in the session (malformed, beyond the newest, or trimmed)",
         None,
     ),
     409: (
@@ -34,6 +35,11 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any] | None]] = {
         _RETRY_AFTER,
     ),
     413: ("`payload_too_large`: the body is larger than MAX_CONTENT_LENGTH", None),
+    422: (
+        "`validation_error`: the body or query is invalid (`details.fields` says how); "
+        "`not_an_answer`: the message is a question, and only answers can be rated",
+        None,
+    ),
     429: ("`rate_limited`: too many requests from this client or session", _RETRY_AFTER),
     503: (
         "`store_unavailable`: the session store is down; `busy`: every reply writer of this "

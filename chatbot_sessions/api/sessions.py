@@ -1,4 +1,4 @@
-"""Session resource: create, read history, validate, delete."""
+"""Session resource: create, read history, validate, delete, rate an answer."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from flask.views import MethodView
 from chatbot_sessions.api.parsing import Blueprint
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.context import Context
-from chatbot_sessions.domain import SessionPage
+from chatbot_sessions.domain import Feedback, SessionPage
 from chatbot_sessions.extensions import get_chat, get_settings, get_store
 from chatbot_sessions.schemas import (
     ClearedSchema,
     ContextSchema,
     CreatedSchema,
+    FeedbackGivenSchema,
+    FeedbackSchema,
     HistoryQuerySchema,
     HistorySchema,
     ValidSchema,
@@ -86,3 +88,16 @@ class DeleteSession(MethodView):
         """Delete the session and all its messages."""
         get_store().delete(session_id)
         return {"message": "Session cleared successfully"}
+
+
+@blp.route("/<session:session_id>/messages/<message:message_id>/feedback")
+class AnswerFeedback(MethodView):
+    """POST /api/session/<id>/messages/<messageId>/feedback: rate an answer."""
+
+    @blp.arguments(FeedbackSchema())
+    @blp.response(200, FeedbackGivenSchema)
+    @errors(blp, 400, 404, 413, 422, 503)
+    def post(self, body: dict[str, Any], session_id: str, message_id: str) -> Feedback:
+        """Rate the answer ``message_id`` (its ``id`` in history) up or down, with an optional
+        comment; a later rating of the same answer replaces this one."""
+        return get_store().rate(session_id, message_id, body["rating"], body["comment"])

@@ -15,6 +15,7 @@ import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
+from chatbot_sessions.domain import RATINGS
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.extensions import get_admin, get_store
 from chatbot_sessions.ops.logs import send_logs_to_stderr
@@ -175,7 +176,7 @@ def _set_ttl(session_ids: tuple[str, ...], seconds: int | None, verb: str) -> No
 @sessions_cli.command("warm")
 @click.argument("session_ids", nargs=-1, required=True)
 def warm_command(session_ids: tuple[str, ...]) -> None:
-    """Reset the TTL of the given sessions to SESSION_TTL (both keys, atomically).
+    """Reset the TTL of the given sessions to SESSION_TTL (every key, atomically).
 
     Exits 1 if any id does not exist. Also ends a ``persist``.
     """
@@ -185,7 +186,7 @@ def warm_command(session_ids: tuple[str, ...]) -> None:
 @sessions_cli.command("persist")
 @click.argument("session_id")
 def persist_command(session_id: str) -> None:
-    """Remove the TTL of a session's keys, so it does not expire (both keys, atomically).
+    """Remove the TTL of a session's keys, so it does not expire (every key, atomically).
 
     This suspends the service's invariant that every session key has a TTL, on purpose,
     for one session: use it to keep a session for an investigation. It lasts until the
@@ -199,8 +200,28 @@ def persist_command(session_id: str) -> None:
 @click.argument("session_id")
 @click.argument("seconds", type=click.IntRange(min=1))
 def expire_command(session_id: str, seconds: int) -> None:
-    """Set the TTL of a session's keys to SECONDS (both keys, atomically)."""
+    """Set the TTL of a session's keys to SECONDS (every key, atomically)."""
     _set_ttl((session_id,), seconds, "expire set on")
+
+
+@sessions_cli.command("feedback")
+@click.option("--rating", type=click.Choice(RATINGS), help="Only answers rated this way.")
+@click.option(
+    "-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
+    help="File to write (default: stdout).",
+)  # fmt: skip
+def feedback_command(rating: str | None, output) -> None:
+    """Write every rated answer as JSON lines, read-only (SCAN, never KEYS).
+
+    Each line: sessionId, messageId, rating, comment, question (the user message before the
+    answer, null once trimmed), answer, sources, degraded, at (when it was rated). Use
+    ``--rating down`` to find the questions the knowledge base answers badly.
+    """
+    written = 0
+    for record in get_admin().rated_answers(rating, progress=_progress("rated sessions read")):
+        output.write(json.dumps(record, ensure_ascii=False) + "\n")
+        written += 1
+    click.echo(f"exported {written} rated answer(s)", err=True)
 
 
 @sessions_cli.command("purge")

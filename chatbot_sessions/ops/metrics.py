@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from chatbot_sessions import signals
 from chatbot_sessions.chat import ChatService
-from chatbot_sessions.domain import Reply
+from chatbot_sessions.domain import RATINGS, Reply
 from chatbot_sessions.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,15 @@ class Metrics:
             buckets=_REPLY_BUCKETS,
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "chatbot_feedback",
+            "Answers rated, by rating (up/down) and whether the rated answer was degraded.",
+            ("rating", "degraded"),
+            registry=self.registry,
+        )
+        for rating in RATINGS:  # all four series from the start, so rates never lack a zero
+            for degraded in ("false", "true"):
+                self.feedback.labels(rating, degraded)
         if multiprocess_dir() and not getattr(values.ValueClass, "_multiprocess", False):
             # prometheus_client picks its storage once, when first imported.
             log.warning(
@@ -103,6 +112,7 @@ class Metrics:
         signals.messages_stored.connect(self._on_messages_stored, sender=store)
         signals.store_error.connect(self._on_store_error, sender=store)
         signals.reply_generated.connect(self._on_reply_generated, sender=chat)
+        signals.feedback_given.connect(self._on_feedback_given, sender=store)
 
     def _on_session_created(self, _sender: object) -> None:
         self.sessions_created.inc()
@@ -115,6 +125,9 @@ class Metrics:
 
     def _on_reply_generated(self, _sender: object, seconds: float, reply: Reply, **_: object):
         self.reply_latency.labels("degraded" if reply.degraded else "ok").observe(seconds)
+
+    def _on_feedback_given(self, _sender: object, rating: str, degraded: bool) -> None:
+        self.feedback.labels(rating, "true" if degraded else "false").inc()
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Record one served request."""

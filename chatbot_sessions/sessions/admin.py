@@ -8,6 +8,8 @@ uses the same key layout (``keys.py``), scripts (``scripts.py``) and encoding
   they do not block Redis, and ``RedisCluster.scan_iter`` walks every primary.
 - Per-session commands are one Lua script on the session's own keys (one hash tag), so the
   script is atomic and valid on a cluster (one slot).
+- Ratings are found by a SCAN of feedback keys (only sessions someone rated), then one
+  read-only script per session for its rated answers and the questions before them.
 - Write logs and Idempotency-Key records are not sessions: the meta glob never matches
   them, so counts and stats ignore them; ``purge`` deletes them (they share the prefix);
   export/import carry messages only, and an import leaves a session's logged records in
@@ -28,15 +30,22 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT, SessionDocument
+from chatbot_sessions.domain import SESSION_DOCUMENT_FORMAT, RatedAnswer, SessionDocument
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.sessions import scripts
-from chatbot_sessions.sessions.codec import decode_message, encode_message, message_from_wire
+from chatbot_sessions.sessions.codec import (
+    decode_feedback,
+    decode_message,
+    encode_message,
+    message_from_wire,
+)
 from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.sessions.keys import (
     ALL_PATTERN,
+    FEEDBACK_PATTERN,
     KEY_PREFIX,
     META_PATTERN,
+    session_id_of_feedback,
     session_id_of_meta,
     session_keys,
 )
@@ -128,6 +137,7 @@ class SessionAdmin:
         self._snapshot = self.client.register_script(scripts.SNAPSHOT)
         self._restore = self.client.register_script(scripts.RESTORE)
         self._set_ttl = self.client.register_script(scripts.SET_TTL)
+        self._rated = self.client.register_script(scripts.RATED)
 
     # -- scans -------------------------------------------------------------------------
 
@@ -208,6 +218,29 @@ class SessionAdmin:
         used = sum(int(info.get("used_memory", 0)) for info in nodes.values())
         return MemoryReport(used_memory=used, nodes=nodes)
 
+    def rated_answers(
+        self, rating: str | None = None, progress: Progress | None = None
+    ) -> Iterator[RatedAnswer]:
+        """Every rated answer (only those rated ``rating`` if given), session by session in
+        SCAN order and by message id within one; read-only (no TTL refresh)."""
+        seen = 0
+        with self.store.redis_errors():
+            for key in self.client.scan_iter(match=FEEDBACK_PATTERN, count=SCAN_COUNT):
+                session_id = session_id_of_feedback(key)
+                if session_id is None:
+                    continue
+                found = self._rated(keys=session_keys(session_id))
+                seen += 1
+                if progress and seen % SCAN_COUNT == 0:
+                    progress(seen)
+                if not found:  # expired or deleted since the SCAN saw it
+                    continue
+                rows = [found[i : i + 4] for i in range(0, len(found), 4)]
+                for position, raw, answer, question in sorted(rows, key=lambda r: int(r[0])):
+                    record = _rated_answer(session_id, int(position), raw, answer, question)
+                    if rating is None or record["rating"] == rating:
+                        yield record
+
     def purge(self, progress: Progress | None = None) -> int:
         """UNLINK every ``chat_session:`` key (and no other), in SCAN batches; never FLUSHDB."""
         deleted = 0
@@ -232,14 +265,16 @@ class SessionAdmin:
         if result is None:
             return None
         created_at, last_activity, seq, pttl, *raw = result
+        seq = int(seq) if seq is not None else len(raw)
+        first = seq - len(raw)
         return {
             "format": SESSION_DOCUMENT_FORMAT,
             "sessionId": parse_session_id(session_id),
             "createdAt": iso_from_ms(created_at),
             "lastActivity": iso_from_ms(last_activity or created_at),
-            "seq": int(seq) if seq is not None else len(raw),
+            "seq": seq,
             "ttlMs": int(pttl) if int(pttl) >= 0 else None,
-            "messages": [decode_message(item) for item in raw],
+            "messages": [decode_message(item, first + i) for i, item in enumerate(raw)],
         }
 
     def restore(self, document: Mapping[str, Any], *, replace: bool = False) -> bool:
@@ -260,7 +295,7 @@ class SessionAdmin:
             return bool(self._restore(keys=keys, args=args))
 
     def set_ttl(self, session_ids: Sequence[str], seconds: int | None) -> list[str]:
-        """Set the TTL of both keys of each session (None = PERSIST); return the ids that
+        """Set the TTL of every key of each session (None = PERSIST); return the ids that
         did not exist. ``seconds`` defaults nowhere: pass ``store.ttl`` to warm."""
         ttl_ms = -1 if seconds is None else int(seconds) * 1000
         missing = []
@@ -274,3 +309,22 @@ class SessionAdmin:
                 if not self._set_ttl(keys=keys, args=[ttl_ms]):
                     missing.append(session_id)
         return missing
+
+
+def _rated_answer(
+    session_id: str, position: int, raw: str, answer: str | None, question: str | None
+) -> RatedAnswer:
+    feedback, at_ms = decode_feedback(raw)
+    shown = decode_message(answer, position) if answer else None
+    asked = decode_message(question, position - 1) if question else None
+    return {
+        "sessionId": session_id,
+        "messageId": position,
+        "rating": feedback["rating"],
+        "comment": feedback["comment"],
+        "question": asked["content"] if asked and asked["type"] == "user" else None,
+        "answer": shown["content"] if shown else None,
+        "sources": shown.get("sources", []) if shown else [],
+        "degraded": bool(shown and shown.get("degraded")),
+        "at": iso_from_ms(at_ms),
+    }

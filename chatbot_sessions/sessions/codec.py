@@ -5,8 +5,10 @@ A message entry is ``<t><ms base 36>|<content>``: about 10 bytes of overhead, wh
 object per message spent about 60 on key names and an ISO date. ``t`` is ``u``/``a``, or
 ``U``/``A`` when a line of JSON sources sits between the ``|`` and the content (JSON never
 holds a raw newline, so the first newline ends it). A ``~`` after the stamp marks an answer
-the user stopped mid-way. The API still shows the wire shape
-``{type, content, timestamp[, sources]}``.
+the user stopped mid-way, a ``!`` one the generator fell back to (degraded). The API still
+shows the wire shape ``{id, type, content, timestamp[, sources]}``, where ``id`` is the
+message's absolute position (the n-th message ever appended to the session, from 0): not
+stored in the entry, since the list's position and the session's ``seq`` give it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from chatbot_sessions.domain import Message, NewMessage, Reply, Source
+from chatbot_sessions.domain import Message, MessageFeedback, NewMessage, Reply, Source
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
+#: The first letter of an assistant entry, with and without sources (for the scripts).
+ANSWER_CODES = "aA"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: Marks after the stamp: ``~`` stopped, ``!`` degraded (never base-36 digits).
+_DEGRADED = "!"
+_FLAGS = "~" + _DEGRADED
 
 
 def _base36(number: int) -> str:
@@ -34,7 +41,8 @@ def _base36(number: int) -> str:
 def encode_message(message: NewMessage) -> str:
     """The compact stored entry of ``message`` (scores rounded to 4 places)."""
     code = _TYPE_CODES[message.type]
-    stamp = _base36(message.at_ms) + ("~" if message.stopped else "")
+    flags = ("~" if message.stopped else "") + (_DEGRADED if message.degraded else "")
+    stamp = _base36(message.at_ms) + flags
     if not message.sources:
         return f"{code}{stamp}|{message.content}"
     sources = json.dumps(
@@ -45,12 +53,13 @@ def encode_message(message: NewMessage) -> str:
     return f"{code.upper()}{stamp}|{sources}\n{message.content}"
 
 
-def decode_message(raw: str) -> Message:
-    """Turn a stored entry back into the wire shape ``{type, content, timestamp[, sources]}``."""
+def decode_message(raw: str, position: int, feedback: MessageFeedback | None = None) -> Message:
+    """Turn the stored entry at absolute ``position`` back into the wire shape
+    ``{id, type, content, timestamp[, sources][, feedback]}``."""
     head, _, rest = raw.partition("|")
-    code, stamp = head[0], head[1:]
-    stopped = stamp.endswith("~")
-    message: dict[str, Any] = {"type": _TYPE_NAMES[code.lower()]}
+    code, stamp = head[0], head[1:].rstrip(_FLAGS)
+    flags = head[1 + len(stamp) :]
+    message: dict[str, Any] = {"id": position, "type": _TYPE_NAMES[code.lower()]}
     if code.isupper():
         sources, _, rest = rest.partition("\n")
         message["sources"] = [
@@ -58,10 +67,31 @@ def decode_message(raw: str) -> Message:
             for title, source, score in json.loads(sources)
         ]
     message["content"] = rest
-    message["timestamp"] = iso_from_ms(int(stamp.rstrip("~"), 36))
-    if stopped:
+    message["timestamp"] = iso_from_ms(int(stamp, 36))
+    if "~" in flags:
         message["stopped"] = True
+    if _DEGRADED in flags:
+        message["degraded"] = True
+    if feedback is not None:
+        message["feedback"] = feedback
     return message  # type: ignore[return-value]
+
+
+def is_degraded(head: str) -> bool:
+    """Whether an entry, or its head (type, stamp and marks: what precedes the ``|``), is
+    marked degraded."""
+    return _DEGRADED in head.partition("|")[0]
+
+
+def encode_feedback(rating: str, comment: str | None, at_ms: int) -> str:
+    """A rating as the session's feedback hash stores it: ``[rating, comment, at_ms]``."""
+    return json.dumps([rating, comment, at_ms], ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_feedback(raw: str) -> tuple[MessageFeedback, int]:
+    """Inverse of ``encode_feedback``: the rating as history shows it, and when it was given."""
+    rating, comment, at_ms = json.loads(raw)
+    return {"rating": rating, "comment": comment}, int(at_ms)
 
 
 def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
@@ -76,6 +106,7 @@ def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
         ms_from_iso(message["timestamp"]),
         sources,
         stopped=bool(message.get("stopped")),
+        degraded=bool(message.get("degraded")),
     )
 
 

@@ -29,6 +29,21 @@ def parse_session_id(raw: str | None) -> str | None:
 _REPLY_ID = re.compile(r"[0-9a-f]{32}")
 
 
+#: A message id in a path: a plain decimal number (no sign, no leading zero, no spaces),
+#: short enough to be exact in Lua's numbers (doubles).
+_MESSAGE_ID = re.compile(r"0|[1-9][0-9]{0,14}")
+
+
+def parse_message_id(raw: str | int | None) -> int | None:
+    """Return ``raw`` as a message id (an absolute position, 0 or more), or None if it is not
+    one: a malformed message id names no message and never reaches Redis."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if 0 <= raw < 10**15 else None
+    if not isinstance(raw, str) or not _MESSAGE_ID.fullmatch(raw):
+        return None
+    return int(raw)
+
+
 def new_reply_id() -> str:
     """A fresh id for a streamed reply: 128 random bits, hex (it names a key of the session)."""
     return uuid.uuid4().hex

@@ -5,6 +5,7 @@ One Redis Cluster hash tag per session, so multi-key scripts never hit CROSSSLOT
     chat_session:{<id>}           hash  createdAt, lastActivity (epoch ms), seq (ever appended)
     chat_session:{<id>}:messages  list  one compact entry per message, oldest first
     chat_session:{<id>}:writes    zset  the write log: recent write ids and record names
+    chat_session:{<id>}:feedback  hash  message id -> the rating of that answer (codec JSON)
     chat_session:{<id>}:idem:<h>  hash  Idempotency-Key record of a send into that session
     chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
     chat_session:{<id>}:reply:<r> stream the events of a streamed reply (start, deltas, done)
@@ -15,7 +16,8 @@ string reaches a key name.
 
 Lifetimes (the one TTL rule; the scripts in ``scripts.py`` apply it):
 
-- every access re-arms meta, messages and the write log (``session_keys``) to SESSION_TTL;
+- every access re-arms meta, messages, the write log and the feedback (``session_keys``)
+  to SESSION_TTL, and deleting the session deletes them all;
 - a write id stays in the log ``WRITE_ID_WINDOW`` seconds;
 - a record lives ``record_ttl`` from its claim and is never extended, so it never
   outlives its session.
@@ -33,6 +35,10 @@ KEY_PREFIX = "chat_session:"
 SESSIONLESS_RECORD_PREFIX = f"{KEY_PREFIX}idem:{{"
 #: Matches meta keys only (``chat_session:{<id>}``): ``{`` and ``}`` are literal in a glob.
 META_PATTERN = KEY_PREFIX + "{*}"
+#: Matches feedback keys (``chat_session:{<id>}:feedback``); ``session_id_of_feedback``
+#: drops any other key that happens to fit.
+_FEEDBACK_SUFFIX = ":feedback"
+FEEDBACK_PATTERN = KEY_PREFIX + "{*}" + _FEEDBACK_SUFFIX
 #: Matches every key the service owns, and nothing else.
 ALL_PATTERN = KEY_PREFIX + "*"
 #: Seconds a write id stays in the log: past gunicorn's worker timeout (60 s), after which
@@ -54,9 +60,10 @@ def meta_key(session_id: str) -> str:
 
 
 def session_keys(session_id: str) -> list[str]:
-    """Meta, messages and write log: the keys whose TTL every access re-arms."""
+    """Meta, messages, write log and feedback: the keys whose TTL every access re-arms, in
+    the order every script's KEYS[1..4] has them (``scripts.py``)."""
     meta = meta_key(session_id)
-    return [meta, f"{meta}:messages", f"{meta}:writes"]
+    return [meta, f"{meta}:messages", f"{meta}:writes", f"{meta}{_FEEDBACK_SUFFIX}"]
 
 
 def messages_key(session_id: str) -> str:
@@ -67,6 +74,11 @@ def messages_key(session_id: str) -> str:
 def writes_key(session_id: str) -> str:
     """The session's write log: recent write ids and the names of its idempotency records."""
     return session_keys(session_id)[2]
+
+
+def feedback_key(session_id: str) -> str:
+    """The session's ratings: message id (absolute position) -> that answer's rating."""
+    return session_keys(session_id)[3]
 
 
 def idempotency_key(client_key: str, session_id: str | None) -> str:
@@ -88,6 +100,13 @@ def session_id_of_meta(key: str) -> str | None:
     if not (key.startswith(KEY_PREFIX + "{") and key.endswith("}")):
         return None
     return parse_session_id(key[len(KEY_PREFIX) + 1 : -1])
+
+
+def session_id_of_feedback(key: str) -> str | None:
+    """The inverse of ``feedback_key``: the id a feedback key names, or None for any other."""
+    if not key.endswith(_FEEDBACK_SUFFIX):
+        return None
+    return session_id_of_meta(key[: -len(_FEEDBACK_SUFFIX)])
 
 
 def record_ttl(session_ttl: int, idempotency_ttl: int) -> int:

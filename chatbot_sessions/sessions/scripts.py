@@ -2,7 +2,9 @@
 
 One script per store access: the access, the TTL rule (``keys.py``) and ``lastActivity``
 happen in one atomic step. KEYS are always the session's own keys (one hash tag), except
-where a contract says otherwise, so each script is single-slot on Redis Cluster. Each
+where a contract says otherwise, so each script is single-slot on Redis Cluster; where a
+script takes the session's keys, KEYS[1..4] are ``keys.session_keys`` (meta, messages,
+write log, feedback) and any other key comes after them. Each
 write logs its write id (``LOG_WRITE``) so that running it twice changes nothing; see
 ``store.py`` and docs/reliability.md.
 
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 
 # Every reading script opens with the access rule: stop with `if_missing` when the session
-# is gone, else re-arm the TTL of all three keys and set lastActivity.
-# KEYS: meta, messages, writes. ARGV[1]: ttl, ARGV[2]: now_ms.
+# is gone, else re-arm the TTL of all four keys and set lastActivity. `rated` tells the
+# rest of the script whether the session has any feedback (its key exists).
+# KEYS: meta, messages, writes, feedback. ARGV[1]: ttl, ARGV[2]: now_ms.
 def _refresh(if_missing: str) -> str:
     return f"""
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return {if_missing} end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[1])
+local rated = redis.call('EXPIRE', KEYS[4], ARGV[1]) == 1
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 """
 
@@ -35,11 +39,11 @@ local function log_write(mark, forget_at)
 end
 """
 
-# KEYS: meta, messages, writes. ARGV: ttl, now_ms.
+# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms.
 # Returns 1 if the session exists (and was touched), else 0.
 TOUCH = _refresh("0") + "return 1\n"
 
-# KEYS: meta, messages, writes. ARGV: ttl, now_ms, write mark, mark expiry (ms).
+# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms, write mark, mark expiry (ms).
 # Returns 'created', also when replayed (the id exists and the log has this write's mark),
 # or 'taken' when the id is another session's.
 CREATE = (
@@ -56,9 +60,11 @@ return 'created'
 """
 )
 
-# KEYS: meta, messages, writes. ARGV: ttl, now_ms, limit (0 = all), before (-1 = newest).
-# Returns nil if missing, else {createdAt, first_abs, start_abs, messages...} where
-# message positions are absolute (counted since the session began) so cursors survive trims.
+# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms, limit (0 = all), before (-1 =
+# newest). Returns nil if missing, else {createdAt, first_abs, start_abs, ratings,
+# messages...} where message positions are absolute (counted since the session began) so
+# cursors survive trims, and ratings is {position, feedback, ...} for the page's rated
+# messages: read (HMGET, 1000 fields at a time) only when the session has feedback at all.
 READ = (
     _refresh("false")
     + """
@@ -72,10 +78,24 @@ if before >= 0 and before < stop then stop = before end
 local start = first
 local limit = tonumber(ARGV[3])
 if limit > 0 and stop - limit > start then start = stop - limit end
-local result = {meta[1], first, start}
+local ratings = {}
+local result = {meta[1], first, start, ratings}
 if stop > start then
   local items = redis.call('LRANGE', KEYS[2], start - first, stop - 1 - first)
   for i = 1, #items do result[#result + 1] = items[i] end
+  if rated then
+    for from = start, stop - 1, 1000 do
+      local fields = {}
+      for n = from, math.min(from + 999, stop - 1) do fields[#fields + 1] = n end
+      local found = redis.call('HMGET', KEYS[4], unpack(fields))
+      for i = 1, #fields do
+        if found[i] then
+          ratings[#ratings + 1] = fields[i]
+          ratings[#ratings + 1] = found[i]
+        end
+      end
+    end
+  end
 end
 return result
 """
@@ -128,22 +148,23 @@ redis.call('HSET', KEYS[1], 'summary', ARGV[1], 'summaryThrough', ARGV[2])
 return 1
 """
 
-# KEYS: meta, messages, writes[, record]. ARGV: ttl, now_ms, max_messages, create ('1' =
-# new session), write mark, mark expiry (ms); then, used only with a record: record ttl,
-# fingerprint, session id, result, origin (name of the session-less record that reserved a
-# new session, or ''); messages from ARGV[12].
+# KEYS: meta, messages, writes, feedback[, record]. ARGV: ttl, now_ms, max_messages, create
+# ('1' = new session), write mark, mark expiry (ms); then, used only with a record: record
+# ttl, fingerprint, session id, result, origin (name of the session-less record that
+# reserved a new session, or ''); messages from ARGV[12].
 # Returns:
 #   'stored'   appended now, or earlier by this very write (its mark is in the log);
 #   'gone'     the session no longer exists (never resurrected);
 #   'taken'    create hit an id that already exists;
 #   'recorded' the record is done: another attempt of the key stored the exchange.
 # Marking the record done in the same script means no crash can store without recording or
-# vice versa; logging it (and the origin) here means DELETE finds both.
+# vice versa; logging it (and the origin) here means DELETE finds both. The ratings of the
+# answers the trim drops go with them, so the feedback never outgrows the messages.
 APPEND = (
     LOG_WRITE
     + """
 if redis.call('ZSCORE', KEYS[3], ARGV[5]) then return 'stored' end
-local record = KEYS[4]
+local record = KEYS[5]
 if record and redis.call('HGET', record, 'state') == 'done' then return 'recorded' end
 local exists = redis.call('EXISTS', KEYS[1])
 if ARGV[4] == '1' then
@@ -152,12 +173,16 @@ if ARGV[4] == '1' then
 elseif exists == 0 then
   return 'gone'
 end
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 12))
+local length = redis.call('RPUSH', KEYS[2], unpack(ARGV, 12))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 11)
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', #ARGV - 11)
 redis.call('HSET', KEYS[1], 'lastActivity', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+if redis.call('EXPIRE', KEYS[4], ARGV[1]) == 1 then
+  -- positions seq - length (the first before the trim) up to the first one kept
+  for n = seq - length, seq - tonumber(ARGV[3]) - 1 do redis.call('HDEL', KEYS[4], n) end
+end
 log_write(ARGV[5], ARGV[6])
 if record then
   redis.call('HSET', record, 'state', 'done', 'fp', ARGV[8], 'sid', ARGV[9], 'result', ARGV[10])
@@ -168,6 +193,38 @@ if record then
   if ARGV[11] ~= '' then redis.call('ZADD', KEYS[3], until_ms, ARGV[11]) end
 end
 return 'stored'
+"""
+)
+
+# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms, write mark, mark expiry (ms),
+# message id (an absolute position, 0 or more), the rating (codec JSON), the type codes of
+# an answer (``codec.ANSWER_CODES``). An access (the session's TTLs re-armed).
+# Returns {status, head}:
+#   'rated'    stored now (replacing any earlier rating of the answer), or earlier by this
+#              very write (its mark is in the log); head: the rated entry's type, stamp and
+#              marks (the text before its '|'), '' if it is no longer stored;
+#   'gone'     the session does not exist;
+#   'missing'  no message by that id is stored (beyond the newest, or trimmed away);
+#   'question' the message is not an answer.
+# Nothing is written unless 'rated'.
+RATE = (
+    _refresh("{'gone', ''}")
+    + LOG_WRITE
+    + """
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or len
+local first = seq - len
+local n = tonumber(ARGV[5])
+local entry = false
+if n >= first and n < seq then entry = redis.call('LINDEX', KEYS[2], n - first) end
+local head = entry and string.match(entry, '^[^|]*') or ''
+if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return {'rated', head} end
+if not entry then return {'missing', ''} end
+if not string.find(ARGV[7], string.sub(entry, 1, 1), 1, true) then return {'question', ''} end
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+log_write(ARGV[3], ARGV[4])
+return {'rated', head}
 """
 )
 
@@ -226,15 +283,16 @@ redis.call('HDEL', KEYS[1], 'lease', 'owner', 'reply')
 return 1
 """
 
-# KEYS: meta, messages, writes. ARGV: '1' if the script may delete keys of other hash tags
-# (a single server; never on a cluster), the session-less record prefix. Deletes the
-# session, each record its write log names, and the log, atomically. Records of this
-# session share its slot; a session-less record does not, so on a cluster its name is
-# returned for the caller to delete. Returns {keys deleted (log not counted), names...}.
-# Nothing is left behind, not even a tombstone, so a second run finds nothing: the caller
-# tells a replay from a missing session by whether it retried (``SessionStore.delete``).
+# KEYS: meta, messages, writes, feedback. ARGV: '1' if the script may delete keys of other
+# hash tags (a single server; never on a cluster), the session-less record prefix. Deletes
+# the session (meta, messages, feedback), each record its write log names, and the log,
+# atomically. Records of this session share its slot; a session-less record does not, so on
+# a cluster its name is returned for the caller to delete. Returns {keys deleted (log not
+# counted), names...}. Nothing is left behind, not even a tombstone, so a second run finds
+# nothing: the caller tells a replay from a missing session by whether it retried
+# (``SessionStore.delete``).
 DELETE = """
-local removed = redis.call('DEL', KEYS[1], KEYS[2])
+local removed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 local own = KEYS[1] .. ':'
 local other = {}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
@@ -253,25 +311,25 @@ return {removed, unpack(other)}
 """
 
 
-# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms, event id (n: the
-# stream entry id is 0-n, so SSE ids are 1, 2, 3...), event name, data (JSON), retention
-# (s), maxlen, final ('1' for done/error). Appends one event of a streamed reply, unless the
-# session is gone (returns 'gone': never a key naming a deleted session). The stream is
-# named in the write log (so DELETE removes it) and lives `retention` after its last event.
-# Returns 'stop' when the user asked to stop this reply, else 'ok'; a final event clears
-# the stop request. Run twice (a lost reply), the second XADD of the same id is refused,
-# and the script answers as the first run did.
+# KEYS: meta, messages, writes, feedback, reply events stream. ARGV: ttl, now_ms, event id
+# (n: the stream entry id is 0-n, so SSE ids are 1, 2, 3...), event name, data (JSON),
+# retention (s), maxlen, final ('1' for done/error). Appends one event of a streamed reply,
+# unless the session is gone (returns 'gone': never a key naming a deleted session). The
+# stream is named in the write log (so DELETE removes it) and lives `retention` after its
+# last event. Returns 'stop' when the user asked to stop this reply, else 'ok'; a final
+# event clears the stop request. Run twice (a lost reply), the second XADD of the same id is
+# refused, and the script answers as the first run did.
 PUBLISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
-local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+local top = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)[1]
 if not top or tonumber(string.sub(top[1], 3)) < tonumber(ARGV[3]) then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '0-' .. ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '0-' .. ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
 end
-redis.call('EXPIRE', KEYS[4], ARGV[6])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[6]), KEYS[4])
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[6]), KEYS[5])
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 and redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], pttl) end
-local stop = 'stop:' .. string.sub(KEYS[4], #KEYS[1] + 8)
+local stop = 'stop:' .. string.sub(KEYS[5], #KEYS[1] + 8)
 if ARGV[8] == '1' then
   redis.call('HDEL', KEYS[1], stop)
   return 'ok'
@@ -280,28 +338,28 @@ if redis.call('HEXISTS', KEYS[1], stop) == 1 then return 'stop' end
 return 'ok'
 """
 
-# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms, final event names
-# ('done', 'error'). An access (the session's TTLs re-armed). Asks the producer of the reply
-# to stop: 'ok', 'done' when the reply has already ended (nothing to stop), 'gone' when the
-# session or the reply is unknown.
+# KEYS: meta, messages, writes, feedback, reply events stream. ARGV: ttl, now_ms, final
+# event names ('done', 'error'). An access (the session's TTLs re-armed). Asks the producer
+# of the reply to stop: 'ok', 'done' when the reply has already ended (nothing to stop),
+# 'gone' when the session or the reply is unknown.
 STOP = (
     _refresh("'gone'")
     + """
-local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+local top = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)[1]
 if not top then return 'gone' end
 if top[2][2] == ARGV[3] or top[2][2] == ARGV[4] then return 'done' end
-redis.call('HSET', KEYS[1], 'stop:' .. string.sub(KEYS[4], #KEYS[1] + 8), 1)
+redis.call('HSET', KEYS[1], 'stop:' .. string.sub(KEYS[5], #KEYS[1] + 8), 1)
 return 'ok'
 """
 )
 
-# KEYS: meta, messages, writes, reply events stream. ARGV: ttl, now_ms. An access: the
-# session's TTLs re-armed. Returns 1 when the session and the reply's events exist, 0 when
-# the session does but the reply does not, false when the session is gone.
-REPLY_EXISTS = _refresh("false") + "return redis.call('EXISTS', KEYS[4])\n"
+# KEYS: meta, messages, writes, feedback, reply events stream. ARGV: ttl, now_ms. An access:
+# the session's TTLs re-armed. Returns 1 when the session and the reply's events exist, 0
+# when the session does but the reply does not, false when the session is gone.
+REPLY_EXISTS = _refresh("false") + "return redis.call('EXISTS', KEYS[5])\n"
 
-# KEYS: meta, messages. Read-only (no TTL refresh): nil if missing, else
-# {createdAt, lastActivity, seq, pttl, raw messages...}.
+# KEYS: meta, messages (the rest of ``session_keys`` unused). Read-only (no TTL refresh):
+# nil if missing, else {createdAt, lastActivity, seq, pttl, raw messages...}.
 SNAPSHOT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local meta = redis.call('HMGET', KEYS[1], 'createdAt', 'lastActivity', 'seq')
@@ -311,12 +369,40 @@ for i = 1, #items do result[#result + 1] = items[i] end
 return result
 """
 
-# KEYS: meta, messages. ARGV: replace ('1'/'0'), pttl (-1 = none), createdAt, lastActivity,
-# seq, raw messages... Returns 0 (and writes nothing) when the session exists and replace
-# is off. RPUSH goes in chunks: Lua's unpack has a stack limit of a few thousand values.
+# KEYS: meta, messages, writes, feedback. Read-only (no TTL refresh): nil if the session is
+# gone, else {position, rating, answer, question, ...} for each rated message: the rating as
+# stored, the entry at that position and the one before it (the question), each false when
+# no longer stored.
+RATED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local len = redis.call('LLEN', KEYS[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or len
+local first = seq - len
+local function entry(n)
+  if n >= first and n < seq then return redis.call('LINDEX', KEYS[2], n - first) end
+  return false
+end
+local ratings = redis.call('HGETALL', KEYS[4])
+local result = {}
+for i = 1, #ratings, 2 do
+  local n = tonumber(ratings[i])
+  local answer = entry(n)
+  result[#result + 1] = n
+  result[#result + 1] = ratings[i + 1]
+  result[#result + 1] = answer
+  result[#result + 1] = answer and entry(n - 1)
+end
+return result
+"""
+
+# KEYS: meta, messages, writes, feedback. ARGV: replace ('1'/'0'), pttl (-1 = none),
+# createdAt, lastActivity, seq, raw messages... Returns 0 (and writes nothing) when the
+# session exists and replace is off. A replaced session loses its feedback (the messages
+# it rated are replaced; a document carries messages only). RPUSH goes in chunks: Lua's
+# unpack has a stack limit of a few thousand values.
 RESTORE = """
 if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[1], 'createdAt', ARGV[3], 'lastActivity', ARGV[4], 'seq', ARGV[5])
 for i = 6, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
@@ -328,7 +414,7 @@ end
 return 1
 """
 
-# KEYS: meta, messages, write log (the keys every access re-arms). ARGV: ttl in ms, or -1
+# KEYS: meta, messages, write log, feedback (the keys every access re-arms). ARGV: ttl in ms, or -1
 # to PERSIST. 0 if the session does not exist.
 SET_TTL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end

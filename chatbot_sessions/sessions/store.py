@@ -10,8 +10,8 @@ keyed takes a second command for the session-less record, which lives under anot
 tag.)
 
 **Every write is safe to run twice.** A connection can break after Redis ran a script but
-before its reply arrived; the store then runs the script again (``_call``). Each create
-and append therefore carries a fresh *write id* that its script logs in the session's
+before its reply arrived; the store then runs the script again (``_call``). Each create,
+append and rating therefore carries a fresh *write id* that its script logs in the session's
 write log in the same step, and a run that finds its own id answers what the first run
 answered and changes nothing. A claim knows its own owner token, release and finish set
 the same fields again, and a delete that finds nothing after a retry is its own earlier
@@ -38,15 +38,25 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions import signals
-from chatbot_sessions.domain import Message, NewMessage, SessionPage
+from chatbot_sessions.domain import RATINGS, Feedback, Message, NewMessage, SessionPage
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
+    MessageNotFound,
+    NotAnAnswer,
     SessionIdTaken,
     SessionNotFound,
     StoreUnavailable,
 )
 from chatbot_sessions.sessions import budget, scripts
-from chatbot_sessions.sessions.codec import decode_message, encode_message
+from chatbot_sessions.sessions.codec import (
+    ANSWER_CODES,
+    decode_feedback,
+    decode_message,
+    encode_feedback,
+    encode_message,
+    is_degraded,
+)
+from chatbot_sessions.sessions.ids import parse_message_id
 from chatbot_sessions.sessions.keys import (
     SESSIONLESS_RECORD_PREFIX,
     WRITE_ID_WINDOW,
@@ -75,6 +85,15 @@ class Outcome(StrEnum):
     GONE = "gone"
     TAKEN = "taken"
     RECORDED = "recorded"
+
+
+class Rated(StrEnum):
+    """What a rating script answered (see ``scripts.RATE``)."""
+
+    RATED = "rated"
+    GONE = "gone"
+    MISSING = "missing"
+    QUESTION = "question"
 
 
 class Published(StrEnum):
@@ -181,6 +200,7 @@ class SessionStore:
         self._create = client.register_script(scripts.CREATE)
         self._read = client.register_script(scripts.READ)
         self._append = client.register_script(scripts.APPEND)
+        self._rate = client.register_script(scripts.RATE)
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
         self._finish = client.register_script(scripts.FINISH)
@@ -262,13 +282,19 @@ class SessionStore:
         )
         if result is None:
             raise SessionNotFound(session_id)
-        created_at, first, start, *raw = result
+        created_at, first, start, rated, *raw = result
+        start = int(start)
+        pairs = zip(rated[::2], rated[1::2], strict=True)
+        ratings = {int(n): decode_feedback(value)[0] for n, value in pairs}
         return SessionPage(
             session_id=canonical_session_id(session_id),
             created_at=iso_from_ms(created_at),
             last_activity=iso_from_ms(at),
-            messages=[decode_message(item) for item in raw],
-            next_cursor=int(start) if int(start) > int(first) else None,
+            messages=[
+                decode_message(item, start + i, ratings.get(start + i))
+                for i, item in enumerate(raw)
+            ],
+            next_cursor=start if start > int(first) else None,
         )
 
     def append(
@@ -315,6 +341,38 @@ class SessionStore:
         if create:
             signals.session_created.send(self)
         signals.messages_stored.send(self, count=len(encoded))
+
+    def rate(
+        self, session_id: str, message_id: str | int, rating: str, comment: str | None = None
+    ) -> Feedback:
+        """Store ``rating`` (and ``comment``) on the answer ``message_id``, exactly once,
+        replacing any earlier rating of it; an access of the session.
+
+        SessionNotFound for a missing session, MessageNotFound for an id that is malformed or
+        names no stored message (beyond the newest, trimmed away), NotAnAnswer for a user
+        message; nothing is stored then.
+        """
+        if rating not in RATINGS:  # the schema checks it; the metrics label must stay bounded
+            raise ValueError(f"rating must be one of {RATINGS}, not {rating!r}")
+        keys = session_keys(session_id)
+        position = parse_message_id(message_id)
+        if position is None:
+            raise MessageNotFound(session_id, message_id)
+        at = now_ms()
+        args = [
+            self.ttl, at, _write_mark(), self._forget_at(at), position,
+            encode_feedback(rating, comment, at), ANSWER_CODES,
+        ]  # fmt: skip
+        (status, head), _ = self._call(self._rate, keys, args)
+        if status == Rated.GONE:
+            raise SessionNotFound(session_id)
+        if status == Rated.MISSING:
+            raise MessageNotFound(session_id, position)
+        if status == Rated.QUESTION:
+            raise NotAnAnswer(session_id, position)
+        signals.feedback_given.send(self, rating=rating, degraded=is_degraded(head))
+        canonical = canonical_session_id(session_id)
+        return Feedback(canonical, position, rating, comment)  # type: ignore[arg-type]
 
     def claim(
         self,
@@ -388,9 +446,7 @@ class SessionStore:
         if result is None:
             raise SessionNotFound(session_id)
         summary, through, first, begin, *raw = result
-        messages = [decode_message(item) for item in raw]
-        for offset, message in enumerate(messages):
-            message["id"] = int(begin) + offset
+        messages = [decode_message(item, int(begin) + n) for n, item in enumerate(raw)]
         return StoredContext(summary, int(through), int(first), int(begin), messages)
 
     def save_summary(self, session_id: str, summary: str, through: int) -> bool:

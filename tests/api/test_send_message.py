@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from chatbot_sessions.domain import Reply
 from chatbot_sessions.sessions.keys import session_keys
 from tests.support.api import send
 from tests.support.commands import record_commands
@@ -20,6 +21,15 @@ def test_without_header_creates_a_session(client):
     assert uuid.UUID(body["sessionId"]).version == 4
     assert body["sources"] == [{"title": "Guide", "source": "guide.md", "score": 1.5}]
     assert body["degraded"] is False
+
+
+def test_a_degraded_answer_is_stored_as_degraded(make_app, generator, monkeypatch):
+    client = make_app().test_client()
+    sid = send(client, "fine").get_json()["sessionId"]
+    monkeypatch.setattr(generator, "generate", lambda q, h: Reply("fallback", degraded=True))
+    assert send(client, "fails", sid).get_json()["degraded"] is True
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    assert [m.get("degraded", False) for m in messages] == [False, False, False, True]
 
 
 @pytest.mark.parametrize(

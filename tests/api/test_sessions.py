@@ -53,6 +53,9 @@ def test_history_paging_through_the_api(client):
     assert [m["content"] for m in page["messages"]] == ["answer to: q3", "q4", "answer to: q4"]
     older = client.get(f"/api/session/{sid}/history?limit=3&before={page['nextCursor']}").get_json()
     assert [m["content"] for m in older["messages"]] == ["q2", "answer to: q2", "q3"]
+    # Each message's id is its absolute position, the same numbering as the cursor.
+    assert [m["id"] for m in page["messages"]] == [7, 8, 9] and page["nextCursor"] == 7
+    assert [m["id"] for m in older["messages"]] == [4, 5, 6]
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=-1", "limit=abc", "before=-3", "before=x"])

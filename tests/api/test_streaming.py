@@ -81,6 +81,22 @@ def test_events_come_in_order_and_done_is_the_stored_reply(make, slow):
     assert history(client, sid) == ["hello", text]
 
 
+def test_a_degraded_streamed_answer_is_stored_as_degraded(make, slow, monkeypatch):
+    client = make()
+    streamed = slow.stream
+
+    def degraded(question, history):
+        reply = streamed(question, history)
+        reply.degraded = True
+        return reply
+
+    monkeypatch.setattr(slow, "stream", degraded)
+    sid = events_of(stream(client, "hello"))[0].data["sessionId"]
+    wait_stored(client, sid)
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    assert [m.get("degraded", False) for m in messages] == [False, True]
+
+
 def test_the_json_answer_is_unchanged_without_asking_for_a_stream(make):
     client = make()
     for accept in (None, "*/*", "application/json"):

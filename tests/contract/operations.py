@@ -1,5 +1,6 @@
 """Every operation of the API document and the statuses it may answer (the contract)."""
 
+FEEDBACK = "/api/session/{session_id}/messages/{message_id}/feedback"
 OPERATIONS = {
     ("post", "/api/session/create"): {"201", "429", "503"},
     ("get", "/api/session/{session_id}/history"): {"200", "404", "422", "503"},
@@ -10,4 +11,5 @@ OPERATIONS = {
     ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
     ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {"200", "404", "422", "503"},
     ("post", "/api/session/{session_id}/replies/{reply_id}/stop"): {"202", "404", "503"},
+    ("post", FEEDBACK): {"200", "400", "404", "413", "422", "503"},
 }

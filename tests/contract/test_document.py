@@ -9,7 +9,7 @@ import schemathesis
 
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.sessions.connection import connect
-from tests.contract.operations import OPERATIONS
+from tests.contract.operations import FEEDBACK, OPERATIONS
 
 
 @pytest.fixture
@@ -67,10 +67,21 @@ def test_headers_and_limits_are_documented(document, make_app):
     assert question["maxLength"] == 4000
     history = document["paths"]["/api/session/{session_id}/history"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"limit", "before"}
+    message = document["components"]["schemas"]["Message"]
+    assert "id" in message["required"] and message["properties"]["id"]["minimum"] == 0
+    assert "feedback" in message["properties"] and "degraded" in message["properties"]
+    feedback = document["paths"][FEEDBACK]
+    message_id = next(p for p in feedback["parameters"] if p["name"] == "message_id")
+    assert message_id["schema"]["type"] == "integer" and message_id["schema"]["minimum"] == 0
+    assert "not_an_answer" in feedback["post"]["responses"]["422"]["description"]
+    assert "message_not_found" in feedback["post"]["responses"]["404"]["description"]
+    comment = document["components"]["schemas"]["Feedback"]["properties"]["comment"]
+    assert comment["maxLength"] == 4000  # MAX_QUESTION_CHARS, like a question
 
     small = make_app({"MAX_QUESTION_CHARS": "50"}).test_client().get("/api/openapi.json")
     schemas = small.get_json()["components"]["schemas"]
     assert schemas["SendMessage"]["properties"]["question"]["maxLength"] == 50
+    assert schemas["Feedback"]["properties"]["comment"]["maxLength"] == 50
 
 
 def test_docs_page_renders_redoc_on_the_document(client):

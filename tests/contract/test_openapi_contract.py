@@ -1,6 +1,6 @@
 """schemathesis fuzzes the live service (gunicorn, real Redis) against its own document.
 
-All six operations (admin stats with ADMIN_TOKEN set), positive and negative inputs, wrong
+All nine operations (admin stats with ADMIN_TOKEN set), positive and negative inputs, wrong
 methods and boundary values (the phases schemathesis runs by default), every check it has:
 no 5xx, every status, content type, body and header as documented. On top, every 4xx must
 be our error envelope. Rate limits are off here (the fixture default) so they do not cut

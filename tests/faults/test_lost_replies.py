@@ -98,7 +98,8 @@ class Stored:
         for key, raw in zip(lists, entries, strict=True):
             sid = session_of(key)
             assert sid, f"a list that belongs to no session: {key}"
-            messages[sid] = [dict(decode_message(entry)) for entry in raw]
+            # Ids are not compared here: the list index stands in for each position.
+            messages[sid] = [dict(decode_message(entry, i)) for i, entry in enumerate(raw)]
         return cls(keys, messages)
 
     @property

@@ -107,7 +107,8 @@ def stored_questions(redis_server: RedisServer, sids: set[str]) -> Counter:
     client = redis_server.client(socket_timeout=5)
     counts: Counter = Counter()
     for sid in sids:
-        messages = [decode_message(m) for m in client.lrange(session_keys(sid)[1], 0, -1)]
+        raw = client.lrange(session_keys(sid)[1], 0, -1)
+        messages = [decode_message(m, i) for i, m in enumerate(raw)]  # ids not compared
         for asked, answered in zip(messages[::2], messages[1::2], strict=True):
             assert asked["type"] == "user" and answered["type"] == "assistant"
             assert asked["timestamp"] <= answered["timestamp"]  # answer follows question

@@ -64,7 +64,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 
     owners = set()
     for n, sid in enumerate(created):
-        meta, messages, _ = session_keys(sid)
+        meta, messages, *_ = session_keys(sid)
         assert client.keyslot(meta) == client.keyslot(messages)  # the {id} hash tag
         node = client.get_node_from_key(meta)
         assert client.exists(meta, messages) == 2
@@ -240,7 +240,7 @@ def test_a_streamed_reply_lives_in_its_sessions_slot_and_resumes(cluster, cluste
         "/api/send-message", json={"question": "hi"}, headers={"Accept": "text/event-stream"}
     )
     events = [e for e in parse_events([streamed.data]) if isinstance(e, Event)]
-    assert [e.name for e in events][0] == "start" and events[-1].name == "done"
+    assert events[0].name == "start" and events[-1].name == "done"
     sid, reply_id = events[0].data["sessionId"], events[0].data["replyId"]
     stream_key = f"chat_session:{{{sid}}}:reply:{reply_id}"
     assert client.keyslot(stream_key) == client.keyslot(session_keys(sid)[0])

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from chatbot_sessions.domain import Reply
+from chatbot_sessions.extensions import resources
 from chatbot_sessions.sessions.ids import new_session_id
 from chatbot_sessions.sessions.keys import session_keys
 from tests.support.processes import REPO_ROOT
@@ -24,6 +26,7 @@ COMMANDS = [
     "warm",
     "persist",
     "expire",
+    "feedback",
     "purge",
 ]
 
@@ -119,7 +122,7 @@ def test_show_prints_the_session_without_touching_its_ttl(cli, private_redis):
 @pytest.mark.redis
 def test_export_then_import_round_trips_exactly(cli, private_redis, tmp_path):
     sid = create(cli, turns=3)
-    meta, messages, _ = session_keys(sid)
+    meta, messages, *_ = session_keys(sid)
     before = (private_redis.hgetall(meta), private_redis.lrange(messages, 0, -1))
     path = tmp_path / "session.json"
     assert cli("export", sid, "-o", str(path)).exit_code == 0
@@ -207,6 +210,7 @@ def test_import_rejects_bad_files_and_writes_nothing(
 @pytest.mark.redis
 def test_warm_persist_and_expire_act_on_every_key(cli, private_redis):
     sid, other = create(cli, turns=1), create(cli, turns=1)
+    resources(cli.app).store.rate(sid, 1, "up")  # so the session has all four keys
     keys = session_keys(sid)
 
     assert cli("expire", sid, "30").exit_code == 0
@@ -214,7 +218,7 @@ def test_warm_persist_and_expire_act_on_every_key(cli, private_redis):
 
     persisted = cli("persist", sid)
     assert persisted.exit_code == 0 and persisted.stdout == "persisted 1 session(s)\n"
-    assert [private_redis.ttl(k) for k in keys] == [-1, -1, -1]
+    assert [private_redis.ttl(k) for k in keys] == [-1, -1, -1, -1]
 
     missing = new_session_id()
     warmed = cli("warm", sid, other, missing)
@@ -265,3 +269,41 @@ def test_the_flask_command_finds_the_group(redis_server):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.returncode == 1 and "no such session" in shown.stderr and shown.stdout == ""
+
+
+@pytest.mark.redis
+def test_feedback_exports_rated_answers_as_json_lines(cli, generator, monkeypatch, tmp_path):
+    good, bad, unrated = create(cli, turns=1), create(cli, turns=0), create(cli, turns=1)
+    monkeypatch.setattr(generator, "generate", lambda q, h: Reply("no idea", degraded=True))
+    cli.http.post(
+        "/api/send-message", json={"question": "How do I X?"}, headers={"session-id": bad}
+    )
+
+    def rate(sid: str, message_id: int, **body: str) -> None:
+        path = f"/api/session/{sid}/messages/{message_id}/feedback"
+        assert cli.http.post(path, json=body).status_code == 200
+
+    rate(good, 1, rating="up")
+    rate(bad, 1, rating="down", comment="nothing about X")
+
+    every = cli("feedback")
+    assert every.exit_code == 0 and "exported 2 rated answer(s)" in every.stderr
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert sorted(r["rating"] for r in lines) == ["down", "up"]
+    assert unrated not in {r["sessionId"] for r in lines}
+    assert all(
+        set(r) == {"sessionId", "messageId", "rating", "comment", "question", "answer",
+                   "sources", "degraded", "at"}
+        for r in lines
+    )  # fmt: skip
+
+    path = tmp_path / "down.jsonl"
+    down = cli("feedback", "--rating", "down", "-o", str(path))
+    assert down.exit_code == 0 and down.stdout == ""
+    (record,) = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert record == {
+        "sessionId": bad, "messageId": 1, "rating": "down", "comment": "nothing about X",
+        "question": "How do I X?", "answer": "no idea", "sources": [], "degraded": True,
+        "at": record["at"],
+    }  # fmt: skip
+    assert cli("feedback", "--rating", "meh").exit_code == 2

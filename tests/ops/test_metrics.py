@@ -105,3 +105,27 @@ def test_unknown_methods_share_one_label_value(client):
     other = {"method": "OTHER", "endpoint": "<unmatched>"}
     assert value(data, "chatbot_http_requests_total", **other, status="405") == 4
     assert value(data, "chatbot_http_requests_total", **other, status="404") == 1
+
+
+def test_ratings_are_counted_by_rating_and_by_a_degraded_answer(make_app, generator, monkeypatch):
+    client = make_app().test_client()
+    assert value(samples(client), "chatbot_feedback_total", rating="up", degraded="false") == 0
+    sid = client.post("/api/send-message", json={"question": "ok"}).get_json()["sessionId"]
+    monkeypatch.setattr(generator, "generate", lambda q, h: Reply("sorry", degraded=True))
+    client.post("/api/send-message", json={"question": "fails"}, headers={"session-id": sid})
+
+    def rate(message_id: int, rating: str) -> int:
+        path = f"/api/session/{sid}/messages/{message_id}/feedback"
+        return client.post(path, json={"rating": rating}).status_code
+
+    assert [rate(1, "up"), rate(1, "down"), rate(3, "down")] == [200, 200, 200]
+    assert [rate(0, "up"), rate(9, "up"), rate(-1, "up")] == [422, 404, 404]  # not counted
+    data = samples(client)
+    counted = {
+        (rating, degraded): value(data, "chatbot_feedback_total", rating=rating, degraded=degraded)
+        for rating in ("up", "down")
+        for degraded in ("false", "true")
+    }
+    assert counted == {
+        ("up", "false"): 1, ("down", "false"): 1, ("up", "true"): 0, ("down", "true"): 1,
+    }  # fmt: skip

@@ -33,7 +33,13 @@ def new_session(store: SessionStore, turns: int = 1) -> str:
             sid,
             [
                 NewMessage("user", f"q{n} ✓ «ünïcode»", at),
-                NewMessage("assistant", f"a{n}", at + 1, (Source("Guide", "g.md", 1.2346),)),
+                NewMessage(
+                    "assistant",
+                    f"a{n}",
+                    at + 1,
+                    (Source("Guide", "g.md", 1.2346),),
+                    degraded=n % 2 == 1,
+                ),
             ],
         )
     return sid
@@ -62,13 +68,19 @@ def test_scans_see_meta_keys_only(whole_redis):
 def test_export_is_read_only_and_restore_round_trips_exactly(redis_client):
     store, admin = make(redis_client, ttl=500)
     sid = new_session(store, turns=3)
-    meta, messages, _ = session_keys(sid)
+    meta, messages, *_ = session_keys(sid)
     redis_client.expire(meta, 100)
     before = (redis_client.hgetall(meta), redis_client.lrange(messages, 0, -1))
 
     document = admin.export(sid)
     assert redis_client.ttl(meta) <= 100  # no TTL refresh by an inspection
     assert document["seq"] == 6 and len(document["messages"]) == 6
+    assert [m["id"] for m in document["messages"]] == [0, 1, 2, 3, 4, 5]  # as history numbers
+    assert [m.get("degraded", False) for m in document["messages"]] == [False] * 3 + [
+        True,
+        False,
+        False,
+    ]
     assert document["messages"][1]["sources"] == [
         {"title": "Guide", "source": "g.md", "score": 1.2346}
     ]
@@ -116,14 +128,54 @@ def test_an_empty_session_round_trips_without_a_messages_key(redis_client):
 def test_set_ttl_changes_every_key_and_persist_lasts_until_next_use(redis_client):
     store, admin = make(redis_client, ttl=300)
     sid, gone = new_session(store), new_session_id()
+    store.rate(sid, 1, "up")  # so the session has all four keys
     keys = session_keys(sid)
     assert admin.set_ttl([sid, gone, "not-an-id"], 40) == [gone, "not-an-id"]
     assert all(0 < redis_client.ttl(k) <= 40 for k in keys)
     assert admin.set_ttl([sid], None) == []
-    assert [redis_client.ttl(k) for k in keys] == [-1, -1, -1]
+    assert [redis_client.ttl(k) for k in keys] == [-1, -1, -1, -1]
     assert admin.export(sid)["ttlMs"] is None
     store.read(sid)  # the API's next access re-arms the normal TTL
     assert all(290 < redis_client.ttl(k) <= 300 for k in keys)
+
+
+def test_rated_answers_come_with_their_question_and_in_order(whole_redis):
+    store, admin = make(whole_redis)
+    rated, unrated = new_session(store, turns=3), new_session(store, turns=1)
+    store.rate(rated, 5, "up")
+    store.rate(rated, 3, "down", "wrong «page»")
+    store.rate(rated, 1, "up", "first")
+    store.rate(rated, 1, "down")  # replaces the first rating
+    whole_redis.hset("chat_session:{not-a-uuid}:feedback", "1", "x")  # fits the glob only
+    meta = session_keys(rated)[0]
+    whole_redis.expire(meta, 100)
+
+    found = list(admin.rated_answers())
+    assert [(r["sessionId"], r["messageId"], r["rating"]) for r in found] == [
+        (rated, 1, "down"), (rated, 3, "down"), (rated, 5, "up"),
+    ]  # fmt: skip
+    assert found[1] == {
+        "sessionId": rated, "messageId": 3, "rating": "down", "comment": "wrong «page»",
+        "question": "q1 ✓ «ünïcode»", "answer": "a1",
+        "sources": [{"title": "Guide", "source": "g.md", "score": 1.2346}],
+        "degraded": True, "at": found[1]["at"],
+    }  # fmt: skip
+    assert found[0]["degraded"] is False and found[0]["comment"] is None
+    assert abs(ms_from_iso(found[0]["at"]) - now_ms()) < 60_000
+    assert [r["messageId"] for r in admin.rated_answers("up")] == [5]
+    assert unrated not in {r["sessionId"] for r in found}
+    assert whole_redis.ttl(meta) <= 100  # read-only: no TTL refresh
+
+
+def test_a_rated_answer_whose_question_was_trimmed_has_no_question(redis_client):
+    store = SessionStore(redis_client, ttl=300, max_messages=3)  # odd: trims a question alone
+    admin = SessionAdmin(store)
+    sid = new_session(store, turns=1)
+    store.rate(sid, 1, "down")
+    turn = [NewMessage("user", "q1", now_ms()), NewMessage("assistant", "a1", now_ms())]
+    store.append(sid, turn)  # keeps a0 (id 1), q1, a1: q0 is gone
+    (record,) = admin.rated_answers()
+    assert (record["messageId"], record["question"], record["answer"]) == (1, None, "a0")
 
 
 def test_stats_buckets_ttls(whole_redis):

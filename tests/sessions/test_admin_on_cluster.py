@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -64,11 +65,23 @@ def test_stats_count_memory_and_purge_cover_every_master(make_app, cluster):
     assert body["activeSessions"] == 40
     assert len(body["memory"]["nodes"]) == 3 and body["memory"]["usedMemory"] > 0
 
+    for n, sid in enumerate(sids[:20]):  # one script per rating, each in its session's slot
+        rated = http.post(
+            f"/api/session/{sid}/messages/1/feedback", json={"rating": ("up", "down")[n % 2]}
+        )
+        assert rated.status_code == 200
+    assert all(
+        m.get("feedback")
+        for m in http.get(f"/api/session/{sids[0]}/history").get_json()["messages"][1:]
+    )
+
     cli = app.test_cli_runner()
     assert cli.invoke(args=["sessions", "count"]).stdout == "40\n"
+    exported = cli.invoke(args=["sessions", "feedback", "--rating", "down"]).stdout.splitlines()
+    assert sorted(json.loads(line)["sessionId"] for line in exported) == sorted(sids[1:20:2])
     assert cli.invoke(args=["sessions", "persist", sids[0]]).exit_code == 0
     assert cli.invoke(args=["sessions", "show", sids[0]]).exit_code == 0
     purge = cli.invoke(args=["sessions", "purge", "--yes"])
-    assert purge.stdout == "deleted 120 key(s)\n"
+    assert purge.stdout == "deleted 140 key(s)\n"  # 40 sessions of 3 keys, 20 feedback keys
     assert sorted(client.scan_iter()) == ["not-a-session"]
     client.delete("not-a-session")

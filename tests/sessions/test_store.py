@@ -28,8 +28,9 @@ def pair(n: int) -> list[NewMessage]:
 
 def test_keys_share_one_cluster_hash_tag_and_prefix():
     sid = new_session_id()
-    meta, messages, _ = session_keys(sid)
+    meta, messages, writes, feedback = session_keys(sid)
     assert meta == f"chat_session:{{{sid}}}" and messages == f"chat_session:{{{sid}}}:messages"
+    assert (writes, feedback) == (f"{meta}:writes", f"{meta}:feedback")
 
 
 @pytest.mark.parametrize("bad", ["*", "chat_session:*", "", "not-a-uuid", "{x}", "1" * 36])
@@ -84,7 +85,7 @@ def test_append_keeps_order_and_shape(store):
     messages = store.read(sid).messages
     assert [m["content"] for m in messages] == ["q1", "a1", "q2", "a2"]
     assert [m["type"] for m in messages] == ["user", "assistant"] * 2
-    assert set(messages[0]) == {"type", "content", "timestamp"}
+    assert set(messages[0]) == {"id", "type", "content", "timestamp"}
     assert messages[3]["sources"] == [{"title": "T", "source": "t.md", "score": 1.2346}]
 
 
@@ -123,18 +124,20 @@ def test_every_access_refreshes_ttl_of_all_keys(redis_client):
     first = IdempotentWrite("client-key-0123456789", "fp", "result")
     store.append(sid, pair(1), create=True, record=first)
     record = idempotency_key(first.key, sid)
+    store.rate(sid, 1, "up")  # the feedback key follows the same rule
     keys = session_keys(sid)
-    assert redis_client.exists(*keys) == 3
+    assert redis_client.exists(*keys) == 4
     for access in (
         lambda: store.read(sid),
         lambda: store.touch(sid),
         lambda: store.append(sid, pair(2)),
+        lambda: store.rate(sid, 3, "down"),
     ):
         for key in keys:
             redis_client.expire(key, 5)
         redis_client.expire(record, 7)
         access()
-        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 3
+        assert [95 <= redis_client.ttl(key) <= 100 for key in keys] == [True] * 4
         assert redis_client.ttl(record) <= 7  # replay caches are not extended
 
 
@@ -178,6 +181,25 @@ def test_paging_with_limit_and_cursor_survives_appends(redis_client):
     oldest = store.read(sid, limit=4, before=older.next_cursor)
     assert [m["content"] for m in oldest.messages] == ["q0", "a0"]
     assert oldest.next_cursor is None
+
+
+def test_message_ids_are_absolute_positions_stable_across_trims_and_pages(store):
+    sid = new_session_id()
+    store.append(sid, pair(0), create=True)
+    for n in range(1, 5):
+        store.append(sid, pair(n))  # 10 appended, the newest 6 kept (max_messages=6)
+    page = store.read(sid)
+    assert [m["id"] for m in page.messages] == [4, 5, 6, 7, 8, 9]
+    assert [m["content"] for m in page.messages][:2] == ["q2", "a2"]
+    newest = store.read(sid, limit=2)
+    assert [m["id"] for m in newest.messages] == [8, 9] and newest.next_cursor == 8
+    older = store.read(sid, limit=2, before=newest.next_cursor)
+    assert [m["id"] for m in older.messages] == [6, 7] and older.next_cursor == 6
+
+    store.append(sid, pair(5))  # trims q2 a2: every kept message keeps its id
+    after = {m["id"]: m["content"] for m in store.read(sid).messages}
+    assert after == {6: "q3", 7: "a3", 8: "q4", 9: "a4", 10: "q5", 11: "a5"}
+    assert {m["id"]: m["content"] for m in page.messages if m["id"] >= 6}.items() <= after.items()
 
 
 def test_delete_removes_every_key(store, redis_client):
@@ -231,14 +253,31 @@ def test_redis_errors_become_store_unavailable_quickly():
     assert time.monotonic() - started < 1.0  # two calls, each three quick attempts
 
 
+@pytest.mark.parametrize("stopped", [False, True])
+@pytest.mark.parametrize("degraded", [False, True])
+def test_entries_keep_the_stopped_and_degraded_marks(stopped, degraded):
+    from chatbot_sessions.sessions.codec import decode_message, encode_message
+
+    sources = (Source("T", "t.md", 0.5),)
+    entry = encode_message(NewMessage("assistant", "~!|x", 1, sources, stopped, degraded))
+    message = decode_message(entry, 0)
+    assert message["content"] == "~!|x" and message["timestamp"] == "1970-01-01T00:00:00.001Z"
+    assert message.get("stopped", False) is stopped
+    assert message.get("degraded", False) is degraded
+    assert len(entry) - len(encode_message(NewMessage("assistant", "~!|x", 1, sources))) == (
+        stopped + degraded
+    )  # one byte per mark, none when unset
+
+
 @pytest.mark.parametrize("content", ["", "a|b|c", "line\nbreak\n", '\u2603 <b>x</b> "q"', "U1|x"])
 @pytest.mark.parametrize("sources", [(), (Source("T|i\nt", "p|q.md", 0.5),)])
 def test_entries_round_trip_any_content(content, sources):
     from chatbot_sessions.sessions.codec import decode_message, encode_message
 
     at = 1_764_105_282_123
-    message = decode_message(encode_message(NewMessage("assistant", content, at, sources)))
+    message = decode_message(encode_message(NewMessage("assistant", content, at, sources)), 7)
     assert message["content"] == content and message["type"] == "assistant"
+    assert message["id"] == 7
     assert message["timestamp"] == "2025-11-25T21:14:42.123Z"
     assert message.get("sources", []) == [
         {"title": s.title, "source": s.source, "score": s.score} for s in sources
