@@ -84,7 +84,7 @@ def test_whole_api_on_a_cluster_keeps_each_session_in_one_slot(cluster, cluster_
 
     # SCAN on the cluster client visits every master (what admin counts rely on)
     scanned = set(client.scan_iter(match="chat_session:*", count=100))
-    expected = {key for sid in [*created[1::2], fresh] for key in session_keys(sid)}
+    expected = {k for sid in [*created[1::2], fresh] for k in session_keys(sid)[:3]}  # unrated
     assert scanned == expected
 
 
