@@ -12,6 +12,9 @@
  * Answers are streamed (Server-Sent Events read from fetch, so text shows as it is written,
  * with a Stop button), and a page loaded mid-answer picks the answer up where the server is.
  *
+ * Every finished answer has thumbs up / down under it (toggle buttons showing its stored
+ * rating); a rating goes to the server at once and a later one replaces it.
+ *
  * Nothing from the server is ever parsed as HTML: a question is shown as plain text, an
  * answer as a small Markdown subset built node by node (its text only ever in text nodes,
  * links only to http(s) URLs). There is no inline script or style anywhere, so pages with a
@@ -38,6 +41,9 @@
   // A stream cut after its start is picked up again this many times, waiting 1 s, 2 s, ...
   const RESUME_ATTEMPTS = 3;
   const RESUME_DELAY_MS = 1000;
+  // A rating that could not be saved says so under its answer for this long.
+  const RATING_NOTICE_MS = 8000;
+  const RATINGS = { up: "Helpful", down: "Not helpful" };
   let instances = 0;
 
   /** A failed API call: HTTP status (0 for network failure), error code, Retry-After. */
@@ -271,14 +277,20 @@
       return this.call("GET", `/api/session/${encodeURIComponent(id)}/validate`);
     }
 
-    history(id, before) {
-      const query = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    history(id, before, limit = HISTORY_PAGE) {
+      const query = new URLSearchParams({ limit: String(limit) });
       if (before !== undefined && before !== null) query.set("before", String(before));
       return this.call("GET", `/api/session/${encodeURIComponent(id)}/history?${query}`);
     }
 
     remove(id) {
       return this.call("DELETE", `/api/session/${encodeURIComponent(id)}`);
+    }
+
+    /** Rate the answer `messageId` (its `id` in history) "up" or "down"; replaces any earlier. */
+    rate(id, messageId, rating) {
+      const path = `/api/session/${encodeURIComponent(id)}/messages/${encodeURIComponent(messageId)}`;
+      return this.call("POST", `${path}/feedback`, { body: { rating } });
     }
 
     /**
@@ -379,7 +391,15 @@
     return node;
   }
 
-  function chatIcon() {
+  const CHAT_ICON = "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z";
+  // A thumb up; CSS turns it upside down for "down".
+  const THUMB_ICON =
+    "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 " +
+    "7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23" +
+    ".14-.47.14-.73v-2z";
+
+  /** A decorative 24x24 icon of one path, in the text colour. */
+  function icon(d) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", "0 0 24 24");
@@ -387,10 +407,7 @@
     svg.setAttribute("focusable", "false");
     const path = document.createElementNS(ns, "path");
     path.setAttribute("fill", "currentColor");
-    path.setAttribute(
-      "d",
-      "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
-    );
+    path.setAttribute("d", d);
     svg.append(path);
     return svg;
   }
@@ -685,8 +702,12 @@
         this.unanswered = null;
         this.adopt(done.sessionId);
         pendingReply.set(null);
-        if (turn.shown) turn.answer.finish(done, done.stopped === true);
-        else await this.refreshHistory();
+        if (turn.shown) {
+          turn.answer.finish(done, done.stopped === true);
+          this.makeRateable(turn.answer); // not awaited: Send is free again meanwhile
+        } else {
+          await this.refreshHistory();
+        }
       } catch (err) {
         await this.failed(turn, err);
       } finally {
@@ -820,6 +841,35 @@
       this.updateEmpty();
     }
 
+    /**
+     * Give a just-finished answer its thumbs. The send's answer carries no message id, so it
+     * is read from history, whose last message is that answer (a turn is stored whole); a
+     * different last message (another tab answered since) leaves it unrated until a reload.
+     */
+    async makeRateable(answer) {
+      const { item, text } = answer;
+      const sessionId = this.sessionId;
+      let last;
+      try {
+        const page = await this.api.history(sessionId, undefined, 2);
+        last = (page.messages || []).slice(-1)[0];
+      } catch {
+        return; // the next load shows its thumbs
+      }
+      const same =
+        last && last.type === "assistant" && String(last.content ?? "").trim() === text.trim();
+      if (!same || !item || !item.isConnected || sessionId !== this.sessionId) return;
+      const follow = this.atEnd();
+      this.addFeedback(item, sessionId, last);
+      if (follow) this.scrollToEnd(true);
+    }
+
+    /** Thumbs under the answer `item`, when the server gave it an id to rate it by. */
+    addFeedback(item, sessionId, { id, feedback }) {
+      if (!Number.isInteger(id) || item.querySelector(".cs-feedback")) return;
+      item.append(new RatingBar(this.api, sessionId, id, feedback).element);
+    }
+
     /** Whether the history shown ends with `question` and an answer to it. */
     endsWithAnswerTo(question) {
       const [asked, answered] = this.latest.slice(-2);
@@ -859,13 +909,15 @@
     }
 
     /** One message as a list item: a question as plain text, an answer as safe Markdown. */
-    messageItem({ type, content, timestamp, sources, degraded, stopped }) {
+    messageItem(message) {
+      const { type, content, timestamp, sources, degraded, stopped } = message;
       const role = type === "user" ? "user" : "assistant";
       const { item, bubble } = this.messageShell(role);
       const text = String(content ?? "");
       if (role === "user") bubble.textContent = text;
       else bubble.append(renderMarkdown(text));
       this.addDetails(item, { timestamp, sources, degraded, stopped });
+      if (role === "assistant") this.addFeedback(item, this.sessionId, message);
       return item;
     }
 
@@ -973,6 +1025,72 @@
       this.error.hidden = true;
       this.errorText.textContent = "";
       delete this.element.dataset.state;
+    }
+  }
+
+  /**
+   * Thumbs up / down under one answer: toggle buttons whose aria-pressed is the rating the
+   * server has stored. A click saves the other rating (the pressed one stays as it is: a
+   * rating can be replaced, not taken back); only the server's answer changes what is
+   * pressed, so a failure leaves it as it was and says so in a small notice.
+   */
+  class RatingBar {
+    constructor(api, sessionId, messageId, feedback) {
+      this.api = api;
+      this.sessionId = sessionId;
+      this.messageId = messageId;
+      this.rating = feedback && Object.hasOwn(RATINGS, feedback.rating) ? feedback.rating : null;
+      this.saving = false;
+      this.timer = 0;
+      this.buttons = Object.entries(RATINGS).map(([rating, label]) => {
+        const button = el(
+          "button",
+          {
+            cls: `cs-thumb cs-thumb--${rating}`,
+            attrs: { type: "button", "aria-label": label, "data-rating": rating },
+          },
+          [icon(THUMB_ICON)],
+        );
+        button.addEventListener("click", () => this.choose(rating));
+        return button;
+      });
+      // Always there (empty), so screen readers announce a failure as it is written in.
+      this.notice = el("span", { cls: "cs-feedback-notice", attrs: { role: "status" } });
+      this.element = el(
+        "div",
+        { cls: "cs-feedback", attrs: { role: "group", "aria-label": "Rate this answer" } },
+        [...this.buttons, this.notice],
+      );
+      this.show();
+    }
+
+    show() {
+      for (const button of this.buttons) {
+        button.setAttribute("aria-pressed", String(button.dataset.rating === this.rating));
+      }
+    }
+
+    async choose(rating) {
+      if (this.saving || rating === this.rating) return;
+      this.saving = true;
+      this.element.setAttribute("aria-busy", "true");
+      this.say("");
+      try {
+        const saved = await this.api.rate(this.sessionId, this.messageId, rating);
+        this.rating = Object.hasOwn(RATINGS, saved.rating) ? saved.rating : rating;
+      } catch {
+        this.say("Couldn't save your rating. Please try again.");
+      } finally {
+        this.saving = false;
+        this.element.removeAttribute("aria-busy");
+        this.show();
+      }
+    }
+
+    say(text) {
+      clearTimeout(this.timer);
+      this.notice.textContent = text;
+      if (text) this.timer = setTimeout(() => this.say(""), RATING_NOTICE_MS);
     }
   }
 
@@ -1292,7 +1410,7 @@
         "aria-expanded": "false",
         "aria-controls": uid,
       },
-    }, [chatIcon()]);
+    }, [icon(CHAT_ICON)]);
     const panel = el("div", {
       cls: "cs-panel",
       attrs: { id: uid, role: "dialog", "aria-label": TITLE, hidden: "" },
