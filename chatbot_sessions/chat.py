@@ -24,7 +24,7 @@ from chatbot_sessions import extensions, signals
 from chatbot_sessions.config import Settings
 from chatbot_sessions.context import Context, Summaries, build_context
 from chatbot_sessions.domain import Exchange, NewMessage, Reply
-from chatbot_sessions.exceptions import SessionNotFound
+from chatbot_sessions.exceptions import GenerationsBusy, SessionNotFound
 from chatbot_sessions.generation import Generations, open_stream
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.sessions.events import EventPublisher, ReplyEvents
@@ -128,14 +128,16 @@ class ChatService:
             target = attempt.open_session()
             events = self.events.publisher(target, reply_id)
             events.start()
-        except BaseException:
+            if attempt.session_id != session_id:
+                context = None  # a new session: nothing to build on
+            slot.run(lambda: self._produce(attempt, events, question, context, asked_at))
+        except BaseException as exc:
             slot.release()
             if attempt is not None:
                 attempt.abandon()
+            if isinstance(exc, RuntimeError):  # the pool is shutting down (worker exiting)
+                raise GenerationsBusy(retry_after=1) from exc
             raise
-        if attempt.session_id != session_id:
-            context = None  # a new session: nothing to build on
-        slot.run(lambda: self._produce(attempt, events, question, context, asked_at))
         return StreamTicket(target, reply_id)
 
     def _produce(
@@ -154,7 +156,15 @@ class ChatService:
             stopped = False
             for delta in stream:
                 parts.append(delta)
-                if events.delta(delta) == Published.STOP:
+                published = events.delta(delta)
+                if published == Published.GONE:
+                    # The session was deleted while its answer was written: the deletion
+                    # wins. Keeping the turn in a new session no listener can learn of
+                    # would keep what the user asked to erase.
+                    stream.close()
+                    attempt.abandon()
+                    return
+                if published == Published.STOP:
                     stopped = True
                     stream.close()
                     break
@@ -274,8 +284,14 @@ def init_app(app: Flask, settings: Settings) -> ChatService:
         events=ReplyEvents(resources.store, retention=settings.stream_retention),  # type: ignore[arg-type]
         context_tokens=settings.context_tokens,
     )
-    if resources.summariser is not None:  # an LLM is configured: keep a rolling summary
-        chat.summaries = Summaries(chat.store, resources.summariser, settings.context_tokens)
+    # With an LLM, keep a rolling summary (not when no context is read at all).
+    if resources.summariser is not None and settings.context_messages > 0:
+        chat.summaries = Summaries(
+            chat.store,
+            resources.summariser,
+            settings.context_tokens,
+            cap=settings.context_messages,
+        )
         resources.on_close(chat.summaries.close)
     resources.chat = chat
     resources.on_close(chat.generations.close)  # type: ignore[union-attr]

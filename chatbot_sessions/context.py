@@ -96,10 +96,15 @@ class Summaries:
     summary leaves the old one.
     """
 
-    def __init__(self, store: SessionStore, summariser: Summariser, budget: int) -> None:
+    def __init__(
+        self, store: SessionStore, summariser: Summariser, budget: int, *, cap: int = READ_CAP
+    ) -> None:
         self.store = store
         self.summariser = summariser
         self.budget = budget
+        # The same read as the reply's context, so the window the summary stops at is the
+        # one the next reply starts from: no message falls between the two.
+        self.cap = cap
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="summariser")
         self._running: set[str] = set()
         self._again: set[str] = set()
@@ -131,7 +136,7 @@ class Summaries:
     def catch_up(self, session_id: str) -> bool:
         """Fold the turns before the current window into the summary; True if it moved."""
         window = build_context(
-            session_id, self.store.context(session_id, cap=READ_CAP), self.budget
+            session_id, self.store.context(session_id, cap=self.cap), self.budget
         )
         if window.window_start <= window.summary_through:
             return False

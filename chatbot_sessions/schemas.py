@@ -287,7 +287,7 @@ class EventsQuerySchema(Schema):
         unknown = EXCLUDE
 
     after = fields.Integer(
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=10**12),
         metadata={
             "description": "resume after this event id (for clients that cannot send Last-Event-ID)"
         },

@@ -18,6 +18,7 @@ gunicorn thread for as long as the client listens: see docs/operations.md for si
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +43,9 @@ from chatbot_sessions.sessions.ids import parse_reply_id, parse_session_id
 from chatbot_sessions.sessions.store import FINAL_EVENTS, ReplyEvent
 
 KEEPALIVE_SECONDS = 15.0
+#: Largest event id a client may name: far beyond any reply, well within Redis stream ids.
+MAX_EVENT_ID = 10**12
+_EVENT_ID = re.compile(r"[0-9]{1,12}")  # ASCII digits only (str.isdigit takes "²" too)
 EVENT_STREAM = "text/event-stream"
 
 blp = Blueprint(
@@ -156,17 +160,23 @@ class ReplyEvents(MethodView):
 
     @blp.arguments(EventsQuerySchema(), location="query", as_kwargs=True)
     @blp.response(200, content_type=EVENT_STREAM, description="the reply's events (SSE)")
+    @blp.alt_response(204, description="the reply had ended before the event named: nothing more")
     @errors(blp, 404, 503)
     def get(self, session_id: str, reply_id: str, after: int | None = None) -> Response:
         """The events after ``Last-Event-ID`` (or ``?after=``), then live until ``done``."""
         reply_id = _reply_id(reply_id)
         last = request.headers.get("Last-Event-ID", "").strip()
-        start = after if after is not None else (int(last) if last.isdigit() else 0)
+        start = after if after is not None else (int(last) if _EVENT_ID.fullmatch(last) else 0)
         canonical = parse_session_id(session_id)
         if canonical is None:
             raise SessionNotFound(session_id)
-        if not get_store().reply_exists(canonical, reply_id):
+        latest = get_store().last_reply_event(canonical, reply_id)
+        if latest is None:
             raise ReplyNotFound(reply_id)
+        if latest.name in FINAL_EVENTS and latest.id <= start:
+            # The client saw the end already (an EventSource reconnects after every stream):
+            # 204 tells it there is nothing more, instead of holding a thread waiting.
+            return Response(status=204, headers={"Cache-Control": "no-store"})
         return event_stream(follow(canonical, reply_id, start), canonical)
 
 

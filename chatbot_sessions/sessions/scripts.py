@@ -325,7 +325,10 @@ local top = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)[1]
 if not top or tonumber(string.sub(top[1], 3)) < tonumber(ARGV[3]) then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '0-' .. ARGV[3], 'e', ARGV[4], 'd', ARGV[5])
 end
-redis.call('EXPIRE', KEYS[5], ARGV[6])
+local keep = 1000 * tonumber(ARGV[6])
+local session_left = redis.call('PTTL', KEYS[1])
+if session_left > 0 and session_left < keep then keep = session_left end
+redis.call('PEXPIRE', KEYS[5], keep)
 redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + 1000 * tonumber(ARGV[6]), KEYS[5])
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 and redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], pttl) end
@@ -354,9 +357,17 @@ return 'ok'
 )
 
 # KEYS: meta, messages, writes, feedback, reply events stream. ARGV: ttl, now_ms. An access:
-# the session's TTLs re-armed. Returns 1 when the session and the reply's events exist, 0
-# when the session does but the reply does not, false when the session is gone.
-REPLY_EXISTS = _refresh("false") + "return redis.call('EXISTS', KEYS[5])\n"
+# the session's TTLs re-armed. Returns {1, last event id, last event name} when the reply's
+# events are kept, {0} when the session exists but the reply does not, false when the
+# session is gone.
+REPLY_EXISTS = (
+    _refresh("false")
+    + """
+local top = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)[1]
+if not top then return {0} end
+return {1, tonumber(string.sub(top[1], 3)), top[2][2]}
+"""
+)
 
 # KEYS: meta, messages (the rest of ``session_keys`` unused). Read-only (no TTL refresh):
 # nil if missing, else {createdAt, lastActivity, seq, pttl, raw messages...}.

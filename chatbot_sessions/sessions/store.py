@@ -75,6 +75,8 @@ from chatbot_sessions.timestamps import iso_from_ms, now_ms
 #: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
 #: the request has spent its one wait (``sessions/budget.py``).
 RETRY_DELAYS = (0.04, 0.08)
+#: A connection error slower than this was a wait, not a quick refusal: it is not retried.
+FAST_FAILURE = 0.1
 
 
 class Outcome(StrEnum):
@@ -242,9 +244,15 @@ class SessionStore:
             raise StoreUnavailable("an earlier Redis call of this request timed out")
         with self.redis_errors():
             for attempt, pause in enumerate((*RETRY_DELAYS, None)):
+                started = time.monotonic()
                 try:
                     return call(), attempt > 0
                 except RedisConnectionError:
+                    if time.monotonic() - started > FAST_FAILURE:
+                        # Not a refused or reset connection but one that hung first (a
+                        # stalled server closing on us): that was this request's wait.
+                        budget.note_timeout()
+                        raise
                     if pause is None:
                         raise
                     time.sleep(pause)
@@ -474,14 +482,16 @@ class SessionStore:
         keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
         return StopOutcome(self._call(self._stop, keys, [self.ttl, now_ms(), *FINAL_EVENTS])[0])
 
-    def reply_exists(self, session_id: str, reply_id: str) -> bool:
-        """Whether the reply's events are still kept; SessionNotFound if the session is gone.
-        An access of the session."""
+    def last_reply_event(self, session_id: str, reply_id: str) -> ReplyEvent | None:
+        """The reply's latest event (id and name, no data), or None when its events are not
+        kept; SessionNotFound if the session is gone. An access of the session."""
         keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
         found = self._call(self._reply_exists, keys, [self.ttl, now_ms()])[0]
         if found is None:
             raise SessionNotFound(session_id)
-        return bool(found)
+        if not found[0]:
+            return None
+        return ReplyEvent(int(found[1]), found[2], "")
 
     def read_events(
         self, session_id: str, reply_id: str, *, after: int, block_ms: int

@@ -218,3 +218,50 @@ def test_two_conversations_stream_at_once(make):
     for thread in threads:
         thread.join(10)
     assert all(r[-1].name == "done" and f"q{n}" in r[-1].data["reply"] for n, r in results.items())
+
+
+def test_odd_last_event_ids_resume_from_the_start_never_a_500(make):
+    client = make()
+    events = events_of(stream(client, "hello"))
+    sid, reply_id = events[0].data["sessionId"], events[0].data["replyId"]
+    url = f"/api/session/{sid}/replies/{reply_id}/events"
+    for odd in ("\u00b2", "9" * 30, "-3", "1e3", ""):  # ² passes str.isdigit, not int()
+        response = client.get(url, headers={"Last-Event-ID": odd})
+        assert response.status_code == 200, odd
+        assert [e.id for e in events_of(response)] == [e.id for e in events]
+    too_far = client.get(f"{url}?after={10**13}")
+    assert too_far.status_code == 422 and too_far.get_json()["error"] == "validation_error"
+
+
+def test_resuming_a_reply_after_its_end_is_204_at_once(make):
+    client = make(LLM_TIMEOUT="1")
+    events = events_of(stream(client, "hello"))
+    sid, reply_id = events[0].data["sessionId"], events[0].data["replyId"]
+    started = time.monotonic()
+    response = client.get(
+        f"/api/session/{sid}/replies/{reply_id}/events",
+        headers={"Last-Event-ID": str(events[-1].id)},
+    )
+    assert response.status_code == 204 and response.data == b""
+    assert time.monotonic() - started < 1  # not a thread held until the reply "times out"
+
+
+def test_a_session_deleted_mid_stream_keeps_nothing_of_the_turn(make, slow, redis_client):
+    slow.parts, slow.pause = 20, 0.05
+    client = make()
+    response = stream(client, "secret question")
+    start = next(parse_events(response.response))
+    sid = start.data["sessionId"]
+    assert client.delete(f"/api/session/{sid}").status_code == 200
+    response.close()
+    # The producer's next delta finds the session gone and stops writing; give it longer
+    # than the whole answer would take, so a turn kept elsewhere would be stored by now.
+    slow.streams[0].closed.wait(2)
+    time.sleep(0.2)
+    leftovers = [k for k in redis_client.scan_iter(match="chat_session:{*") if "secret" in str(k)]
+    stored = [
+        k for k in redis_client.scan_iter(match="chat_session:{*}:messages")
+        if any("secret question" in m for m in redis_client.lrange(k, 0, -1))
+    ]  # fmt: skip
+    assert leftovers == [] and stored == []
+    assert list(redis_client.scan_iter(match=f"*{sid}*")) == []

@@ -9,7 +9,13 @@ OPERATIONS = {
     ("delete", "/api/session/{session_id}"): {"200", "404", "503"},
     ("post", "/api/send-message"): {"200", "400", "409", "413", "422", "429", "503"},
     ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
-    ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {"200", "404", "422", "503"},
+    ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {
+        "200",
+        "204",
+        "404",
+        "422",
+        "503",
+    },
     ("post", "/api/session/{session_id}/replies/{reply_id}/stop"): {"202", "404", "503"},
     ("post", FEEDBACK): {"200", "400", "404", "413", "422", "503"},
 }

@@ -7,7 +7,10 @@ error); ``tests/faults/`` does the same through a real TCP proxy in front of red
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import redis as redis_lib
 
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.sessions.ids import new_session_id
@@ -138,3 +141,26 @@ def test_after_a_timeout_the_rest_of_the_scope_fails_at_once(store, redis_client
     monkeypatch.setattr(redis_client, "execute_command", original)
     store.append(sid, turns("q"))  # outside any budget nothing is cut short
     assert contents(store, sid) == ["q", "re: q"]
+
+
+def test_a_connection_that_hung_before_failing_is_not_retried(store, redis_client, monkeypatch):
+    """A stalled server that closes the connection after a wait spends the request's wait."""
+    from chatbot_sessions.sessions import budget
+
+    sid = new_session_id()
+    store.create(sid)
+    calls = []
+
+    def hangs_then_resets(*args, **options):
+        calls.append(args[0])
+        time.sleep(0.15)
+        raise redis_lib.exceptions.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(redis_client, "execute_command", hangs_then_resets)
+    budget.begin()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.read(sid)
+        assert calls == ["EVALSHA"] and budget.spent()
+    finally:
+        budget.end()
