@@ -3,7 +3,8 @@
 - ``POST /api/send-message`` with ``Accept: text/event-stream`` (``messages.py``) starts a
   reply and follows its events;
 - ``GET /api/session/<id>/replies/<replyId>/events`` resumes: the events after
-  ``Last-Event-ID`` (or ``?after=``), then live until ``done``, from any worker;
+  ``Last-Event-ID`` (or ``?after=``), then live until ``done``, from any worker; 204 when
+  the client already saw the end (an EventSource reconnects after every stream);
 - ``POST /api/session/<id>/replies/<replyId>/stop`` asks the producer to stop: 202, and the
   stream ends with ``done`` (``stopped: true``) holding the text so far.
 
