@@ -46,6 +46,21 @@ def _no_check() -> None:
     return None
 
 
+def _turns(question: str, asked_at: int, reply: Reply) -> list[NewMessage]:
+    """The two messages a turn stores: the question as asked, the answer as written."""
+    return [
+        NewMessage("user", question, asked_at),
+        NewMessage(
+            "assistant",
+            reply.text,
+            now_ms(),
+            tuple(reply.sources),
+            stopped=reply.stopped,
+            degraded=reply.degraded,
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class StreamTicket:
     """Where a streamed reply is: follow ``reply_id``'s events in ``session_id``.
@@ -172,17 +187,7 @@ class ChatService:
             signals.reply_generated.send(
                 self, seconds=time.perf_counter() - started, question=question, reply=reply
             )
-            turns = [
-                NewMessage("user", question, asked_at),
-                NewMessage(
-                    "assistant",
-                    reply.text,
-                    now_ms(),
-                    tuple(reply.sources),
-                    stopped=stopped,
-                    degraded=reply.degraded,
-                ),
-            ]
+            turns = _turns(question, asked_at, reply)
             exchange = attempt.commit(turns, reply)
             events.done(exchange, stopped=stopped)
             self._after_turn(exchange.session_id)
@@ -252,16 +257,7 @@ class ChatService:
             signals.reply_generated.send(
                 self, seconds=time.perf_counter() - started, question=question, reply=reply
             )
-            turns = [
-                NewMessage("user", question, asked_at),
-                NewMessage(
-                    "assistant",
-                    reply.text,
-                    now_ms(),
-                    tuple(reply.sources),
-                    degraded=reply.degraded,
-                ),
-            ]
+            turns = _turns(question, asked_at, reply)
             exchange = attempt.commit(turns, reply)
         except BaseException:
             attempt.abandon()

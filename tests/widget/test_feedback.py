@@ -11,9 +11,8 @@ import requests
 from playwright.sync_api import Locator, expect
 
 from tests.support.streams import SlowGenerator
-from tests.support.web import serve_static, serve_wsgi
 from tests.widget.chat_ui import ChatUI
-from tests.widget.service import app_with_csp
+from tests.widget.service import embedded_widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -192,37 +191,29 @@ def test_rating_works_embedded_on_another_site(redis_server, generator, page, tm
     generator.reset()
     console: list[str] = []
     page.on("console", lambda msg: console.append(msg.text))
-    with serve_static(tmp_path / "site", {}) as site:
-        app = app_with_csp(redis_server, generator, CORS_ORIGINS=site)
-        with serve_wsgi(app) as api:
-            (tmp_path / "site" / "index.html").write_text(
-                f'<!doctype html><title>Shop</title><script src="{api}/widget.js" defer></script>'
-            )
-            page.goto(f"{site}/index.html")
-            page.get_by_role("button", name="Open Chat").click()
-            ui = ChatUI(page, api)
-            ui.wait_ready()
-            answer = answered(ui, "rate across origins")
-            helpful(answer).click()
-            expect_rating(answer, "up")
-            not_helpful(answer).click()
-            expect_rating(answer, "down")
-            assert stored_feedback(api, ui.stored_session_id())[-1]["rating"] == "down"
+    with embedded_widget(page, tmp_path, redis_server, generator) as embedded:
+        site, api, ui = embedded.site, embedded.api, embedded.ui
+        answer = answered(ui, "rate across origins")
+        helpful(answer).click()
+        expect_rating(answer, "up")
+        not_helpful(answer).click()
+        expect_rating(answer, "down")
+        assert stored_feedback(api, ui.stored_session_id())[-1]["rating"] == "down"
 
-            preflight = requests.options(
-                f"{api}/api/session/{ui.stored_session_id()}/messages/1/feedback",
-                headers={
-                    "Origin": site,
-                    "Access-Control-Request-Method": "POST",
-                    "Access-Control-Request-Headers": "content-type",
-                },
-                timeout=5,
-            )
-            assert preflight.headers.get("Access-Control-Allow-Origin") == site
-            assert "content-type" in preflight.headers["Access-Control-Allow-Headers"].lower()
+        preflight = requests.options(
+            f"{api}/api/session/{ui.stored_session_id()}/messages/1/feedback",
+            headers={
+                "Origin": site,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+            timeout=5,
+        )
+        assert preflight.headers.get("Access-Control-Allow-Origin") == site
+        assert "content-type" in preflight.headers["Access-Control-Allow-Headers"].lower()
 
-            page.reload()
-            page.get_by_role("button", name="Open Chat").click()
-            ui.wait_ready()
-            expect_rating(ui.answers.first, "down")
+        page.reload()
+        page.get_by_role("button", name="Open Chat").click()
+        ui.wait_ready()
+        expect_rating(ui.answers.first, "down")
     assert not [line for line in console if "CORS" in line], console

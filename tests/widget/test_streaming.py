@@ -18,9 +18,9 @@ import requests
 from playwright.sync_api import expect
 
 from chatbot_sessions.domain import Message, Reply, Source
-from tests.support.web import serve_static, serve_wsgi
+from tests.support.web import serve_wsgi
 from tests.widget.chat_ui import ChatUI
-from tests.widget.service import app_with_csp
+from tests.widget.service import app_with_csp, embedded_widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -375,28 +375,20 @@ def test_embedded_on_another_site_it_stops_and_resumes_across_origins(
     generator.reset()
     console: list[str] = []
     page.on("console", lambda msg: console.append(msg.text))
-    with serve_static(tmp_path / "site", {}) as site:
-        app = app_with_csp(redis_server, generator, CORS_ORIGINS=site)
-        with serve_wsgi(app) as api:
-            (tmp_path / "site" / "index.html").write_text(
-                f'<!doctype html><title>Shop</title><script src="{api}/widget.js" defer></script>'
-            )
-            page.goto(f"{site}/index.html")
-            page.get_by_role("button", name="Open Chat").click()
-            ui = ChatUI(page, api)
-            ui.wait_ready()
-            ui.ask("stop across origins")
-            _partial(ui.answers.first.locator(".cs-bubble"), FULL)
-            ui.stop_button.click()
-            expect(ui.answers.first.locator(".cs-note--stopped")).to_be_visible()
-            ui.wait_ready()
+    with embedded_widget(page, tmp_path, redis_server, generator) as embedded:
+        ui = embedded.ui
+        ui.ask("stop across origins")
+        _partial(ui.answers.first.locator(".cs-bubble"), FULL)
+        ui.stop_button.click()
+        expect(ui.answers.first.locator(".cs-note--stopped")).to_be_visible()
+        ui.wait_ready()
 
-            ui.ask("resume across origins")
-            _partial(ui.answers.nth(1).locator(".cs-bubble"), FULL)
-            page.reload()
-            page.get_by_role("button", name="Open Chat").click()
-            expect(ui.answers.nth(1).locator(".cs-bubble")).to_have_text(FULL.strip())
-            ui.wait_ready()
-            expect(ui.answers).to_have_count(2)
-            expect(ui.user_messages).to_have_text(["stop across origins", "resume across origins"])
+        ui.ask("resume across origins")
+        _partial(ui.answers.nth(1).locator(".cs-bubble"), FULL)
+        page.reload()
+        page.get_by_role("button", name="Open Chat").click()
+        expect(ui.answers.nth(1).locator(".cs-bubble")).to_have_text(FULL.strip())
+        ui.wait_ready()
+        expect(ui.answers).to_have_count(2)
+        expect(ui.user_messages).to_have_text(["stop across origins", "resume across origins"])
     assert not [line for line in console if "CORS" in line], console
