@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,6 @@ from limits import RateLimitItem, parse_many
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions import extensions
 from chatbot_sessions.config import Settings
@@ -177,12 +177,12 @@ class RateLimiter:
         args = [rate.get_expiry() for _, rate in group]
         result: Any = None
         if not budget.spent():
+            started = time.monotonic()
             try:
                 result = self._hit(keys=keys, args=args)
             # RedisClusterException: no cluster node answered (it is not a RedisError).
             except (RedisError, RedisClusterException) as exc:
-                if isinstance(exc, RedisTimeoutError):
-                    budget.note_timeout()
+                budget.note_failure(exc, time.monotonic() - started)
                 log.warning("rate limits counted in memory: %s: %s", type(exc).__name__, exc)
         if result is None:
             result = self._hit_in_memory(keys=keys, args=args)

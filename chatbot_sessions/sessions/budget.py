@@ -6,8 +6,10 @@ own, so a client waited two or three timeouts for its 503. The rule here: once a
 in a request has **timed out**, every later Redis call of the same request fails at once,
 so the request answers within about one timeout in total.
 
-Only timeouts count: a refused or reset connection fails in microseconds and is worth
-retrying, and on Redis Cluster a fast failure of one node says nothing about another.
+Only waits count (a timeout, or a connection error that came after a wait): a refused or
+reset connection fails in microseconds and is worth retrying, and on Redis Cluster a fast
+failure of one node says nothing about another. ``note_failure`` is that rule, for the
+store and the rate limiter alike.
 
 The scope is a context variable that the app resets at the start and end of every request
 (``init_app``); code outside a request (the CLI, background work) has no budget and is never
@@ -19,6 +21,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 from flask import Flask
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: A failure slower than this (seconds) was a wait, not a quick refusal.
+FAST_FAILURE = 0.1
 
 _timed_out: ContextVar[bool | None] = ContextVar("redis_timed_out", default=None)
 
@@ -42,6 +48,16 @@ def note_timeout() -> None:
     """Record that a Redis call of this scope timed out (a no-op outside any scope)."""
     if _timed_out.get() is not None:
         _timed_out.set(True)
+
+
+def note_failure(error: BaseException, waited: float = 0.0) -> bool:
+    """Record a failed Redis call; True when it was a wait: a timeout, or a connection
+    error that came only after ``waited`` seconds (a stalled server closing on us), not a
+    quick refusal. A wait spends the scope's budget and is not worth retrying."""
+    if isinstance(error, RedisTimeoutError) or waited > FAST_FAILURE:
+        note_timeout()
+        return True
+    return False
 
 
 def init_app(app: Flask) -> None:

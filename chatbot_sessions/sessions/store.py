@@ -35,7 +35,6 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions import signals
 from chatbot_sessions.domain import RATINGS, Feedback, Message, NewMessage, SessionPage
@@ -75,8 +74,6 @@ from chatbot_sessions.timestamps import iso_from_ms, now_ms
 #: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
 #: the request has spent its one wait (``sessions/budget.py``).
 RETRY_DELAYS = (0.04, 0.08)
-#: A connection error slower than this was a wait, not a quick refusal: it is not retried.
-FAST_FAILURE = 0.1
 
 
 class Outcome(StrEnum):
@@ -172,6 +169,11 @@ class IdempotentWrite:
     result: str
 
 
+def _reply_keys(session_id: str, reply_id: str) -> list[str]:
+    """The session's keys and, last, its reply's event stream: the streaming scripts' KEYS."""
+    return [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+
+
 def _write_mark() -> str:
     """A fresh write id as it appears in the write log: 96 random bits, hex."""
     return "w:" + secrets.token_hex(12)
@@ -222,8 +224,7 @@ class SessionStore:
         # RedisClusterException is not a RedisError: it is what a cluster client raises
         # when no node answers while it refreshes its slot map.
         except (RedisError, RedisClusterException) as exc:
-            if isinstance(exc, RedisTimeoutError):
-                budget.note_timeout()
+            budget.note_failure(exc)
             signals.store_error.send(self, error=exc)
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -247,14 +248,9 @@ class SessionStore:
                 started = time.monotonic()
                 try:
                     return call(), attempt > 0
-                except RedisConnectionError:
-                    if time.monotonic() - started > FAST_FAILURE:
-                        # Not a refused or reset connection but one that hung first (a
-                        # stalled server closing on us): that was this request's wait.
-                        budget.note_timeout()
-                        raise
-                    if pause is None:
-                        raise
+                except RedisConnectionError as exc:
+                    if budget.note_failure(exc, time.monotonic() - started) or pause is None:
+                        raise  # it was a wait, or no tries are left
                     time.sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -470,7 +466,7 @@ class SessionStore:
     ) -> Published:
         """Append ``event`` to the reply's stream, kept ``retention`` seconds after its last
         event (never longer than the session); says whether the user asked to stop."""
-        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        keys = _reply_keys(session_id, reply_id)
         args = [
             self.ttl, now_ms(), event.id, event.name, event.data, min(retention, self.ttl),
             STREAM_MAXLEN, int(event.name in FINAL_EVENTS),
@@ -479,13 +475,13 @@ class SessionStore:
 
     def stop_reply(self, session_id: str, reply_id: str) -> StopOutcome:
         """Ask the producer of a streamed reply to stop (an access of the session)."""
-        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        keys = _reply_keys(session_id, reply_id)
         return StopOutcome(self._call(self._stop, keys, [self.ttl, now_ms(), *FINAL_EVENTS])[0])
 
     def last_reply_event(self, session_id: str, reply_id: str) -> ReplyEvent | None:
         """The reply's latest event (id and name, no data), or None when its events are not
         kept; SessionNotFound if the session is gone. An access of the session."""
-        keys = [*session_keys(session_id), reply_events_key(session_id, reply_id)]
+        keys = _reply_keys(session_id, reply_id)
         found = self._call(self._reply_exists, keys, [self.ttl, now_ms()])[0]
         if found is None:
             raise SessionNotFound(session_id)
