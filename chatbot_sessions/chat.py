@@ -25,7 +25,7 @@ from chatbot_sessions.config import Settings
 from chatbot_sessions.context import Context, Summaries, build_context
 from chatbot_sessions.domain import Exchange, NewMessage, Reply
 from chatbot_sessions.exceptions import GenerationsBusy, SessionNotFound
-from chatbot_sessions.generation import Generations, open_stream
+from chatbot_sessions.generation import Generations, generate, open_stream
 from chatbot_sessions.replies.base import ReplyGenerator
 from chatbot_sessions.sessions.events import EventPublisher, ReplyEvents
 from chatbot_sessions.sessions.idempotency import Attempt, TurnWrites
@@ -65,13 +65,13 @@ def _turns(question: str, asked_at: int, reply: Reply) -> list[NewMessage]:
 class StreamTicket:
     """Where a streamed reply is: follow ``reply_id``'s events in ``session_id``.
 
-    ``joined``: another request of the same Idempotency-Key is writing it; ``replay``: the
-    request was answered before (no events to follow: the stored reply is sent as is).
+    ``replay``: the request was answered before (no events to follow: the stored reply is
+    sent as is). A keyed retry while another request writes the reply gets that reply's
+    ticket, to follow like its own.
     """
 
     session_id: str
     reply_id: str
-    joined: bool = False
     replay: Exchange | None = None
 
 
@@ -136,7 +136,7 @@ class ChatService:
             if attempt.replay is not None or attempt.joins is not None:
                 slot.release()
                 if attempt.joins is not None:
-                    return StreamTicket(*attempt.joins, joined=True)
+                    return StreamTicket(*attempt.joins)
                 return StreamTicket(attempt.replay.session_id, "", replay=attempt.replay)
             if attempt.session_id is None:
                 self.before_new_session()
@@ -216,17 +216,6 @@ class ChatService:
         except SessionNotFound:
             return None
 
-    def _generate(self, question: str, context: Context | None) -> Reply:
-        if context is None:
-            return self.generator.generate(question, [])
-        if context.summary:  # only generators built with an LLM ever see a summary
-            return self.generator.generate(
-                question,
-                context.messages,
-                summary=context.summary,  # type: ignore[call-arg]
-            )
-        return self.generator.generate(question, context.messages)
-
     def _after_turn(self, session_id: str) -> None:
         if self.summaries is not None:
             self.summaries.after_turn(session_id)
@@ -253,7 +242,7 @@ class ChatService:
                 # client's retry is refused again at once instead of waiting on the lease.
                 self.before_new_session()
             started = time.perf_counter()
-            reply = self._generate(question, context if attempt.session_id else None)
+            reply = generate(self.generator, question, context if attempt.session_id else None)
             signals.reply_generated.send(
                 self, seconds=time.perf_counter() - started, question=question, reply=reply
             )

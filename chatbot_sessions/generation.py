@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from chatbot_sessions.context import Context
+from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.exceptions import GenerationsBusy
 from chatbot_sessions.replies.base import ReplyGenerator, ReplyStream, TextStream
 
@@ -70,13 +71,26 @@ class Generations:
         self.executor.shutdown(wait=True)
 
 
+def _inputs(context: Context | None) -> tuple[list[Message], dict[str, str]]:
+    """What a generator is called with besides the question: the history, and the summary
+    as a keyword only when there is one (only generators built with an LLM ever get one)."""
+    if context is None:
+        return [], {}
+    return context.messages, ({"summary": context.summary} if context.summary else {})
+
+
+def generate(generator: ReplyGenerator, question: str, context: Context | None) -> Reply:
+    """The generator's whole reply to ``question`` in ``context`` (None: a new session)."""
+    history, extra = _inputs(context)
+    return generator.generate(question, history, **extra)
+
+
 def open_stream(generator: ReplyGenerator, question: str, context: Context | None) -> ReplyStream:
     """The generator's reply as a stream of text deltas: its own ``stream`` when it has one,
-    else its whole reply as one delta. The summary goes along when there is one."""
-    history = context.messages if context is not None else []
-    extra = {"summary": context.summary} if context is not None and context.summary else {}
+    else its whole reply as one delta."""
+    history, extra = _inputs(context)
     stream = getattr(generator, "stream", None)
     if stream is not None:
         return stream(question, history, **extra)
-    reply = generator.generate(question, history, **extra)
+    reply = generate(generator, question, context)
     return TextStream([reply.text], reply.sources, degraded=reply.degraded)
