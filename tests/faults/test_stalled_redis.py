@@ -16,8 +16,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.conftest import require
-from tests.support.processes import GunicornServer, RedisServer
+from tests.support.processes import GunicornServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.gunicorn, pytest.mark.slow]
 
@@ -25,15 +24,6 @@ SOCKET_TIMEOUT = 1.0
 # One timeout plus HTTP, gunicorn and the app; a second timeout would overshoot it.
 BOUND = 1.5
 RECOVERY = 1.0
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test's own: it is stopped and continued, never shared."""
-    require(RedisServer.binary is not None, "redis-server is not installed")
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
