@@ -100,8 +100,7 @@ class Attempt:
         if self.session_id is not None:
             return self.session_id
         store = self._writes.store
-        candidates = [self._reserved_id] if self._reserved_id else []
-        for fresh in candidates + [new_session_id() for _ in range(_FRESH_ID_TRIES)]:
+        for fresh in self._new_session_ids():
             try:
                 store.create(fresh)
             except SessionIdTaken:
@@ -136,6 +135,12 @@ class Attempt:
                 self._reserved_id = claim.session_id
         return self._commit_new(turns, reply, record)
 
+    def _new_session_ids(self) -> list[str]:
+        """Ids to try for a new session: the one the key's record reserved first, then fresh
+        UUID v4s (a collision is vanishingly rare, but sessions are never merged)."""
+        reserved = [self._reserved_id] if self._reserved_id else []
+        return reserved + [new_session_id() for _ in range(_FRESH_ID_TRIES)]
+
     def abandon(self) -> None:
         """The attempt failed: end its lease now so the client's retry need not wait."""
         if self._key is None:
@@ -156,9 +161,7 @@ class Attempt:
         self, turns: Sequence[NewMessage], reply: Reply, record: IdempotentWrite | None
     ) -> Exchange:
         store = self._writes.store
-        # The id reserved by the session-less record comes first.
-        candidates = [self._reserved_id] if self._reserved_id else []
-        for fresh in candidates + [new_session_id() for _ in range(_FRESH_ID_TRIES)]:
+        for fresh in self._new_session_ids():
             try:
                 store.append(fresh, turns, create=True, record=record)
             except SessionIdTaken:
@@ -174,7 +177,7 @@ class Attempt:
             if record is not None:
                 self._finish(fresh, record)
             return Exchange(fresh, reply)
-        raise SessionIdTaken(candidates[-1] if candidates else "fresh ids")
+        raise SessionIdTaken(self._reserved_id or "fresh ids")
 
     def _finish(self, session_id: str, record: IdempotentWrite) -> None:
         try:
