@@ -12,6 +12,7 @@ from chatbot_sessions import chat, extensions, replies, sessions
 from chatbot_sessions.api import init_api
 from chatbot_sessions.config import Settings, load_settings
 from chatbot_sessions.http_errors import register_error_handlers
+from chatbot_sessions.json_provider import OrjsonProvider
 from chatbot_sessions.ops import init_operations
 from chatbot_sessions.ops.logs import configure_logging
 from chatbot_sessions.replies.base import ReplyGenerator
@@ -40,7 +41,7 @@ def create_app(
     # Rules take this when registered, so it is set before ours are.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
     configure_logging(settings.log_level)  # first, so start-up warnings are JSON too
 
     # Each part registers its resources, their closing and its CLI; order matters only

@@ -258,10 +258,14 @@ class ChatService:
 def init_app(app: Flask, settings: Settings) -> ChatService:
     """Register the chat service over the app's store and generator (register those first)."""
     resources = extensions.resources(app)
+    generator = extensions.get_required(resources.generator, "generator")
+    # A generator that looks at less history than CONTEXT_MESSAGES says how much (the
+    # extractive one: the last two questions); decoding more for every reply is waste.
+    wanted = getattr(generator, "history_messages", None)
     chat = ChatService(
         extensions.get_required(resources.store, "store"),
-        extensions.get_required(resources.generator, "generator"),
-        settings.context_messages,
+        generator,
+        settings.context_messages if wanted is None else min(wanted, settings.context_messages),
         # A keyed request holds its key while it may still be generating (LLM_TIMEOUT).
         idempotency_lease=settings.llm_timeout + 2,
         idempotency_wait=settings.idempotency_wait,

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"domain", "exceptions", "timestamps", "config", "signals", "extensions"},
     {"sessions", "replies"},
     {"chat", "generation", "context"},
-    {"api", "security", "ops", "widget", "schemas", "http_errors", "serving"},
+    {"api", "security", "ops", "widget", "schemas", "http_errors", "serving", "json_provider"},
     {"__init__"},
 ]
 SIDE_BY_SIDE = {"sessions": "replies", "replies": "sessions"}

@@ -51,12 +51,14 @@ def route_template(rule: str) -> str:
 
 def _finish_request(response: Response) -> Response:
     """Return the request id, count and time the request, write its log line."""
-    response.headers[logs.REQUEST_ID_HEADER] = logs.current_request_id()
-    started = request.environ.get(_STARTED, time.perf_counter())
-    seconds = time.perf_counter() - started
-    endpoint = route_template(request.url_rule.rule) if request.url_rule else UNMATCHED_ENDPOINT
-    get_metrics().observe_request(request.method, endpoint, response.status_code, seconds)
-    logs.log_request(request.method, endpoint, response.status_code, seconds * 1000)
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    request_id = logs.current_request_id()
+    response.headers[logs.REQUEST_ID_HEADER] = request_id
+    seconds = time.perf_counter() - req.environ.get(_STARTED, time.perf_counter())
+    endpoint = route_template(req.url_rule.rule) if req.url_rule else UNMATCHED_ENDPOINT
+    status = response.status_code
+    get_metrics().observe_request(req.method, endpoint, status, seconds)
+    logs.log_request(req, endpoint, status, seconds * 1000, request_id)
     return response
 
 

@@ -1,21 +1,24 @@
 """JSON logs on stdout (twelve-factor): one line per request, with a request id.
 
-python-json-logger does the formatting (it plugs into the standard ``logging`` module, so
-gunicorn's, redis-py's and our own records all come out the same way). Every record made
-while a request is handled carries that request's id. What users typed is never logged
-unless ``LOG_MESSAGE_CONTENT`` is on.
+``JsonLineFormatter`` plugs into the standard ``logging`` module, so gunicorn's, redis-py's
+and our own records all come out the same way. Every record made while a request is handled
+carries that request's id. What users typed is never logged unless ``LOG_MESSAGE_CONTENT``
+is on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
-from flask import g, has_request_context, request
-from pythonjsonlogger.json import JsonFormatter
+import orjson
+from flask import Request, g, has_request_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is kept only if it is short and cannot forge log structure or headers.
@@ -25,16 +28,46 @@ _HANDLER_NAME = "chatbot_sessions.json"
 access_log = logging.getLogger("chatbot_sessions.access")
 
 
-def json_formatter() -> logging.Formatter:
-    """The one JSON layout: time, level, logger, message, then any ``extra`` fields.
+# What every LogRecord has; anything else on a record came from ``extra=`` and is a field.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
-    Also named by gunicorn.conf.py (``logconfig_dict``) so gunicorn's own lines match.
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: level, logger, message, the ``extra`` fields, time.
+
+    It replaced python-json-logger, which builds the same line through a chain of
+    overridable steps and the standard library's encoder: a third of the cost of a
+    request's log line. orjson writes the object in one C call; values it cannot write
+    (an object passed in ``extra``) are written as ``str()``.
     """
-    return JsonFormatter(
-        "%(levelname)s %(name)s %(message)s",
-        rename_fields={"levelname": "level", "name": "logger"},
-        timestamp="time",
-    )
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (tracebacks and stacks included as text)."""
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES:
+                line[key] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        line["time"] = datetime.fromtimestamp(record.created, UTC).isoformat()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # a lone surrogate in a string: escape it as the stdlib does
+            return json.dumps(line, default=str)
+
+
+def json_formatter() -> logging.Formatter:
+    """The one JSON layout (a factory, because gunicorn.conf.py's ``logconfig_dict`` names it
+    so gunicorn's own lines match ours)."""
+    return JsonLineFormatter()
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -78,6 +111,10 @@ def configure_logging(level: str) -> None:
     handler.addFilter(_RequestIdFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    # Our lines carry no source line, thread or process, so records need not collect them:
+    # the "Optimization" table of Python's logging HOWTO; a third of a record's cost.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # bm25s sets its own logger to DEBUG and narrates every index build.
     logging.getLogger("bm25s").setLevel(logging.WARNING)
 
@@ -101,17 +138,20 @@ def current_request_id() -> str:
     return request_id
 
 
-def log_request(method: str, path: str, status: int, duration_ms: float) -> None:
+def log_request(req: Request, path: str, status: int, duration_ms: float, request_id: str) -> None:
     """The one line per request. ``path`` is the route template, never the raw path:
     raw paths carry session ids, which are credentials."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return  # LOG_LEVEL=WARNING: not even the fields are worth building
+    method = req.method
     fields = {
         "method": method,
         "path": path,
         "status": status,
         "duration_ms": round(duration_ms, 2),
-        "request_id": current_request_id(),
+        "request_id": request_id,
         # The client as ProxyFix resolved it: the real caller behind TRUSTED_PROXIES proxies.
-        "client_ip": request.remote_addr,
+        "client_ip": req.remote_addr,
         **g.get("log_content", {}),
     }
     access_log.info("%s %s %s", method, path, status, extra=fields)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +69,9 @@ class Metrics:
             buckets=_HTTP_BUCKETS,
             registry=self.registry,
         )
+        # (method, endpoint, status) -> its counter and histogram; every part is bounded
+        # (see the module docstring), so this is too. labels() looks up and locks per call.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.sessions_created = Counter(
             "chatbot_sessions_created", "Sessions created.", registry=self.registry
         )
@@ -131,10 +135,14 @@ class Metrics:
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Record one served request."""
-        method = method if method in KNOWN_METHODS else OTHER_METHOD
-        labels = (method, endpoint, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (method if method in KNOWN_METHODS else OTHER_METHOD, endpoint, status)
+        series = self._request_series.get(key)
+        if series is None:  # first time for these labels: look the children up once
+            labels = (key[0], endpoint, str(status))
+            series = self.requests.labels(*labels), self.latency.labels(*labels)
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, across all workers when multiprocess."""

@@ -17,7 +17,7 @@ from functools import lru_cache
 from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.replies.base import TextStream, collect
 from chatbot_sessions.replies.chunking import paragraphs, sentences
-from chatbot_sessions.replies.retriever import Passage, Query, Retriever
+from chatbot_sessions.replies.retriever import HISTORY_MESSAGES, Passage, Query, Retriever
 from chatbot_sessions.replies.tokens import terms
 
 NO_INFORMATION = (
@@ -180,6 +180,9 @@ class ExtractiveGenerator:
 
     ``retriever`` is public so tools such as ``flask kb`` can reach the index.
     """
+
+    #: It reads no further back than the query does; the chat service reads no more.
+    history_messages = HISTORY_MESSAGES
 
     def __init__(self, retriever: Retriever, *, top_k: int = 5) -> None:
         self.retriever = retriever

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: Enough for "and what about the second one?" to inherit its topic, small enough
 #: that a fresh, self-contained question is not dragged back to the old one.
 CONTEXT_WEIGHTS = (0.35, 0.2)
+#: The most history a query can use: the earlier user turns above with their answers (a
+#: turn is stored as question + answer), plus a trailing copy of the question itself.
+HISTORY_MESSAGES = 2 * len(CONTEXT_WEIGHTS) + 1
 
 
 @dataclass(frozen=True)

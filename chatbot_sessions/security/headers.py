@@ -46,25 +46,41 @@ def docs_csp(script_url: str) -> str:
     )
 
 
+def _defaults(policy: str, api: bool, secure: bool) -> tuple[tuple[str, str, str], ...]:
+    """The headers one kind of response gets, as (lower-case name, name, value)."""
+    headers = {**COMMON_HEADERS, "Content-Security-Policy": policy}
+    if api:
+        # Histories are private: no shared cache or browser back-button copy keeps them.
+        headers["Cache-Control"] = "no-store"
+    if secure:
+        headers["Strict-Transport-Security"] = "max-age=31536000"
+    return tuple((name.lower(), name, value) for name, value in headers.items())
+
+
 def init_security_headers(app: Flask) -> None:
     """Register the after-request hook that adds the headers."""
     redoc_url = app.config.get("OPENAPI_REDOC_URL")
     docs_policy = docs_csp(redoc_url) if redoc_url else PAGE_CSP
+    # Every combination is worked out once here: a request only picks one and fills gaps.
+    table = {
+        (kind, api, secure): _defaults(policy, api, secure)
+        for kind, policy in (("docs", docs_policy), ("page", PAGE_CSP), ("other", RESOURCE_CSP))
+        for api in (False, True)
+        for secure in (False, True)
+    }
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
-        for name, value in COMMON_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.endpoint == DOCS_ENDPOINT:
-            policy = docs_policy
+        req = request._get_current_object()  # one context lookup, not one per attribute
+        if req.endpoint == DOCS_ENDPOINT:
+            kind = "docs"
         elif response.mimetype == "text/html":
-            policy = PAGE_CSP
+            kind = "page"
         else:
-            policy = RESOURCE_CSP
-        response.headers.setdefault("Content-Security-Policy", policy)
-        if request.path.startswith("/api/"):
-            # Histories are private: no shared cache or browser back-button copy keeps them.
-            response.headers.setdefault("Cache-Control", "no-store")
-        if request.is_secure:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            kind = "other"
+        headers = response.headers
+        present = {name.lower() for name, _ in headers.items()}
+        for lower, name, value in table[kind, req.path.startswith("/api/"), req.is_secure]:
+            if lower not in present:
+                headers.add(name, value)
         return response
