@@ -92,6 +92,7 @@ def measure(url: str, config: dict, count: int) -> dict[str, float]:
     cases = {
         "healthz": environ("/healthz"),
         "validate": environ(f"/api/session/{sid}/validate"),
+        "create": environ("/api/session/create", "POST"),
         "history": environ(f"/api/session/{sid}/history?limit=10"),
         "send-message": environ(
             "/api/send-message", "POST", json={"question": QUESTION}, headers={"session-id": sid}

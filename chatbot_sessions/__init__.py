@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -22,6 +22,33 @@ from chatbot_sessions.widget import init_widget
 __all__ = ["create_app"]
 
 
+class ServiceFlask(Flask):
+    """Flask with orjson for JSON and without a per-call question nothing here needs asked."""
+
+    json_provider_class = OrjsonProvider
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known_sync: set[Callable[..., Any]] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Flask's answer, remembered for plain functions.
+
+        Flask asks of every hook and view, on every request, whether it is a coroutine
+        function (``inspect`` work, about twenty times per send-message counting
+        flask-smorest's wrappers); a function's answer never changes. Bound methods are
+        remembered by their function, and the memory is bounded in case a caller makes
+        new functions per request.
+        """
+        key = getattr(func, "__func__", func)
+        if key in self._known_sync:
+            return func
+        answer = super().ensure_sync(func)
+        if answer is func and len(self._known_sync) < 4096:
+            self._known_sync.add(key)
+        return answer
+
+
 def create_app(
     config: Mapping[str, Any] | Settings | None = None,
     *,
@@ -34,14 +61,13 @@ def create_app(
     inject an existing Redis client or generator instead of having them built here.
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
-    app = Flask(__name__)
+    app = ServiceFlask(__name__)
     # URLs match exactly: werkzeug would answer "/api//session/create" with a 308 redirect
     # whose body is HTML (Flask renders routing redirects itself, past our error handlers),
     # and which a client may follow without its body. A 404 names the client's mistake.
     # Rules take this when registered, so it is set before ours are.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    app.json = OrjsonProvider(app)
     configure_logging(settings.log_level)  # first, so start-up warnings are JSON too
 
     # Each part registers its resources, their closing and its CLI; order matters only
