@@ -45,7 +45,7 @@ def _mode() -> str:
 
 @kb_cli.command("stats")
 def stats_command() -> None:
-    """Show documents, chunks, skipped files and index build time."""
+    """Show documents, chunks, skipped files, index build time, and each worker's version."""
     stats = _retriever().stats
     click.echo(f"Knowledge directory: {stats.directory}")
     click.echo(f"Documents:           {stats.documents}")

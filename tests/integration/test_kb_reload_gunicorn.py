@@ -58,7 +58,7 @@ def reload_and_wait(server: GunicornServer) -> tuple[float, float, str]:
 def worker_rows(stats_output: str) -> dict[str, list[str]]:
     """``flask kb stats``'s worker table: worker id -> the row's other cells."""
     rows = [line.split() for line in stats_output.splitlines() if line.startswith("  ")]
-    return {row[0]: row[1:] for row in rows if row and row[0] != "WORKER"}
+    return {row[0]: row[1:] for row in rows if row[0] not in ("WORKER", "-")}  # "-": a skip
 
 
 def cited(server: GunicornServer, question: str) -> list[str]:
