@@ -89,6 +89,7 @@ class Settings:
     context_messages: int = 50
     context_tokens: int = 3000
     knowledge_dir: str | None = None
+    knowledge_poll_interval: float = 1.0
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -157,6 +158,9 @@ class _SettingsSchema(Schema):
         data_key="CONTEXT_TOKENS", validate=validate.Range(50, 1_000_000)
     )
     knowledge_dir = fields.String(data_key="KNOWLEDGE_DIR", load_default=None)
+    knowledge_poll_interval = fields.Float(
+        data_key="KNOWLEDGE_POLL_INTERVAL", validate=validate.Range(min=0.1, max=60)
+    )
     llm_base_url = fields.Url(data_key="LLM_BASE_URL", load_default=None, require_tld=False)
     llm_api_key = fields.String(data_key="LLM_API_KEY", load_default=None)
     llm_model = fields.String(data_key="LLM_MODEL", validate=validate.Length(min=1))

@@ -24,9 +24,11 @@ if TYPE_CHECKING:  # types only: the parts import this module, not the other way
     from chatbot_sessions.ops.health import ReadinessProbe
     from chatbot_sessions.ops.metrics import Metrics
     from chatbot_sessions.replies.base import ReplyGenerator
+    from chatbot_sessions.replies.reloading import KnowledgeReloader
     from chatbot_sessions.replies.summary import Summariser
     from chatbot_sessions.security.rate_limits import RateLimiter
     from chatbot_sessions.sessions.admin import SessionAdmin
+    from chatbot_sessions.sessions.knowledge_versions import KnowledgeVersions
     from chatbot_sessions.sessions.store import SessionStore
 
 _KEY = "chatbot_sessions"
@@ -41,6 +43,10 @@ class Resources:
     store: SessionStore | None = None
     admin: SessionAdmin | None = None
     generator: ReplyGenerator | None = None
+    #: The knowledge base's reload version in Redis, and who serves which.
+    knowledge_versions: KnowledgeVersions | None = None
+    #: Keeps the generator's knowledge base at that version; only for a reloadable one.
+    reloader: KnowledgeReloader | None = None
     #: Writes the rolling summary of long conversations; only with an LLM.
     summariser: Summariser | None = None
     chat: ChatService | None = None
@@ -50,6 +56,16 @@ class Resources:
     #: Objects that must live as long as the app (blinker holds receivers weakly).
     keep_alive: list[Any] = field(default_factory=list)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _starters: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """Run ``starter`` when a server process starts serving the app (``start_app``)."""
+        self._starters.append(starter)
+
+    def start(self) -> None:
+        """Start the background work of a serving process (threads must start after fork)."""
+        for starter in self._starters:
+            starter()
 
     def on_close(self, closer: Callable[[], None]) -> None:
         """Run ``closer`` when the app is closed; the last registered runs first."""
@@ -70,6 +86,12 @@ def install(app: Flask, settings: Settings) -> Resources:
 def resources(app: Flask | None = None) -> Resources:
     """The resources of ``app``, or of the current app."""
     return (app or current_app).extensions[_KEY]
+
+
+def start_app(app: Flask) -> None:
+    """Start ``app``'s background work: each gunicorn worker calls this once it has the app,
+    after the fork (a thread started before it would not exist in the worker)."""
+    resources(app).start()
 
 
 def close_app(app: Flask) -> None:

@@ -39,6 +39,7 @@ from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 from werkzeug.exceptions import BadRequest
 
 from chatbot_sessions.config import Settings, load_settings
+from chatbot_sessions.extensions import start_app
 from chatbot_sessions.http_errors import envelope, error_code
 from chatbot_sessions.security.headers import COMMON_HEADERS, RESOURCE_CSP
 
@@ -148,10 +149,13 @@ class ThreadWorker(GthreadWorker):
         return super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the app, and its body limit with it (after gunicorn's ``raw_env`` is applied)."""
+        """Load the app, and its body limit with it (after gunicorn's ``raw_env`` is applied),
+        then start its background work: this runs in the worker, after the fork."""
         self.max_content_length = load_settings().max_content_length
         super().load_wsgi()
         app = self.wsgi
+        if hasattr(app, "extensions"):  # a Flask app of ours (tests may serve other WSGI apps)
+            start_app(app)
 
         def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             environ["wsgi.input"] = RequestBody(environ["wsgi.input"])

@@ -1,7 +1,9 @@
 """Reply generation: the generator protocol, its implementations and their factory.
 
 ``init_app`` builds the configured generator once (or takes one given), registers it, its
-closing (the LLM client's connection pool) and the ``flask kb`` CLI. Every generator
+closing (the LLM client's connection pool), its reloader (``reloading.py``: a thread each
+serving process starts, which swaps in a rebuilt index after ``flask kb reload``) and the
+``flask kb`` CLI. Every generator
 ``build_generator`` returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``,
 ``.search()``) through which ``flask kb`` inspects the knowledge base, and a ``stream()``
 (``StreamingReplyGenerator``) for replies sent to the browser as they are written.
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from chatbot_sessions import extensions
 from chatbot_sessions.config import Settings
+from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.replies.base import (
     ReplyGenerator,
     ReplyStream,
@@ -21,7 +24,8 @@ from chatbot_sessions.replies.base import (
     collect,
 )
 from chatbot_sessions.replies.cli import kb_cli
-from chatbot_sessions.replies.factory import build_generator
+from chatbot_sessions.replies.factory import build_generator, build_retriever
+from chatbot_sessions.replies.reloading import KnowledgeReloader
 from chatbot_sessions.replies.summary import Summariser
 
 if TYPE_CHECKING:
@@ -33,6 +37,7 @@ __all__ = [
     "StreamingReplyGenerator",
     "TextStream",
     "build_generator",
+    "build_retriever",
     "collect",
     "init_app",
 ]
@@ -45,6 +50,11 @@ def init_app(
     through the LLM when configured, unless ``generator`` is given."""
     resources = extensions.resources(app)
     if generator is None:
+        versions = extensions.get_required(resources.knowledge_versions, "knowledge versions")
+        try:  # read before the folder: the index then holds at least this version's files
+            version: int | None = versions.current()
+        except StoreUnavailable:
+            version = None  # the first poll that reaches Redis decides
         generator = build_generator(
             knowledge_dir=settings.knowledge_dir,
             llm_base_url=settings.llm_base_url,
@@ -60,6 +70,11 @@ def init_app(
         client = getattr(generator, "client", None)
         if client is not None:  # the LLM that answers also keeps long conversations' summary
             resources.summariser = Summariser(client)
+        resources.reloader = reloader = KnowledgeReloader(
+            generator, versions, interval=settings.knowledge_poll_interval, version=version
+        )
+        resources.on_start(reloader.start)
+        resources.on_close(reloader.stop)
     resources.generator = generator
     app.cli.add_command(kb_cli)
     return generator

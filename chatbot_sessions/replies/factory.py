@@ -1,12 +1,22 @@
-"""Building the configured reply generator once, at application start-up."""
+"""Building the configured reply generator at start-up, and its index at every reload."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
+from chatbot_sessions.replies.reloading import ReloadableGenerator
 from chatbot_sessions.replies.retriever import Retriever
+
+
+def build_retriever(knowledge_dir: str | None) -> Retriever:
+    """Load and index the knowledge base: the one place an index is built, at start-up and
+    on every reload. ``knowledge_dir`` None (or empty) means the documentation shipped in
+    the package; a missing folder raises ``KnowledgeDirError``."""
+    return Retriever(load_knowledge_base(knowledge_dir or shipped_corpus_dir()))
 
 
 def build_generator(
@@ -18,19 +28,39 @@ def build_generator(
     llm_timeout: float,
     llm_max_tokens: int,
     context_messages: int,
-) -> StreamingReplyGenerator:
+) -> ReloadableGenerator:
     """Load and index the knowledge base, and wrap it in the generator the settings ask for.
 
-    ``knowledge_dir`` None (or empty) means the documentation shipped in the package;
-    ``llm_base_url`` None (or empty) means extractive answers only, no network. The
-    result is thread-safe, can also ``stream`` its replies, and exposes its ``retriever``
-    (used by ``flask kb``).
+    ``llm_base_url`` None (or empty) means extractive answers only, no network. The result
+    is thread-safe, can also ``stream`` its replies, exposes its ``retriever`` (used by
+    ``flask kb``) and can ``rebuild`` its index from the same folder while it serves.
     Raises ``ValueError`` (``KnowledgeDirError`` for a missing folder) naming the
     setting at fault, so a bad configuration stops start-up.
     """
-    retriever = Retriever(load_knowledge_base(knowledge_dir or shipped_corpus_dir()))
+    answer_with = _answer_writer(
+        llm_base_url=llm_base_url,
+        llm_api_key=llm_api_key,
+        llm_model=llm_model,
+        llm_timeout=llm_timeout,
+        llm_max_tokens=llm_max_tokens,
+        context_messages=context_messages,
+    )
+    return ReloadableGenerator(lambda: build_retriever(knowledge_dir), answer_with)
+
+
+def _answer_writer(
+    *,
+    llm_base_url: str | None,
+    llm_api_key: str | None,
+    llm_model: str,
+    llm_timeout: float,
+    llm_max_tokens: int,
+    context_messages: int,
+) -> Callable[[Retriever], StreamingReplyGenerator]:
+    """How a generator is made around an index; every index a reload builds shares one LLM
+    client (one connection pool)."""
     if not llm_base_url:
-        return ExtractiveGenerator(retriever)
+        return ExtractiveGenerator
     if not llm_model:
         raise ValueError("LLM_MODEL must name a model when LLM_BASE_URL is set")
     if llm_timeout <= 0:
@@ -46,4 +76,4 @@ def build_generator(
         timeout=llm_timeout,
         max_tokens=llm_max_tokens,
     )
-    return LLMGenerator(retriever, client, context_messages=context_messages)
+    return lambda retriever: LLMGenerator(retriever, client, context_messages=context_messages)

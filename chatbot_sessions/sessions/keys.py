@@ -10,6 +10,12 @@ One Redis Cluster hash tag per session, so multi-key scripts never hit CROSSSLOT
     chat_session:idem:{<h>}       hash  Idempotency-Key record of a send without a session
     chat_session:{<id>}:reply:<r> stream the events of a streamed reply (start, deltas, done)
 
+Outside the sessions, and outside ``chat_session:`` (so ``purge`` never touches them), the
+knowledge base's reload state, in one hash tag so a cluster keeps the two together:
+
+    chatbot_sessions:{kb}:version string  the knowledge-base version (INCR by ``flask kb reload``)
+    chatbot_sessions:{kb}:workers hash    worker id (host:pid) -> JSON of what it serves
+
 ``<id>`` is always a canonical UUID v4 (``ids.parse_session_id`` is the one gate client
 input passes through) and ``<h>`` the SHA-256 of the client's Idempotency-Key, so no client
 string reaches a key name.
@@ -39,11 +45,15 @@ META_PATTERN = KEY_PREFIX + "{*}"
 #: drops any other key that happens to fit.
 _FEEDBACK_SUFFIX = ":feedback"
 FEEDBACK_PATTERN = KEY_PREFIX + "{*}" + _FEEDBACK_SUFFIX
-#: Matches every key the service owns, and nothing else.
+#: Matches every key of every session (and its records), and nothing else.
 ALL_PATTERN = KEY_PREFIX + "*"
 #: Seconds a write id stays in the log: past gunicorn's worker timeout (60 s), after which
 #: no request that could resend the id is still alive.
 WRITE_ID_WINDOW = 120
+#: The version workers compare with the one they serve; absent means 0 (never reloaded).
+KNOWLEDGE_VERSION_KEY = "chatbot_sessions:{kb}:version"
+#: What each worker serves: one field per worker, refreshed while it lives (``replies.reloading``).
+KNOWLEDGE_WORKERS_KEY = "chatbot_sessions:{kb}:workers"
 
 
 def canonical_session_id(session_id: str) -> str:

@@ -1,4 +1,5 @@
-"""build_generator: the settings decide the generator, bad settings stop start-up."""
+"""build_generator: the settings decide the generator (``current``, the one a reload
+replaces), bad settings stop start-up."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ SETTINGS = {
 
 def test_defaults_answer_from_the_shipped_docs_without_network() -> None:
     generator = build_generator(**SETTINGS)
-    assert isinstance(generator, ExtractiveGenerator)
+    assert isinstance(generator.current, ExtractiveGenerator)
     reply = generator.generate("Which header carries the session id?", [])
     assert "session-id" in reply.text and reply.degraded is False
     assert reply.sources[0].source == "http-api.md"
@@ -35,6 +36,20 @@ def test_knowledge_dir_replaces_the_shipped_docs(make_kb) -> None:
     assert generator.retriever.stats.documents == 1
     assert generator.generate("When do you open?", []).text.startswith("We open at nine.")
     assert generator.generate("Which header carries the session id?", []).sources == ()
+
+
+def test_rebuild_serves_the_changed_folder_with_the_same_llm_client(make_kb) -> None:
+    root = make_kb({"faq.md": "# FAQ\n\n## Opening hours\n\nWe open at nine.\n"})
+    settings = {**SETTINGS, "knowledge_dir": str(root), "llm_base_url": "http://127.0.0.1:9/v1"}
+    generator = build_generator(**{**settings, "llm_model": "m"})
+    before, client = generator.current, generator.client
+    (root / "faq.md").write_text("# FAQ\n\n## Parking\n\nPark behind the shop.\n")
+    (root / "more.md").write_text("# More\n\nMore text.\n")
+    retriever = generator.rebuild()
+    assert generator.current is not before and generator.retriever is retriever
+    assert retriever.stats.documents == 2 and generator.client is client
+    assert before.retriever.stats.documents == 1  # what a request in flight still reads
+    generator.close()
 
 
 def test_missing_knowledge_dir_stops_start_up(tmp_path) -> None:
@@ -71,7 +86,7 @@ def test_llm_url_gives_the_llm_generator_wired_to_the_settings() -> None:
                 "context_messages": 2,
             }
         )
-        assert isinstance(generator, LLMGenerator)
+        assert isinstance(generator.current, LLMGenerator)
         history = [{"type": "user", "content": f"q{i}", "timestamp": "t"} for i in range(3)]
         reply = generator.generate("How do I configure Redis?", history)
         assert reply.text == "small/77" and reply.degraded is False
