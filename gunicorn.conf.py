@@ -99,7 +99,8 @@ def worker_exit(server, worker):
     """Close what the worker's app opened (Redis pool, LLM client) as the worker leaves."""
     from chatbot_sessions.extensions import close_app
 
-    app = getattr(worker, "wsgi", None)
+    wsgi = getattr(worker, "wsgi", None)
+    app = getattr(wsgi, "app", wsgi)  # ThreadWorker serves the app through a wrapper
     if app is not None and hasattr(app, "extensions"):
         close_app(app)
 

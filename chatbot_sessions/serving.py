@@ -161,6 +161,7 @@ class ThreadWorker(GthreadWorker):
             environ["wsgi.input"] = RequestBody(environ["wsgi.input"])
             return app(environ, start_response)
 
+        serve.app = app  # type: ignore[attr-defined]  # for gunicorn.conf.py's worker_exit
         self.wsgi = serve
 
     def handle_request(self, req: Request, conn: TConn) -> bool:

@@ -16,6 +16,7 @@ import pytest
 
 from chatbot_sessions import create_app
 from chatbot_sessions.extensions import close_app
+from chatbot_sessions.replies.retriever import HISTORY_MESSAGES
 from chatbot_sessions.replies.summary import SUMMARY_PROMPT
 from chatbot_sessions.replies.token_count import count_message_tokens, count_tokens
 from tests.support.api import send
@@ -177,6 +178,20 @@ def test_without_an_llm_there_is_no_summary_and_the_budget_is_the_window(make_ap
     assert [m["type"] for m in context["messages"]][:1] == ["user"]  # whole turns
     ids = [m["id"] for m in context["messages"]]
     assert ids == list(range(ids[0], ids[0] + len(ids))) and ids[-1] == 19
+
+
+def test_the_retrieval_generator_is_given_only_the_history_its_query_reads(fake_redis):
+    # It looks back two questions; decoding CONTEXT_MESSAGES=50 messages per reply was waste.
+    app = create_app({"RATE_LIMIT_ENABLED": "0"}, redis_client=fake_redis)
+    try:
+        client = app.test_client()
+        sid = None
+        for n in range(8):
+            sid = send(client, f"how do I set SESSION_TTL, take {n}?", sid).get_json()["sessionId"]
+        ids = [m["id"] for m in context_of(client, sid)["messages"]]
+        assert ids == list(range(16 - HISTORY_MESSAGES, 16))
+    finally:
+        close_app(app)
 
 
 def test_context_of_an_unknown_session_is_404(make_app):

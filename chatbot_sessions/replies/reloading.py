@@ -68,6 +68,12 @@ class ReloadableGenerator:
         """The LLM client, shared by every index's generator; None for extractive replies."""
         return getattr(self.current, "client", None)
 
+    @property
+    def history_messages(self) -> int | None:
+        """How much history the generator reads (None: all that CONTEXT_MESSAGES allows);
+        the same for every index, so the chat service may read it once."""
+        return getattr(self.current, "history_messages", None)
+
     def generate(self, question: str, history: Sequence[Message], **extra: Any) -> Reply:
         """The current generator's reply (``extra``: the summary, for an LLM)."""
         return self.current.generate(question, history, **extra)
