@@ -97,11 +97,11 @@ def on_starting(server):
 
 def worker_exit(server, worker):
     """Close what the worker's app opened (Redis pool, LLM client) as the worker leaves."""
-    from chatbot_sessions.extensions import close_app
+    from chatbot_sessions.extensions import close_app, is_service_app
 
     wsgi = getattr(worker, "wsgi", None)
     app = getattr(wsgi, "app", wsgi)  # ThreadWorker serves the app through a wrapper
-    if app is not None and hasattr(app, "extensions"):
+    if is_service_app(app):
         close_app(app)
 
 

@@ -56,6 +56,7 @@ def wrk(url: str, duration: int, connections: int, script: str | None, workdir: 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50_ms": latency("50%"),
         "p99_ms": latency("99%"),
         "non_2xx": int(errors.group(1)) if errors else 0,

@@ -88,6 +88,12 @@ def resources(app: Flask | None = None) -> Resources:
     return (app or current_app).extensions[_KEY]
 
 
+def is_service_app(app: object) -> bool:
+    """Whether ``app`` was built by ``create_app`` (gunicorn may serve other WSGI apps,
+    such as the benchmark's floor, with the same configuration)."""
+    return _KEY in getattr(app, "extensions", {})
+
+
 def start_app(app: Flask) -> None:
     """Start ``app``'s background work: each gunicorn worker calls this once it has the app,
     after the fork (a thread started before it would not exist in the worker)."""

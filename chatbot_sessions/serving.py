@@ -39,7 +39,7 @@ from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 from werkzeug.exceptions import BadRequest
 
 from chatbot_sessions.config import Settings, load_settings
-from chatbot_sessions.extensions import start_app
+from chatbot_sessions.extensions import is_service_app, start_app
 from chatbot_sessions.http_errors import envelope, error_code
 from chatbot_sessions.security.headers import COMMON_HEADERS, RESOURCE_CSP
 
@@ -154,7 +154,7 @@ class ThreadWorker(GthreadWorker):
         self.max_content_length = load_settings().max_content_length
         super().load_wsgi()
         app = self.wsgi
-        if hasattr(app, "extensions"):  # a Flask app of ours (tests may serve other WSGI apps)
+        if is_service_app(app):  # tests and benchmarks serve other WSGI apps too
             start_app(app)
 
         def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

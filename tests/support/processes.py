@@ -272,8 +272,10 @@ class GunicornServer:
         app: str = "wsgi:app",
         ready_path: str = "/api/session/00000000/validate",
         args: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> None:
         self.app = app
+        self.python = python  # the interpreter (its venv) gunicorn runs under
         self.args = args  # extra gunicorn command-line options, e.g. ("-w", "1")
         self.ready_path = ready_path
         self.port = port or free_port()
@@ -298,7 +300,7 @@ class GunicornServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *self.args, self.app],
+            [self.python, "-m", "gunicorn", "-c", "gunicorn.conf.py", *self.args, self.app],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,

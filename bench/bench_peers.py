@@ -1,0 +1,305 @@
+"""The service against the floor and two peers, endpoint by endpoint, in one run.
+
+Starts its own redis-server and, under the same gunicorn.conf.py (gthread workers,
+``WEB_CONCURRENCY`` of them), four apps on free loopback ports:
+
+- the **floor**: a Flask view doing one Redis ``GET`` (bench/floor_app.py);
+- the **service** with its production defaults (request log, metrics, security headers,
+  rate limits on, set too high to trip so their Redis calls are paid);
+- peer **naive**: one JSON blob per session, ``GET`` + ``SETEX`` per access (bench/peers/);
+- peer **langchain**: LangChain's ``RedisChatMessageHistory`` behind Flask (bench/peers/).
+
+Every app holds the same content: each history/validate session got five questions
+through that app's own send-message, and send-message runs over 200 sessions started the
+same way; replies come from the same extractive generator everywhere. wrk drives each
+(target, endpoint) for ``--duration`` seconds, in ``--rounds`` interleaved rounds; figures
+are medians, ratios are medians of per-round ratios to the floor. Redis CPU per request
+is the ``INFO commandstats`` microseconds spent during a run over the requests served.
+Then the scaling table: floor, history and send with each ``--workers`` count.
+
+The peers need langchain-community, which is never a project dependency: the first run
+makes bench/.venv-peers (the project's requirements plus bench/peers/requirements.txt).
+
+    .venv/bin/python bench/bench_peers.py [--duration 5] [--rounds 3] [--workers 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_http import QUESTION, wrk  # noqa: E402
+from tests.support.processes import GunicornServer, RedisServer  # noqa: E402
+
+PEERS_VENV = ROOT / "bench" / ".venv-peers"
+APPS = {
+    "floor": "bench.floor_app:app",
+    "service": "wsgi:app",
+    "naive": "bench.peers.naive_app:app",
+    "langchain": "bench.peers.langchain_app:app",
+}
+ENDPOINTS = ("create", "validate", "history", "send")
+HIGH_LIMITS = {
+    "RATE_LIMIT_ENABLED": "1",
+    "RATE_LIMIT_CREATE": "100000000/minute",
+    "RATE_LIMIT_SEND_IP": "100000000/minute",
+    "RATE_LIMIT_SEND_SESSION": "100000000/minute",
+}
+
+
+def peers_python() -> str:
+    """The benchmark's own interpreter for the peers, made on first use."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".installed"
+    wanted = (ROOT / "requirements.txt").read_text() + (
+        ROOT / "bench" / "peers" / "requirements.txt"
+    ).read_text()
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print("making bench/.venv-peers (project requirements + langchain-community) ...")
+        venv.create(PEERS_VENV, with_pip=True, clear=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-r",
+                str(ROOT / "requirements.txt"),
+                "-r",
+                str(ROOT / "bench" / "peers" / "requirements.txt"),
+            ],
+            check=True,
+        )
+        stamp.write_text(wanted)
+    return str(python)
+
+
+def send_ids(base_url: str, count: int) -> list[str]:
+    """``count`` sessions started through the app's own send-message (one turn each)."""
+    with requests.Session() as http:
+        return [
+            http.post(
+                f"{base_url}/api/send-message", json={"question": QUESTION}, timeout=10
+            ).json()["sessionID"]
+            for _ in range(count)
+        ]
+
+
+def seeded_session(base_url: str, turns: int = 5) -> str:
+    """A session holding ``turns`` questions and answers (10 messages), made over HTTP."""
+    with requests.Session() as http:
+        sid = None
+        for _ in range(turns):
+            headers = {"session-id": sid} if sid else {}
+            sid = http.post(
+                f"{base_url}/api/send-message",
+                json={"question": QUESTION},
+                headers=headers,
+                timeout=10,
+            ).json()["sessionID"]
+    return sid
+
+
+def send_script(session_ids: list[str]) -> str:
+    """A wrk script posting the question round-robin over ``session_ids``."""
+    ids = ",".join(f'"{sid}"' for sid in session_ids)
+    body = json.dumps({"question": QUESTION}).replace('"', '\\"')
+    return f"""
+local ids = {{{ids}}}
+local i = 0
+request = function()
+  i = i + 1
+  local headers = {{["Content-Type"] = "application/json", ["session-id"] = ids[(i % #ids) + 1]}}
+  return wrk.format("POST", "/api/send-message", headers, "{body}")
+end
+"""
+
+
+POST_SCRIPT = 'wrk.method = "POST"\n'
+
+
+def targets_of(name: str, server: GunicornServer) -> dict[str, tuple[str, str | None]]:
+    """(url, wrk script) per endpoint for one app."""
+    base = server.base_url
+    if name == "floor":
+        return {"floor": (f"{base}/floor", None)}
+    sid = seeded_session(base)
+    return {
+        "create": (f"{base}/api/session/create", POST_SCRIPT),
+        "validate": (f"{base}/api/session/{sid}/validate", None),
+        "history": (f"{base}/api/session/{sid}/history?limit=10", None),
+        "send": (f"{base}/api/send-message", send_script(send_ids(base, 200))),
+    }
+
+
+def redis_usec(client) -> int:
+    """Microseconds Redis has spent in commands so far (all of INFO commandstats)."""
+    return sum(stat["usec"] for stat in client.info("commandstats").values())
+
+
+def measured(client, url, duration, connections, script, workdir) -> dict:
+    """One wrk run plus the Redis CPU it caused per request."""
+    before = redis_usec(client)
+    run = wrk(url, duration, connections, script, workdir)
+    run["redis_us"] = (redis_usec(client) - before) / max(1, run["requests"])
+    return run
+
+
+def start(apps: dict[str, str], env: dict, workdir: Path, python: str) -> dict:
+    servers = {}
+    for name, app in apps.items():
+        app_env = {**env, **(HIGH_LIMITS if name == "service" else {})}
+        ready = "/floor" if name == "floor" else "/api/session/00000000/validate"
+        interpreter = python if name in ("naive", "langchain") else sys.executable
+        server = GunicornServer(app_env, workdir, app=app, ready_path=ready, python=interpreter)
+        servers[name] = server.start(timeout=90)
+    return servers
+
+
+def compare(args, client, redis_url, workdir, python) -> dict:
+    """Every app and endpoint at the default worker count, interleaved rounds."""
+    env = {"REDIS_URL": redis_url, "WEB_CONCURRENCY": str(args.compare_workers)}
+    servers = start(APPS, env, workdir, python)
+    try:
+        targets = {
+            (name, endpoint): target
+            for name, server in servers.items()
+            for endpoint, target in targets_of(name, server).items()
+        }
+        for url, script in targets.values():  # warm-up: first requests pay imports
+            wrk(url, 1, args.connections, script, workdir)
+        runs: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
+        for _ in range(args.rounds):
+            for key, (url, script) in targets.items():
+                runs[key].append(
+                    measured(client, url, args.duration, args.connections, script, workdir)
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return summarise(runs, runs[("floor", "floor")])
+
+
+def summarise(runs: dict, floor_runs: list[dict]) -> dict:
+    out = {}
+    for (name, endpoint), rounds in runs.items():
+        row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        row["x_floor"] = statistics.median(
+            r["rps"] / f["rps"] for r, f in zip(rounds, floor_runs, strict=True)
+        )
+        row["p99_x_floor"] = statistics.median(
+            r["p99_ms"] / f["p99_ms"] for r, f in zip(rounds, floor_runs, strict=True)
+        )
+        out[f"{name}/{endpoint}"] = row
+    return out
+
+
+def scaling(args, client, redis_url, workdir) -> dict:
+    """Floor, history and send of the service with each worker count."""
+    out = {}
+    for workers in args.workers:
+        env = {"REDIS_URL": redis_url, "WEB_CONCURRENCY": str(workers)}
+        servers = start({"floor": APPS["floor"], "service": APPS["service"]}, env, workdir, "")
+        try:
+            service = targets_of("service", servers["service"])
+            targets = {
+                "floor": (f"{servers['floor'].base_url}/floor", None),
+                "history": service["history"],
+                "send": service["send"],
+            }
+            for url, script in targets.values():
+                wrk(url, 1, args.connections, script, workdir)
+            out[workers] = {
+                name: measured(client, url, args.duration, args.connections, script, workdir)
+                for name, (url, script) in targets.items()
+            }
+        finally:
+            for server in servers.values():
+                server.stop()
+    return out
+
+
+def report(results: dict) -> None:
+    print(f"\n{args_note}")
+    print(
+        f"{'app/endpoint':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x floor':>9}"
+        f"{'p99 x fl':>10}{'redis us':>10}{'non-2xx':>9}"
+    )
+    for key, r in results["compare"].items():
+        print(
+            f"{key:<20}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['x_floor']:>9.2f}"
+            f"{r['p99_x_floor']:>10.2f}{r['redis_us']:>10.1f}{r['non_2xx']:>9.0f}"
+        )
+    print("\nservice ahead of peers (req/s ratio, same run):")
+    compare = results["compare"]
+    for endpoint in ENDPOINTS:
+        ours = compare[f"service/{endpoint}"]["rps"]
+        ratios = "  ".join(
+            f"{peer} {ours / compare[f'{peer}/{endpoint}']['rps']:.2f}x"
+            for peer in ("naive", "langchain")
+        )
+        print(f"  {endpoint:<9} {ratios}")
+    print("\nscaling with gunicorn workers (req/s; Redis us per request)")
+    for workers, row in results["scaling"].items():
+        cells = "  ".join(
+            f"{name} {r['rps']:>7.0f} ({r['redis_us']:.1f} us)" for name, r in row.items()
+        )
+        print(f"  {workers} workers: {cells}")
+
+
+args_note = ""
+
+
+def main() -> None:
+    global args_note
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--compare-workers", type=int, default=2, help="workers for the comparison")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2, 4],
+        help="worker counts for the scaling table, e.g. 1,2,4,8",
+    )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk (scripts/install-system-deps.sh)")
+    args_note = (
+        f"{args.rounds} rounds x {args.duration} s, {args.connections} connections, "
+        f"{args.compare_workers} workers"
+    )
+    python = peers_python()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    redis_server = RedisServer(workdir / "redis").start()
+    try:
+        client = redis_server.client()
+        client.set("bench:floor", "x" * 64)
+        results = {
+            "compare": compare(args, client, redis_server.url, workdir, python),
+            "scaling": scaling(args, client, redis_server.url, workdir),
+        }
+    finally:
+        redis_server.stop()
+    report(results)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "bench_peers.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Peer implementations the benchmark runs beside the service (bench/bench_peers.py)."""
