@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
+from chatbot_sessions.replies.dense import DenseIndex, default_cache_dir
+from chatbot_sessions.replies.embeddings import shared_encoder
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
 from chatbot_sessions.replies.retriever import Retriever
 
+RETRIEVAL_MODES = ("bm25", "hybrid")
+
+
+def build_retriever(
+    knowledge_dir: str | None, retrieval: str = "hybrid", cache_dir: str | None = None
+) -> Retriever:
+    """Load ``knowledge_dir`` (None: the shipped docs) and index it for ``retrieval``.
+
+    The one place an index is built, at start-up and whenever the knowledge base is
+    reloaded. ``hybrid`` embeds the chunks with the process's shared encoder, or reads
+    their vectors from ``cache_dir`` (None: the default cache folder).
+    """
+    if retrieval not in RETRIEVAL_MODES:
+        modes = ", ".join(RETRIEVAL_MODES)
+        raise ValueError(f"RETRIEVAL must be one of {modes}, not {retrieval!r}")
+    knowledge = load_knowledge_base(knowledge_dir or shipped_corpus_dir())
+    dense = None
+    if retrieval == "hybrid":
+        dense = DenseIndex.build(
+            knowledge.chunks, shared_encoder(), cache_dir or default_cache_dir()
+        )
+    return Retriever(knowledge, dense)
+
 
 def build_generator(
     *,
     knowledge_dir: str | None,
+    retrieval: str = "hybrid",
+    embedding_cache_dir: str | None = None,
     llm_base_url: str | None,
     llm_api_key: str | None,
     llm_model: str,
@@ -22,13 +49,14 @@ def build_generator(
     """Load and index the knowledge base, and wrap it in the generator the settings ask for.
 
     ``knowledge_dir`` None (or empty) means the documentation shipped in the package;
+    ``retrieval`` and ``embedding_cache_dir`` go to ``build_retriever``;
     ``llm_base_url`` None (or empty) means extractive answers only, no network. The
     result is thread-safe, can also ``stream`` its replies, and exposes its ``retriever``
     (used by ``flask kb``).
     Raises ``ValueError`` (``KnowledgeDirError`` for a missing folder) naming the
     setting at fault, so a bad configuration stops start-up.
     """
-    retriever = Retriever(load_knowledge_base(knowledge_dir or shipped_corpus_dir()))
+    retriever = build_retriever(knowledge_dir, retrieval, embedding_cache_dir)
     if not llm_base_url:
         return ExtractiveGenerator(retriever)
     if not llm_model:
