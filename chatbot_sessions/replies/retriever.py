@@ -35,13 +35,13 @@ CONTEXT_WEIGHTS = (0.35, 0.2)
 
 # Hybrid scoring, measured on tests/replies/questions/blind-v1.jsonl (docs/performance.md).
 #: Share of the (per-query max-normalised) BM25 score in the mix; the rest is cosine.
-BM25_SHARE = 0.2
+BM25_SHARE = 0.3
 #: Cosine a chunk must reach with the question alone to be a candidate without sharing a
 #: word with it: paraphrases clear it, passages that are merely about the same product don't.
 DENSE_FLOOR = 0.3
 #: A chunk gains this share of its page's best other candidates' scores: the page that
 #: answers a question usually matches in several sections, a stray mention in one.
-PAGE_SUPPORT = 0.3
+PAGE_SUPPORT = 0.15
 PAGE_SUPPORT_CHUNKS = 2
 
 
