@@ -133,6 +133,10 @@ class DenseIndex:
         )
         return cls(encoder, vectors, stats)
 
+    def clear_query_cache(self) -> None:
+        """Forget the embedded questions (benchmarks time uncached queries)."""
+        self._embed.cache_clear()
+
     def _embed_uncached(self, text: str) -> np.ndarray:
         vector = self.encoder.encode([text])[0]
         vector.setflags(write=False)
