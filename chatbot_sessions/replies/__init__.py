@@ -57,6 +57,8 @@ def init_app(
             version = None  # the first poll that reaches Redis decides
         generator = build_generator(
             knowledge_dir=settings.knowledge_dir,
+            retrieval=settings.retrieval,
+            embedding_cache_dir=settings.embedding_cache_dir,
             llm_base_url=settings.llm_base_url,
             llm_api_key=settings.llm_api_key,
             llm_model=settings.llm_model,

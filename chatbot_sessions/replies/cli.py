@@ -56,6 +56,12 @@ def stats_command() -> None:
     click.echo(f"JSONL lines skipped: {stats.skipped_lines}")
     click.echo(f"Load time:           {stats.load_seconds * 1000:.1f} ms")
     click.echo(f"Index build time:    {stats.index_seconds * 1000:.1f} ms")
+    click.echo(f"Retrieval:           {stats.retrieval}")
+    if stats.dense is not None:
+        source = "read from cache" if stats.dense.cache_hit else "embedded"
+        click.echo(f"Dense index:         {source} in {stats.dense.seconds * 1000:.1f} ms")
+        click.echo(f"  model:             {stats.dense.model}")
+        click.echo(f"  cache file:        {stats.dense.cache_file or '(none)'}")
     click.echo(f"Replies:             {_mode()}")
     _echo_workers()
 
@@ -166,7 +172,7 @@ def _wait_for(version: int, timeout: float) -> None:
 @click.argument("query")
 @click.option("--top", "top", default=5, show_default=True, type=click.IntRange(min=1))
 def search_command(query: str, top: int) -> None:
-    """Show the chunks QUERY retrieves, best first, with BM25 scores."""
+    """Show the chunks QUERY retrieves, best first, with their scores (BM25 or hybrid)."""
     results = _retriever().search(query, top_k=top)
     if not results:
         click.echo("No chunk matches this query.")

@@ -5,23 +5,43 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
+from chatbot_sessions.replies.dense import DenseIndex, default_cache_dir
+from chatbot_sessions.replies.embeddings import shared_encoder
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
 from chatbot_sessions.replies.reloading import ReloadableGenerator
 from chatbot_sessions.replies.retriever import Retriever
 
+RETRIEVAL_MODES = ("bm25", "hybrid")
 
-def build_retriever(knowledge_dir: str | None) -> Retriever:
-    """Load and index the knowledge base: the one place an index is built, at start-up and
-    on every reload. ``knowledge_dir`` None (or empty) means the documentation shipped in
-    the package; a missing folder raises ``KnowledgeDirError``."""
-    return Retriever(load_knowledge_base(knowledge_dir or shipped_corpus_dir()))
+
+def build_retriever(
+    knowledge_dir: str | None, retrieval: str = "hybrid", cache_dir: str | None = None
+) -> Retriever:
+    """Load ``knowledge_dir`` (None: the shipped docs) and index it for ``retrieval``.
+
+    The one place an index is built, at start-up and whenever the knowledge base is
+    reloaded. ``hybrid`` embeds the chunks with the process's shared encoder, or reads
+    their vectors from ``cache_dir`` (None: the default cache folder).
+    """
+    if retrieval not in RETRIEVAL_MODES:
+        modes = ", ".join(RETRIEVAL_MODES)
+        raise ValueError(f"RETRIEVAL must be one of {modes}, not {retrieval!r}")
+    knowledge = load_knowledge_base(knowledge_dir or shipped_corpus_dir())
+    dense = None
+    if retrieval == "hybrid":
+        dense = DenseIndex.build(
+            knowledge.chunks, shared_encoder(), cache_dir or default_cache_dir()
+        )
+    return Retriever(knowledge, dense)
 
 
 def build_generator(
     *,
     knowledge_dir: str | None,
+    retrieval: str = "hybrid",
+    embedding_cache_dir: str | None = None,
     llm_base_url: str | None,
     llm_api_key: str | None,
     llm_model: str,
@@ -31,6 +51,8 @@ def build_generator(
 ) -> ReloadableGenerator:
     """Load and index the knowledge base, and wrap it in the generator the settings ask for.
 
+    ``knowledge_dir`` None (or empty) means the documentation shipped in the package;
+    ``retrieval`` and ``embedding_cache_dir`` go to ``build_retriever``;
     ``llm_base_url`` None (or empty) means extractive answers only, no network. The result
     is thread-safe, can also ``stream`` its replies, exposes its ``retriever`` (used by
     ``flask kb``) and can ``rebuild`` its index from the same folder while it serves.
@@ -45,7 +67,9 @@ def build_generator(
         llm_max_tokens=llm_max_tokens,
         context_messages=context_messages,
     )
-    return ReloadableGenerator(lambda: build_retriever(knowledge_dir), answer_with)
+    return ReloadableGenerator(
+        lambda: build_retriever(knowledge_dir, retrieval, embedding_cache_dir), answer_with
+    )
 
 
 def _answer_writer(

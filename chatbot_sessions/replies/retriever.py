@@ -1,8 +1,11 @@
-"""BM25 retrieval over knowledge chunks, with follow-up questions resolved from history.
+"""BM25 (optionally fused with dense embeddings) over knowledge chunks, follow-ups resolved
+from history.
 
 The index is built once, when the retriever is constructed, and only read afterwards,
 so one retriever serves every request thread. Scoring is bm25s's (eager sparse BM25):
-we only decide what text is indexed for a chunk and how a query is weighted.
+we only decide what text is indexed for a chunk and how a query is weighted. Given a
+``DenseIndex`` (``RETRIEVAL=hybrid``), the BM25 scores are mixed with cosine similarity to
+the question's embedding, so a paraphrase finds the passage that words alone miss.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import bm25s
 import numpy as np
 
 from chatbot_sessions.domain import Message, Source
+from chatbot_sessions.replies.dense import DenseIndex, DenseStats
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.knowledge import KnowledgeBase, SkippedFile
 from chatbot_sessions.replies.tokens import terms
@@ -32,6 +36,17 @@ CONTEXT_WEIGHTS = (0.35, 0.2)
 #: turn is stored as question + answer), plus a trailing copy of the question itself.
 HISTORY_MESSAGES = 2 * len(CONTEXT_WEIGHTS) + 1
 
+# Hybrid scoring, measured on tests/replies/questions/blind-v1.jsonl (docs/performance.md).
+#: Share of the (per-query max-normalised) BM25 score in the mix; the rest is cosine.
+BM25_SHARE = 0.3
+#: Cosine a chunk must reach with the question alone to be a candidate without sharing a
+#: word with it: paraphrases clear it, passages that are merely about the same product don't.
+DENSE_FLOOR = 0.3
+#: A chunk gains this share of its page's best other candidates' scores: the page that
+#: answers a question usually matches in several sections, a stray mention in one.
+PAGE_SUPPORT = 0.15
+PAGE_SUPPORT_CHUNKS = 2
+
 
 @dataclass(frozen=True)
 class Query:
@@ -39,6 +54,9 @@ class Query:
 
     weights: Mapping[str, float]
     question_terms: frozenset[str] = field(default_factory=frozenset)
+    #: The texts themselves, for the dense side: the question and earlier turns, newest first.
+    question: str = ""
+    context: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, question: str, context: Sequence[str] = ()) -> Query:
@@ -50,7 +68,8 @@ class Query:
         own = terms(question)
         for term in own:
             weights[term] = 1.0
-        return cls(weights, frozenset(own))
+        turns = tuple(context[: len(CONTEXT_WEIGHTS)])
+        return cls(weights, frozenset(own), question, turns)
 
     @classmethod
     def for_conversation(cls, question: str, history: Sequence[Message]) -> Query:
@@ -77,7 +96,7 @@ def previous_user_turns(history: Sequence[Message], limit: int = len(CONTEXT_WEI
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrieved chunk and its BM25 score for the query."""
+    """A retrieved chunk and its score for the query (BM25, or the hybrid mix)."""
 
     chunk: Chunk
     score: float
@@ -98,6 +117,8 @@ class IndexStats:
     skipped_lines: int
     load_seconds: float
     index_seconds: float
+    retrieval: str = "bm25"
+    dense: DenseStats | None = None
 
     @property
     def files_skipped(self) -> int:
@@ -114,9 +135,15 @@ def _index_text(chunk: Chunk) -> str:
 class Retriever:
     """Ranks the chunks of a knowledge base against a question. Thread-safe after construction."""
 
-    def __init__(self, knowledge: KnowledgeBase) -> None:
+    def __init__(self, knowledge: KnowledgeBase, dense: DenseIndex | None = None) -> None:
         self.knowledge = knowledge
         self.chunks: tuple[Chunk, ...] = tuple(knowledge.chunks)
+        if dense is not None and len(dense.vectors) != len(self.chunks):
+            raise ValueError("the dense index was built for other chunks")
+        self.dense = dense
+        sources = [c.source for c in self.chunks]
+        page_of = {source: i for i, source in enumerate(dict.fromkeys(sources))}
+        self._page = np.array([page_of[s] for s in sources], dtype=np.int64)
         started = time.perf_counter()
         self._bm25: bm25s.BM25 | None = None
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
@@ -134,6 +161,8 @@ class Retriever:
             skipped_lines=knowledge.skipped_lines,
             load_seconds=knowledge.load_seconds,
             index_seconds=index_seconds,
+            retrieval="bm25" if dense is None else "hybrid",
+            dense=None if dense is None else dense.stats,
         )
         log.info(
             "knowledge base: %d documents, %d chunks, %d files skipped, indexed in %.3fs",
@@ -156,6 +185,16 @@ class Retriever:
         return term in self._df
 
     def scores(self, query: Query) -> np.ndarray:
+        """Score of every chunk for ``query`` (zeros for chunks not worth returning).
+
+        BM25 alone, or with a dense index the hybrid mix (``hybrid_scores``).
+        """
+        bm25 = self.bm25_scores(query)
+        if self.dense is None:
+            return bm25
+        return self.hybrid_scores(query, bm25)
+
+    def bm25_scores(self, query: Query) -> np.ndarray:
         """BM25 score of every chunk for ``query`` (zeros where nothing matches).
 
         Earlier turns only re-rank chunks that contain a word of the question itself:
@@ -176,6 +215,60 @@ class Retriever:
         if own and len(by_weight) > 1:
             total[self._bm25.get_scores(own) == 0] = 0
         return total
+
+    def dense_similarities(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine of every chunk to the query's vector (question plus weighted earlier
+        turns), and to the question's own vector; needs a dense index."""
+        if self.dense is None:
+            raise RuntimeError("this retriever has no dense index (RETRIEVAL=bm25)")
+        mixed = self.dense.similarities(
+            self.dense.query_vector(query.question, query.context, CONTEXT_WEIGHTS)
+        )
+        if not query.context:
+            return mixed, mixed
+        return mixed, self.dense.similarities(self.dense.query_vector(query.question, (), ()))
+
+    def hybrid_scores(self, query: Query, bm25: np.ndarray) -> np.ndarray:
+        """BM25 (max-normalised) mixed with cosine, plus page support; zeros for non-candidates.
+
+        A candidate shares a word with the question or is close to the question's own
+        vector (``DENSE_FLOOR``): as with BM25, earlier turns re-rank but add nothing.
+        """
+        cosine, own = self.dense_similarities(query)
+        candidate = bm25 > 0
+        if query.question_terms:  # "and them?" has no topic of its own to be close to
+            candidate |= own >= DENSE_FLOOR
+        top = float(bm25.max()) if bm25.size else 0.0
+        mixed = BM25_SHARE * (bm25 / top if top > 0 else bm25) + (1 - BM25_SHARE) * np.maximum(
+            cosine, 0
+        )
+        total = np.zeros(len(self.chunks), dtype=np.float32)
+        index = np.flatnonzero(candidate & (mixed > 0))
+        if index.size:
+            total[index] = mixed[index] + PAGE_SUPPORT * self._page_support(index, mixed[index])
+        return total
+
+    def _page_support(self, index: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        # For each chunk: the sum of the best PAGE_SUPPORT_CHUNKS scores of *other*
+        # candidates on its page. Sorted by (page, -score), a chunk's rank in its page says
+        # which of the page's top scores are its own.
+        n = PAGE_SUPPORT_CHUNKS
+        pages = self._page[index]
+        order = np.lexsort((-scores, pages))
+        sorted_pages, sorted_scores = pages[order], scores[order]
+        starts = np.flatnonzero(np.r_[True, sorted_pages[1:] != sorted_pages[:-1]])
+        group = np.cumsum(np.r_[True, sorted_pages[1:] != sorted_pages[:-1]]) - 1
+        rank = np.arange(len(order)) - starts[group]
+        best = np.zeros((len(starts), n + 1), dtype=np.float64)
+        keep = rank <= n
+        best[group[keep], rank[keep]] = sorted_scores[keep]
+        # Best n+1 of the page, minus the chunk itself when it is among them, else the (n+1)th.
+        support_sorted = best.sum(axis=1)[group] - np.where(
+            rank <= n, sorted_scores, best[group, n]
+        )
+        support = np.empty_like(support_sorted)
+        support[order] = support_sorted
+        return support
 
     def search(
         self, question: str, top_k: int = 5, *, context: Sequence[str] = ()

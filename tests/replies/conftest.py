@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
+from chatbot_sessions.replies.factory import build_retriever
+from chatbot_sessions.replies.knowledge import load_knowledge_base
 from chatbot_sessions.replies.retriever import Retriever
 from tests.replies.helpers import LLM_KB
 
@@ -32,9 +33,23 @@ def make_kb(tmp_path: Path) -> Callable[[dict[str, str | bytes]], Path]:
 
 
 @pytest.fixture(scope="session")
-def corpus_retriever() -> Retriever:
-    """One retriever over the shipped documentation, shared because it is read-only."""
-    return Retriever(load_knowledge_base(shipped_corpus_dir()))
+def embedding_cache(tmp_path_factory) -> Path:
+    """One embedding cache folder per test run: the shipped docs are embedded once."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="session")
+def hybrid_corpus_retriever(embedding_cache) -> Retriever:
+    """The default configuration (``RETRIEVAL=hybrid``) over the shipped documentation."""
+    return build_retriever(None, "hybrid", str(embedding_cache))
+
+
+@pytest.fixture(scope="session", params=["bm25", "hybrid"])
+def corpus_retriever(request) -> Retriever:
+    """A retriever over the shipped documentation in each mode, shared because it is read-only."""
+    if request.param == "hybrid":
+        return request.getfixturevalue("hybrid_corpus_retriever")
+    return build_retriever(None, "bm25")
 
 
 @pytest.fixture

@@ -32,3 +32,6 @@ def test_main_prints_the_figures(monkeypatch, capsys) -> None:
     assert result["chunks"] == 300 and result["queries"] == 20
     assert result["index_build_s"] > 0
     assert 0 < result["search_p50_ms"] <= result["search_p99_ms"]
+    hybrid = result["hybrid"]
+    assert hybrid["embed_all_s_extrapolated"] > 0 and hybrid["embed_sample"] == 32
+    assert 0 < hybrid["search_p50_ms"] <= hybrid["search_p99_ms"]

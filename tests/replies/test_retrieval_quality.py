@@ -144,8 +144,11 @@ def test_follow_up_is_resolved_through_history(
     with_history = corpus_retriever.search(follow_up, top_k=1, context=previous_user_turns(history))
     alone = corpus_retriever.search(follow_up, top_k=1)
     assert with_history[0].chunk.title == section
-    # the history is what found it: the bare follow-up lands elsewhere
-    assert not alone or alone[0].chunk.title != section
+    # BM25: the history is what found it, the bare follow-up lands elsewhere. Hybrid may
+    # find it from the follow-up alone ("How long do they live?" is close to "Time to
+    # live"), which is better, not a regression.
+    if corpus_retriever.stats.retrieval == "bm25":
+        assert not alone or alone[0].chunk.title != section
 
 
 # A new, self-contained question must not be dragged back to the earlier topic.

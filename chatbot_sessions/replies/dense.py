@@ -1,0 +1,158 @@
+"""The dense side of hybrid retrieval: one embedding per chunk, cached on disk by corpus hash.
+
+Embedding the shipped docs takes seconds, so the vectors are saved under
+``EMBEDDING_CACHE_DIR`` in a file named by a sha256 over the model identity and every
+chunk's embedded text: a restart, or the other gunicorn workers starting at the same time,
+read them back instead of re-embedding. Writes go to a temporary file renamed into place,
+so a reader never sees half a file; a file that cannot be read is logged and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from chatbot_sessions.replies.documents import Chunk
+from chatbot_sessions.replies.embeddings import DIMENSION, Encoder
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/chatbot-sessions``, else ``~/.cache/chatbot-sessions``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "chatbot-sessions")
+
+
+def embedded_text(chunk: Chunk) -> str:
+    """What is embedded for a chunk: its heading, then its text (the heading gives the topic).
+
+    Measured against heading + page title and text alone (docs/performance.md): the page
+    title, shared by every section of a page, blurred sections into each other.
+    """
+    return f"{chunk.heading}\n{chunk.text}"
+
+
+def corpus_key(identity: str, texts: Sequence[str]) -> str:
+    """sha256 over the model identity and every text, length-prefixed (no ambiguous joins)."""
+    digest = hashlib.sha256()
+    for part in (identity, *texts):
+        data = part.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DenseStats:
+    """How the dense index was obtained, for ``flask kb stats``."""
+
+    model: str
+    cache_file: str | None
+    cache_hit: bool
+    seconds: float
+
+
+def _load(path: Path, rows: int) -> np.ndarray | None:
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError) as exc:
+        log.warning("embedding cache %s is unreadable (%s); embedding again", path, exc)
+        return None
+    if (
+        vectors.shape != (rows, DIMENSION)
+        or vectors.dtype != np.float32
+        or not np.isfinite(vectors).all()
+    ):
+        log.warning("embedding cache %s has unexpected contents; embedding again", path)
+        return None
+    return vectors
+
+
+def _save(path: Path, vectors: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder as the target, so os.replace is an atomic rename: workers starting
+        # together either see no file or a whole one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.save(out, vectors, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:  # a read-only or full disk costs a re-embed next start, no more
+        log.warning("could not write the embedding cache %s: %s", path, exc)
+
+
+class DenseIndex:
+    """Unit vectors of the chunks; ``similarities(vector)`` is cosine to every chunk."""
+
+    def __init__(self, encoder: Encoder, vectors: np.ndarray, stats: DenseStats) -> None:
+        self.encoder = encoder
+        self.vectors = vectors
+        self.stats = stats
+        # Each question is embedded once per process: a follow-up's earlier turns were
+        # usually asked here before. lru_cache is thread-safe.
+        self._embed = lru_cache(maxsize=2048)(self._embed_uncached)
+
+    @classmethod
+    def build(cls, chunks: Sequence[Chunk], encoder: Encoder, cache_dir: str | None) -> DenseIndex:
+        """Embed ``chunks`` or read their vectors from ``cache_dir`` (None: no disk cache)."""
+        started = time.perf_counter()
+        texts = [embedded_text(c) for c in chunks]
+        path = None
+        vectors = None
+        if cache_dir and texts:
+            path = Path(cache_dir) / f"dense-{corpus_key(encoder.identity, texts)[:32]}.npy"
+            vectors = _load(path, len(texts))
+        hit = vectors is not None
+        if vectors is None:
+            vectors = encoder.encode(texts)
+            if path is not None:
+                _save(path, vectors)
+        seconds = time.perf_counter() - started
+        stats = DenseStats(encoder.identity, str(path) if path else None, hit, seconds)
+        log.info(
+            "dense index: %d chunks %s in %.3fs",
+            len(texts),
+            "read from cache" if hit else "embedded",
+            seconds,
+        )
+        return cls(encoder, vectors, stats)
+
+    def clear_query_cache(self) -> None:
+        """Forget the embedded questions (benchmarks time uncached queries)."""
+        self._embed.cache_clear()
+
+    def _embed_uncached(self, text: str) -> np.ndarray:
+        vector = self.encoder.encode([text])[0]
+        vector.setflags(write=False)
+        return vector
+
+    def query_vector(self, question: str, context: Sequence[str], weights: Sequence[float]):
+        """The question's vector plus ``weights``-scaled earlier turns (newest first), unit length.
+
+        A follow-up ("and the timeout?") leans on the topic of the turns before it, as
+        the BM25 query does with its weighted terms.
+        """
+        vector = self._embed(question).copy()
+        for text, weight in zip(context, weights, strict=False):
+            vector += np.float32(weight) * self._embed(text)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def similarities(self, vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of ``vector`` (unit length) to every chunk."""
+        return self.vectors @ vector

@@ -1,0 +1,109 @@
+"""Hybrid retrieval (RETRIEVAL=hybrid): fusion, its rules, its setting, its quality."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.retrieval_quality import DEFAULT_SET, load_cases, retriever_mode, run, summary_row
+from chatbot_sessions.config import ConfigError, load_settings
+from chatbot_sessions.replies import embeddings
+from chatbot_sessions.replies.factory import build_retriever
+from chatbot_sessions.replies.retriever import Query
+
+PETS = {
+    "cats.md": "# Cats\n\nCats purr.\n\n## Food\n\nCats eat fish and chicken.\n",
+    "dogs.md": "# Dogs\n\nDogs bark.\n\n## Walks\n\nDogs need long walks in the park.\n",
+    "fish.md": "# Fish\n\n## Tanks\n\nA tank needs a filter and clean water.\n",
+}
+
+
+@pytest.fixture
+def pets(make_kb, tmp_path):
+    return build_retriever(str(make_kb(PETS)), "hybrid", str(tmp_path / "emb"))
+
+
+def test_hybrid_keeps_the_retriever_api(pets) -> None:
+    results = pets.search("What do cats eat?", top_k=5)
+    assert results[0].chunk.title == "Cats › Food"
+    assert [p.score for p in results] == sorted((p.score for p in results), reverse=True)
+    assert pets.stats.retrieval == "hybrid" and pets.stats.dense.cache_hit is False
+    assert pets.knows("cat") and pets.idf("cat") > 0
+    assert pets.scores(Query.build("cats food")).shape == (len(pets.chunks),)
+
+
+def test_a_paraphrase_without_shared_words_is_found(pets) -> None:
+    # "meal" and "give" never occur in the docs; the embedding still finds the food section
+    assert pets.search("what meal should I give my cats", top_k=1)[0].chunk.title == "Cats › Food"
+    # but a question none of whose words the docs know stays unanswered, as with BM25
+    assert pets.search("my kitten's favourite meal?") == []
+
+
+def test_fusion_order_mixes_both_signals(pets) -> None:
+    query = Query.build("Which pet needs a walk in the park?")
+    bm25 = pets.bm25_scores(query)
+    cosine, _ = pets.dense_similarities(query)
+    fused = pets.scores(query)
+    best = int(fused.argmax())
+    assert pets.chunks[best].title == "Dogs › Walks"
+    assert bm25[best] == bm25.max() and cosine[best] == cosine.max()
+    assert (fused[bm25 > 0] > 0).all()  # every chunk sharing a word stays a candidate
+
+
+def test_unknown_words_still_get_nothing_despite_context(pets) -> None:
+    assert pets.search("thanks!", context=["What do cats eat?"]) == []
+    assert pets.search("weather in Paris?") == []
+    assert pets.search("what is the") == []
+    assert pets.search("and them?", context=["cats food"])[0].chunk.source == "cats.md"
+
+
+def test_history_weights_the_dense_query_too(pets) -> None:
+    with_fish = pets.search("And what do they need?", context=["Tell me about fish"])
+    with_dogs = pets.search("And what do they need?", context=["Tell me about dogs"])
+    assert with_fish[0].chunk.source == "fish.md" and with_dogs[0].chunk.source == "dogs.md"
+    query = Query.build("what do they need?", ["Tell me about fish"])
+    mixed, own = pets.dense_similarities(query)
+    fish = next(i for i, c in enumerate(pets.chunks) if c.source == "fish.md")
+    assert mixed[fish] > own[fish]
+
+
+def test_context_only_reranks_in_hybrid_too(pets) -> None:
+    results = pets.search("what about water?", top_k=5, context=["cats food"])
+    assert [p.chunk.source for p in results] == ["fish.md"]
+
+
+def test_retrieval_setting_is_validated() -> None:
+    assert load_settings(environ={}).retrieval == "hybrid"
+    assert load_settings({"RETRIEVAL": "bm25"}, environ={}).retrieval == "bm25"
+    with pytest.raises(ConfigError, match="RETRIEVAL='dense'"):
+        load_settings({"RETRIEVAL": "dense"}, environ={})
+    with pytest.raises(ValueError, match="RETRIEVAL"):
+        build_retriever(None, "tfidf")
+
+
+def test_hybrid_without_the_model_stops_start_up(monkeypatch) -> None:
+    monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "no_such_model_package")
+    with pytest.raises(ConfigError, match=r"RETRIEVAL=.*requirements-model\.txt"):
+        load_settings({"RETRIEVAL": "hybrid"}, environ={})
+    assert load_settings({"RETRIEVAL": "bm25"}, environ={}).retrieval == "bm25"
+
+
+# Measured with the shipped corpus (docs/performance.md): 88/110 at top-1 (80.0 %) and
+# 103/110 at top-3 (93.6 %). Issue #14 asks for 90 % and 100 %: not reached. These floors
+# are the measured level minus one question, a regression guard, not the target.
+TOP1_FLOOR = 87
+TOP3_FLOOR = 102
+
+
+def test_blind_set_quality_in_the_default_configuration(hybrid_corpus_retriever) -> None:
+    cases = load_cases(DEFAULT_SET)
+    outcomes = run(cases, retriever_mode(hybrid_corpus_retriever))
+    report = "\n".join(
+        f"{o.case.id:<5} {o.top1 or '-':<20} hit@1 {'yes' if o.hit1 else 'no ':<4}"
+        f"hit@3 {'yes' if o.hit3 else 'no'}  want {','.join(sorted(o.case.pages))}"
+        for o in outcomes
+    )
+    report += "\n" + summary_row("hybrid", outcomes)
+    print(report)  # pytest -s shows the per-question table
+    assert len(cases) == 110
+    assert sum(o.hit1 for o in outcomes) >= TOP1_FLOOR, report
+    assert sum(o.hit3 for o in outcomes) >= TOP3_FLOOR, report
