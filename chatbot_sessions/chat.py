@@ -27,6 +27,7 @@ from chatbot_sessions.domain import Exchange, NewMessage, Reply
 from chatbot_sessions.exceptions import GenerationsBusy, SessionNotFound
 from chatbot_sessions.generation import Generations, generate, open_stream
 from chatbot_sessions.replies.base import ReplyGenerator
+from chatbot_sessions.replies.token_count import load_counter
 from chatbot_sessions.sessions.events import EventPublisher, ReplyEvents
 from chatbot_sessions.sessions.idempotency import Attempt, TurnWrites
 from chatbot_sessions.sessions.ids import new_reply_id, parse_session_id
@@ -283,5 +284,9 @@ def init_app(app: Flask, settings: Settings) -> ChatService:
         )
         resources.on_close(chat.summaries.close)
     resources.chat = chat
+    # Every reply's context is measured in tokens; the tokenizer's tables take about a
+    # second to load. A serving process loads them before it takes requests, so no
+    # visitor's first follow-up waits for them (tests building apps skip this).
+    resources.on_start(load_counter)
     resources.on_close(chat.generations.close)  # type: ignore[union-attr]
     return chat

@@ -61,3 +61,15 @@ def test_a_send_that_died_before_finishing_its_record_is_replayed_by_every_retry
     retries = [chat.send(None, "q", KEY) for _ in range(3)]
     assert all(r.replayed and r.session_id == first.session_id for r in retries)
     assert contents(store, first.session_id) == ["q", "answer to: q"]
+
+
+def test_a_serving_process_loads_the_tokenizer_before_its_first_request(make_app, monkeypatch):
+    # Loading it on a visitor's first follow-up cost that request about a second.
+    from chatbot_sessions.extensions import start_app
+    from chatbot_sessions.replies import token_count
+
+    monkeypatch.setattr(token_count, "_counter", None)
+    app = make_app()
+    assert token_count._counter is None  # building an app (as tests do) does not load it
+    start_app(app)  # what each gunicorn worker does before it serves
+    assert token_count._counter is not None
