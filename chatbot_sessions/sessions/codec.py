@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from chatbot_sessions.domain import Message, MessageFeedback, NewMessage, Reply, Source
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
@@ -53,6 +55,15 @@ def encode_message(message: NewMessage) -> str:
     return f"{code.upper()}{stamp}|{sources}\n{message.content}"
 
 
+def _loads(text: str) -> Any:
+    # orjson parses in C (every history page decodes every answer's sources); it refuses
+    # what the standard library accepts in a few corners, such as a lone surrogate escape.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode_message(raw: str, position: int, feedback: MessageFeedback | None = None) -> Message:
     """Turn the stored entry at absolute ``position`` back into the wire shape
     ``{id, type, content, timestamp[, sources][, feedback]}``."""
@@ -64,7 +75,7 @@ def decode_message(raw: str, position: int, feedback: MessageFeedback | None = N
         sources, _, rest = rest.partition("\n")
         message["sources"] = [
             {"title": title, "source": source, "score": score}
-            for title, source, score in json.loads(sources)
+            for title, source, score in _loads(sources)
         ]
     message["content"] = rest
     message["timestamp"] = iso_from_ms(int(stamp, 36))
