@@ -22,7 +22,7 @@ RETRIEVAL_MODES = ("bm25", "hybrid")
 
 
 def build_retriever(
-    knowledge_dir: str | None, retrieval: str = "hybrid", cache_dir: str | None = None
+    knowledge_dir: str | None, retrieval: str = "bm25", cache_dir: str | None = None
 ) -> Retriever:
     """Load ``knowledge_dir`` (None: the shipped docs) and index it for ``retrieval``.
 
@@ -53,7 +53,7 @@ def build_retriever(
 def build_generator(
     *,
     knowledge_dir: str | None,
-    retrieval: str = "hybrid",
+    retrieval: str = "bm25",
     embedding_cache_dir: str | None = None,
     llm_base_url: str | None,
     llm_api_key: str | None,

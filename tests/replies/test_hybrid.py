@@ -73,7 +73,7 @@ def test_context_only_reranks_in_hybrid_too(pets) -> None:
 
 
 def test_retrieval_setting_is_validated() -> None:
-    assert load_settings(environ={}).retrieval == "hybrid"
+    assert load_settings(environ={}).retrieval == "bm25"
     assert load_settings({"RETRIEVAL": "bm25"}, environ={}).retrieval == "bm25"
     with pytest.raises(ConfigError, match="RETRIEVAL='dense'"):
         load_settings({"RETRIEVAL": "dense"}, environ={})
@@ -88,23 +88,26 @@ def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> Non
     assert build_retriever(None, "bm25").dense is None  # words only need no model
 
 
-# Measured with the shipped corpus (docs/performance.md): 88/110 at top-1 (80.0 %) and
-# 103/110 at top-3 (93.6 %). Issue #14 asks for 90 % and 100 %: not reached. These floors
-# are the measured level minus one question, a regression guard, not the target.
-TOP1_FLOOR = 87
-TOP3_FLOOR = 102
+# Measured with the shipped corpus (docs/performance.md, bench/retrieval_quality.py): BM25
+# (the default) 75/110 at top-1 (68.2 %) and 98/110 at top-3 (89.1 %); hybrid 87 (79.1 %)
+# and 103 (93.6 %). Issue #14 asks for 90 % and 100 %: not reached. These floors are the
+# measured level minus one question, a regression guard, not the target.
+FLOORS = {"bm25": (74, 97), "hybrid": (86, 102)}
 
 
-def test_blind_set_quality_in_the_default_configuration(hybrid_corpus_retriever) -> None:
+@pytest.mark.parametrize("mode", sorted(FLOORS))
+def test_blind_set_quality_per_retrieval_mode(mode, hybrid_corpus_retriever) -> None:
+    retriever = hybrid_corpus_retriever if mode == "hybrid" else build_retriever(None, "bm25")
     cases = load_cases(DEFAULT_SET)
-    outcomes = run(cases, retriever_mode(hybrid_corpus_retriever))
+    outcomes = run(cases, retriever_mode(retriever))
     report = "\n".join(
         f"{o.case.id:<5} {o.top1 or '-':<20} hit@1 {'yes' if o.hit1 else 'no ':<4}"
         f"hit@3 {'yes' if o.hit3 else 'no'}  want {','.join(sorted(o.case.pages))}"
         for o in outcomes
     )
-    report += "\n" + summary_row("hybrid", outcomes)
+    report += "\n" + summary_row(mode, outcomes)
     print(report)  # pytest -s shows the per-question table
+    top1_floor, top3_floor = FLOORS[mode]
     assert len(cases) == 110
-    assert sum(o.hit1 for o in outcomes) >= TOP1_FLOOR, report
-    assert sum(o.hit3 for o in outcomes) >= TOP3_FLOOR, report
+    assert sum(o.hit1 for o in outcomes) >= top1_floor, report
+    assert sum(o.hit3 for o in outcomes) >= top3_floor, report
