@@ -1,0 +1,175 @@
+"""Instructions per request, by endpoint, under callgrind: CPU cost that no noisy neighbour moves.
+
+``bench_layers.py`` measures process CPU time, which on a shared virtual machine moves by
+a third from one run to the next. Callgrind counts the instructions the Python process
+executes (not Redis's), the same count for the same code and inputs whatever else the
+machine does. The script runs the floor view and the service's endpoints (production
+defaults, rate limits on and set too high to trip) under ``valgrind --tool=callgrind``,
+zeroes the counters before each endpoint's calls and dumps them after, and prints
+instructions per request and the ratio to the floor. With ``--baseline REV`` it does the
+same for a git revision of the package (checked out in a temporary worktree) in the same
+run, so a change's effect is one column against the other.
+
+    .venv/bin/python bench/bench_instructions.py [--requests 50] [--baseline 866b7d2]
+
+Needs valgrind (scripts/install-system-deps.sh installs it); about a minute per tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("floor", "validate", "create", "history", "send")
+
+
+def drive(tree: str, url: str, count: int) -> None:
+    """Inside callgrind: build the app of ``tree`` and call each endpoint ``count`` times,
+    with the counters zeroed before and dumped after each endpoint."""
+    sys.path[:0] = [tree, str(ROOT / "bench")]
+    # The package of ``tree`` first (imported by name, so no import sorter reorders it):
+    # bench_layers puts this checkout on the path too, and gets the package already loaded.
+    create_app = importlib.import_module("chatbot_sessions").create_app
+    layers = importlib.import_module("bench_layers")  # floor view and request builder
+    print("measuring", sys.modules["chatbot_sessions"].__file__, file=sys.stderr)
+
+    app = create_app({"REDIS_URL": url, "RATE_LIMIT_ENABLED": "1", **layers.HIGH_LIMITS})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(io.StringIO())
+    client = app.test_client()
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    for _ in range(5):
+        question = {"question": layers.QUESTION}
+        client.post("/api/send-message", json=question, headers={"session-id": sid})
+    send = layers.environ(
+        "/api/send-message", "POST", json={"question": layers.QUESTION}, headers={"session-id": sid}
+    )
+    cases = {
+        "floor": (layers.floor_app(url), *layers.environ("/floor")),
+        "validate": (app, *layers.environ(f"/api/session/{sid}/validate")),
+        "create": (app, *layers.environ("/api/session/create", "POST")),
+        "history": (app, *layers.environ(f"/api/session/{sid}/history?limit=10")),
+        "send": (app, *send),
+    }
+
+    def call(wsgi, environ: dict, body: bytes) -> None:
+        env = dict(environ)
+        env["wsgi.input"] = io.BytesIO(body)
+        b"".join(wsgi(env, lambda *args: None))
+
+    pid = str(os.getpid())
+    for name, (wsgi, environ, body) in cases.items():
+        for _ in range(20):  # warm: first calls fill caches and compile regexes
+            call(wsgi, environ, body)
+        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+        for _ in range(count):
+            call(wsgi, environ, body)
+        subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
+
+
+def measure(tree: Path, url: str, count: int, workdir: Path) -> dict[str, float]:
+    """Instructions per request of each endpoint of the package in ``tree``."""
+    out = workdir / f"cg-{abs(hash(str(tree)))}"
+    out.mkdir()
+    log = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}/cg.out",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--drive",
+            str(tree),
+            url,
+            str(count),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tree,
+    ).stderr
+    print(next(line for line in log.splitlines() if line.startswith("measuring")))
+    result = {}
+    for dump in out.glob("cg.out.*"):
+        text = dump.read_text(errors="replace")
+        name = re.search(r"^desc: Trigger: .*dump (\w+)", text, re.M)
+        total = re.search(r"^summary: (\d+)", text, re.M)
+        if name and total and name.group(1) in ENDPOINTS:
+            result[name.group(1)] = int(total.group(1)) / count
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--drive":
+        drive(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50, help="calls per endpoint")
+    parser.add_argument("--baseline", help="a git revision to measure beside the working tree")
+    args = parser.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed (scripts/install-system-deps.sh)")
+    sys.path.insert(0, str(ROOT))
+    from tests.support.processes import RedisServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    server = RedisServer(workdir / "redis").start()
+    trees = {"now": ROOT}
+    try:
+        if args.baseline:
+            base = workdir / "baseline"
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(ROOT),
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    str(base),
+                    args.baseline,
+                ],
+                check=True,
+            )
+            trees = {args.baseline: base, **trees}
+        server.client().set("bench:floor", "x" * 64)
+        results = {
+            name: measure(tree, server.url, args.requests, workdir) for name, tree in trees.items()
+        }
+    finally:
+        server.stop()
+        if args.baseline:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "baseline")]
+            )
+    print(
+        f"instructions per request (callgrind, {args.requests} calls each);"
+        " x floor of the same tree"
+    )
+    print(f"{'endpoint':<10}" + "".join(f"{name:>26}" for name in results))
+    for endpoint in ENDPOINTS:
+        cells = ""
+        for row in results.values():
+            value = row.get(endpoint, float("nan"))
+            cells += f"{value:>18,.0f} {value / row['floor']:>5.2f}x"
+        print(f"{endpoint:<10}{cells}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_instructions.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
