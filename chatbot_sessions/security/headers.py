@@ -74,7 +74,7 @@ def init_security_headers(app: Flask) -> None:
         req = request._get_current_object()  # one context lookup, not one per attribute
         if req.endpoint == DOCS_ENDPOINT:
             kind = "docs"
-        elif response.mimetype == "text/html":
+        elif (response.content_type or "").startswith("text/html"):  # no header parsing
             kind = "page"
         else:
             kind = "other"
