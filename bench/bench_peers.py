@@ -14,7 +14,7 @@ through that app's own send-message, and send-message runs over 200 sessions sta
 same way; replies come from the same extractive generator everywhere. wrk drives each
 (target, endpoint) for ``--duration`` seconds, in ``--rounds`` interleaved rounds; figures
 are medians, ratios are medians of per-round ratios to the floor. Redis CPU per request
-is the ``INFO commandstats`` microseconds spent during a run over the requests served.
+is the CPU time of Redis's main thread (``INFO cpu``) during a run over the requests served.
 Then the scaling table: floor, history and send with each ``--workers`` count.
 
 The peers need langchain-community, which is never a project dependency: the first run
@@ -134,9 +134,12 @@ def targets_of(name: str, server: GunicornServer) -> dict[str, tuple[str, str | 
     }
 
 
-def redis_usec(client) -> int:
-    """Microseconds Redis has spent in commands so far (all of INFO commandstats)."""
-    return sum(stat["usec"] for stat in client.info("commandstats").values())
+def redis_usec(client) -> float:
+    """CPU microseconds Redis's main thread has used so far (``INFO cpu``): commands, Lua
+    and the network work of answering them. (``INFO commandstats`` would count a script's
+    commands twice: inside its EVALSHA and on their own.)"""
+    cpu = client.info("cpu")
+    return (cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"]) * 1e6
 
 
 def measured(client, url, duration, connections, script, workdir) -> dict:
