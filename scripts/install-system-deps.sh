@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v wrk >/dev/null || need+=(wrk)
+# bench/bench_instructions.py counts instructions with callgrind (the benchmarks only).
+command -v valgrind >/dev/null || need+=(valgrind)
 # redis-cli joins the test cluster (redis-cli --cluster create); nginx-light runs deploy/nginx.conf.
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
