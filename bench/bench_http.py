@@ -163,23 +163,29 @@ def memory(client, store: SessionStore, base_url: str) -> dict:
         "seed": seed_blob_bytes(client, sid, fixed_history),
     }
 
-    with requests.Session() as http:
-        live_sid = None
-        for _ in range(10):
-            headers = {"session-id": live_sid} if live_sid else {}
-            live_sid = http.post(
-                f"{base_url}/api/send-message",
-                json={"question": QUESTION},
-                headers=headers,
-                timeout=10,
-            ).json()["sessionId"]
-        history = http.get(f"{base_url}/api/session/{live_sid}/history", timeout=10).json()
+    live_sid = conversation(base_url, 10)
+    history = requests.get(f"{base_url}/api/session/{live_sid}/history", timeout=10).json()
     live = {
         "ours": session_bytes(client, live_sid),
         "seed": seed_blob_bytes(client, live_sid, history),
         "with_sources": any("sources" in m for m in history["messages"]),
     }
     return {"fixed": fixed, "live": live}
+
+
+def conversation(base_url: str, turns: int) -> str:
+    """A session holding ``turns`` questions and their answers, made through send-message."""
+    with requests.Session() as http:
+        sid = None
+        for _ in range(turns):
+            headers = {"session-id": sid} if sid else {}
+            sid = http.post(
+                f"{base_url}/api/send-message",
+                json={"question": QUESTION},
+                headers=headers,
+                timeout=10,
+            ).json()["sessionID"]
+    return sid
 
 
 def _as_dict(page) -> dict:

@@ -40,7 +40,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import QUESTION, send_script, wrk  # noqa: E402
+from bench.bench_http import QUESTION, conversation, send_script, wrk  # noqa: E402
 from tests.support.processes import GunicornServer, RedisServer  # noqa: E402
 
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
@@ -102,21 +102,6 @@ def send_ids(base_url: str, count: int) -> list[str]:
         ]
 
 
-def seeded_session(base_url: str, turns: int = 5) -> str:
-    """A session holding ``turns`` questions and answers (10 messages), made over HTTP."""
-    with requests.Session() as http:
-        sid = None
-        for _ in range(turns):
-            headers = {"session-id": sid} if sid else {}
-            sid = http.post(
-                f"{base_url}/api/send-message",
-                json={"question": QUESTION},
-                headers=headers,
-                timeout=10,
-            ).json()["sessionID"]
-    return sid
-
-
 POST_SCRIPT = 'wrk.method = "POST"\n'
 
 
@@ -125,7 +110,7 @@ def targets_of(name: str, server: GunicornServer) -> dict[str, tuple[str, str | 
     base = server.base_url
     if name == "floor":
         return {"floor": (f"{base}/floor", None)}
-    sid = seeded_session(base)
+    sid = conversation(base, 5)  # 10 messages
     return {
         "create": (f"{base}/api/session/create", POST_SCRIPT),
         "validate": (f"{base}/api/session/{sid}/validate", None),
