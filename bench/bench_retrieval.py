@@ -11,7 +11,8 @@ drawn from a random chunk plus a common word or two, the shape of a real questio
 Latency covers what a request pays: query terms, BM25 scoring, top-k selection, and
 separately the whole extractive reply. Runtime is bounded by the sizes given.
 
-The hybrid row (RETRIEVAL=hybrid, the default) adds what dense retrieval costs. Embedding
+The dense row is the embedding side alone (question embedded, cosine to every chunk, top-k);
+the hybrid row (RETRIEVAL=hybrid) is what a request pays with both sides fused. Embedding
 10,000 chunks takes tens of minutes on a small machine, so the bench embeds
 ``--embed-sample`` chunks for real and extrapolates the build time; the 10,000-chunk
 index itself holds random unit vectors, which cost the same per query (a matrix-vector
@@ -37,7 +38,7 @@ from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, shared_encoder
 from chatbot_sessions.replies.extractive import ExtractiveGenerator
 from chatbot_sessions.replies.knowledge import KnowledgeBase
-from chatbot_sessions.replies.retriever import Retriever
+from chatbot_sessions.replies.retriever import CONTEXT_WEIGHTS, Retriever
 
 SYLLABLES = [
     "ka",
@@ -141,6 +142,8 @@ def synthetic_dense(kb: KnowledgeBase, sample: int, seed: int) -> tuple[DenseInd
 def measure(retriever: Retriever, questions: Sequence[str], top_k: int) -> dict[str, float]:
     """Search and extractive-reply latency percentiles over ``questions``, in ms."""
     retriever.search(questions[0], top_k)  # warm-up: first-call allocations
+    if retriever.dense is not None:  # every question embedded afresh, as a new one would be
+        retriever.dense.clear_query_cache()
     search_ms = timed(lambda q: retriever.search(q, top_k), questions)
     if retriever.dense is not None:  # each reply embeds its question again, as a new one would
         retriever.dense.clear_query_cache()
@@ -152,6 +155,22 @@ def measure(retriever: Retriever, questions: Sequence[str], top_k: int) -> dict[
         "search_mean_ms": round(statistics.fmean(search_ms), 3),
         "reply_p50_ms": round(statistics.median(reply_ms), 3),
         "reply_p99_ms": round(percentile(reply_ms, 99), 3),
+    }
+
+
+def measure_dense(dense: DenseIndex, questions: Sequence[str], top_k: int) -> dict[str, float]:
+    """Latency of dense retrieval alone: embed the question, cosine to every chunk, top-k."""
+    dense.clear_query_cache()
+
+    def search(question: str) -> None:
+        sims = dense.similarities(dense.query_vector(question, (), CONTEXT_WEIGHTS))
+        np.argpartition(-sims, top_k)[:top_k]
+
+    search_ms = timed(search, questions)
+    return {
+        "search_p50_ms": round(statistics.median(search_ms), 3),
+        "search_p99_ms": round(percentile(search_ms, 99), 3),
+        "search_mean_ms": round(statistics.fmean(search_ms), 3),
     }
 
 
@@ -186,6 +205,7 @@ def main() -> None:
         rss_before = rss_mb()
         dense, embed_s = synthetic_dense(kb, args.embed_sample, args.seed)
         hybrid = Retriever(kb, dense)
+        result["dense"] = measure_dense(dense, questions, args.top_k)
         result["hybrid"] = {
             "embed_all_s_extrapolated": round(embed_s, 1),
             "embed_sample": min(args.embed_sample, args.chunks),
@@ -200,6 +220,12 @@ def main() -> None:
     if "hybrid" in result:
         h = result["hybrid"]
         rows.append(("hybrid", h, f"~{h['embed_all_s_extrapolated']:.0f} s embed (extrapolated)"))
+    if "dense" in result:
+        d = result["dense"]
+        print(
+            f"dense alone: search p50 {d['search_p50_ms']:.2f} ms, "
+            f"p99 {d['search_p99_ms']:.2f} ms (index and RSS: the hybrid row's)"
+        )
     for mode, row, build in rows:
         print(f"{mode}: build {build}, +RSS {row['rss_mb']:.0f} MB")
         print(
