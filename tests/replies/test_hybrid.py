@@ -88,26 +88,38 @@ def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> Non
     assert build_retriever(None, "bm25").dense is None  # words only need no model
 
 
-# Measured with the shipped corpus (docs/performance.md, bench/retrieval_quality.py): BM25
-# (the default) 75/110 at top-1 (68.2 %) and 98/110 at top-3 (89.1 %); hybrid 87 (79.1 %)
-# and 103 (93.6 %). Issue #14 asks for 90 % and 100 %: not reached. These floors are the
-# measured level minus one question, a regression guard, not the target.
-FLOORS = {"bm25": (74, 97), "hybrid": (86, 102)}
+# Measured with the shipped corpus (docs/performance.md, bench/retrieval_quality.py).
+# blind-v1 (110 cases; the hybrid mix was tuned on it): BM25, the default, 75 at top-1
+# (68.2 %) and 98 at top-3 (89.1 %); hybrid 87 (79.1 %) and 103 (93.6 %). blind-v2 (94
+# cases, written afterwards by someone who had seen no retriever output; never tuned on):
+# BM25 60 (63.8 %) and 81 (86.2 %); hybrid 70 (74.5 %) and 83 (88.3 %). Issue #14 asks for
+# 90 % and 100 %: not reached. These floors are the measured level minus one question, a
+# regression guard, not the target.
+SETS = {
+    "blind-v1": (DEFAULT_SET, 110, {"bm25": (74, 97), "hybrid": (86, 102)}),
+    "blind-v2": (
+        DEFAULT_SET.with_name("blind-v2.jsonl"),
+        94,
+        {"bm25": (59, 80), "hybrid": (69, 82)},
+    ),
+}
 
 
-@pytest.mark.parametrize("mode", sorted(FLOORS))
-def test_blind_set_quality_per_retrieval_mode(mode, hybrid_corpus_retriever) -> None:
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_blind_set_quality_per_retrieval_mode(name, mode, hybrid_corpus_retriever) -> None:
+    path, size, floors = SETS[name]
     retriever = hybrid_corpus_retriever if mode == "hybrid" else build_retriever(None, "bm25")
-    cases = load_cases(DEFAULT_SET)
+    cases = load_cases(path)
     outcomes = run(cases, retriever_mode(retriever))
     report = "\n".join(
         f"{o.case.id:<5} {o.top1 or '-':<20} hit@1 {'yes' if o.hit1 else 'no ':<4}"
         f"hit@3 {'yes' if o.hit3 else 'no'}  want {','.join(sorted(o.case.pages))}"
         for o in outcomes
     )
-    report += "\n" + summary_row(mode, outcomes)
+    report += "\n" + summary_row(f"{name} {mode}", outcomes)
     print(report)  # pytest -s shows the per-question table
-    top1_floor, top3_floor = FLOORS[mode]
-    assert len(cases) == 110
+    top1_floor, top3_floor = floors[mode]
+    assert len(cases) == size
     assert sum(o.hit1 for o in outcomes) >= top1_floor, report
     assert sum(o.hit3 for o in outcomes) >= top3_floor, report
