@@ -12,6 +12,7 @@ orjson's stricter parsing (no lone surrogate escapes, no integers beyond 64 bits
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,17 +27,17 @@ def _default(value: Any) -> Any:
     return DefaultJSONProvider.default(value)
 
 
-def _encode(obj: Any, option: int) -> bytes:
-    """orjson's bytes; the standard library's for what orjson refuses to write: a string
-    with a lone surrogate, which an error message can echo from a client's JSON, is
-    written as its escape (``\\ud800``) instead of failing the response."""
+def encode(obj: Any, option: int = 0, default: Callable[[Any], Any] = _default) -> bytes:
+    """orjson's bytes (``option``: its flags); the standard library's for what orjson refuses
+    to write: a string with a lone surrogate, which an error message or a log line can echo
+    from a client's JSON, is written as its escape (``\\ud800``) instead of failing."""
     try:
-        return orjson.dumps(obj, default=_default, option=option)
+        return orjson.dumps(obj, default=default, option=option)
     except TypeError:
         indent = 2 if option & orjson.OPT_INDENT_2 else None
         text = json.dumps(
             obj,
-            default=_default,
+            default=default,
             sort_keys=bool(option & orjson.OPT_SORT_KEYS),
             indent=indent,
             separators=(",", ":") if indent is None else None,
@@ -58,7 +59,7 @@ class OrjsonProvider(JSONProvider):
                 return json.dumps(obj, default=_default, **kwargs)
             if value:
                 option |= _OPTIONS[name]
-        return _encode(obj, option).decode()
+        return encode(obj, option).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         """Parse JSON text or UTF-8 bytes (``kwargs`` are standard-library options)."""
@@ -69,5 +70,5 @@ class OrjsonProvider(JSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         """``jsonify``: the body as orjson wrote it, with a trailing newline like Flask's."""
         obj = self._prepare_response_obj(args, kwargs)
-        body = _encode(obj, orjson.OPT_APPEND_NEWLINE)
+        body = encode(obj, orjson.OPT_APPEND_NEWLINE)
         return self._app.response_class(body, mimetype=self.mimetype)

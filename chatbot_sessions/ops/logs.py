@@ -8,7 +8,6 @@ is on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,8 +15,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from flask import Request, g, has_request_context
+
+from chatbot_sessions.json_provider import encode
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"  # the header as WSGI hands it over
@@ -58,10 +58,7 @@ class JsonLineFormatter(logging.Formatter):
         if record.stack_info:
             line["stack_info"] = self.formatStack(record.stack_info)
         line["time"] = datetime.fromtimestamp(record.created, UTC).isoformat()
-        try:
-            return orjson.dumps(line, default=str).decode()
-        except TypeError:  # a lone surrogate in a string: escape it as the stdlib does
-            return json.dumps(line, default=str)
+        return encode(line, default=str).decode()
 
 
 def json_formatter() -> logging.Formatter:

@@ -87,3 +87,16 @@ def test_message_content_is_logged_when_enabled(make_app, json_logs):
 def test_log_level_setting_filters(make_app, json_logs):
     make_app({"LOG_LEVEL": "WARNING"}).test_client().get("/healthz")
     assert access_lines(json_logs()) == []
+
+
+def test_a_line_orjson_cannot_write_is_still_one_json_line():
+    # A lone surrogate (JSON may spell one) and an arbitrary object in ``extra``.
+    import json
+
+    from chatbot_sessions.ops.logs import json_formatter
+
+    record = logging.makeLogRecord({"msg": "odd", "echo": "a\ud800b", "thing": object()})
+    line = json_formatter().format(record)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["echo"] == "a\ud800b" and parsed["thing"].startswith("<object object")
