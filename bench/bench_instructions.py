@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -32,6 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("floor", "validate", "create", "history", "send")
+#: Our endpoint names -> the requests bench_layers.build_cases makes for them.
+BUILT_CASES = {
+    "validate": "validate",
+    "create": "create",
+    "history": "history",
+    "send": "send-message",
+}
 
 
 def drive(tree: str, url: str, count: int) -> None:
@@ -40,42 +45,24 @@ def drive(tree: str, url: str, count: int) -> None:
     sys.path[:0] = [tree, str(ROOT / "bench")]
     # The package of ``tree`` first (imported by name, so no import sorter reorders it):
     # bench_layers puts this checkout on the path too, and gets the package already loaded.
-    create_app = importlib.import_module("chatbot_sessions").create_app
+    importlib.import_module("chatbot_sessions")
     layers = importlib.import_module("bench_layers")  # floor view and request builder
     print("measuring", sys.modules["chatbot_sessions"].__file__, file=sys.stderr)
 
-    app = create_app({"REDIS_URL": url, "RATE_LIMIT_ENABLED": "1", **layers.HIGH_LIMITS})
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(io.StringIO())
-    client = app.test_client()
-    sid = client.post("/api/session/create").get_json()["sessionId"]
-    for _ in range(5):
-        question = {"question": layers.QUESTION}
-        client.post("/api/send-message", json=question, headers={"session-id": sid})
-    send = layers.environ(
-        "/api/send-message", "POST", json={"question": layers.QUESTION}, headers={"session-id": sid}
-    )
+    app, built = layers.build_cases(url, {"RATE_LIMIT_ENABLED": "1", **layers.HIGH_LIMITS})
     cases = {
         "floor": (layers.floor_app(url), *layers.environ("/floor")),
-        "validate": (app, *layers.environ(f"/api/session/{sid}/validate")),
-        "create": (app, *layers.environ("/api/session/create", "POST")),
-        "history": (app, *layers.environ(f"/api/session/{sid}/history?limit=10")),
-        "send": (app, *send),
+        **{name: (app, *built[case]) for name, case in BUILT_CASES.items()},
     }
-
-    def call(wsgi, environ: dict, body: bytes) -> None:
-        env = dict(environ)
-        env["wsgi.input"] = io.BytesIO(body)
-        b"".join(wsgi(env, lambda *args: None))
 
     pid = str(os.getpid())
     for name, (wsgi, environ, body) in cases.items():
+        call = layers.wsgi_caller(wsgi, environ, body)
         for _ in range(20):  # warm: first calls fill caches and compile regexes
-            call(wsgi, environ, body)
+            call()
         subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
         for _ in range(count):
-            call(wsgi, environ, body)
+            call()
         subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
 
 

@@ -54,8 +54,8 @@ CONFIGS = {
 }
 
 
-def cpu_per_call(app: Callable, environ: dict, body: bytes | Iterator[bytes], count: int) -> float:
-    """Mean process CPU time (microseconds) of one WSGI call, after a short warm-up;
+def wsgi_caller(app: Callable, environ: dict, body: bytes | Iterator[bytes]) -> Callable[[], None]:
+    """A function making one WSGI call of ``app`` per invocation, response read to the end;
     an iterator of bodies gives each call its own (a question never asked before)."""
     bodies = itertools.repeat(body) if isinstance(body, bytes) else body
 
@@ -65,6 +65,12 @@ def cpu_per_call(app: Callable, environ: dict, body: bytes | Iterator[bytes], co
         env["wsgi.input"] = io.BytesIO(data)
         b"".join(app(env, lambda *args: None))
 
+    return call
+
+
+def cpu_per_call(app: Callable, environ: dict, body: bytes | Iterator[bytes], count: int) -> float:
+    """Mean process CPU time (microseconds) of one WSGI call, after a short warm-up."""
+    call = wsgi_caller(app, environ, body)
     for _ in range(min(300, count)):
         call()
     started = time.process_time()
@@ -91,7 +97,7 @@ def floor_app(url: str) -> Flask:
     return app
 
 
-def measure(url: str, config: dict, count: int) -> tuple[Callable, dict]:
+def build_cases(url: str, config: dict) -> tuple[Callable, dict]:
     """One app built with ``config`` and the request (environ, body) of each endpoint."""
     app = create_app({"REDIS_URL": url, **config})
     for handler in logging.getLogger().handlers:  # keep the log lines, drop the terminal
@@ -120,7 +126,7 @@ def measure(url: str, config: dict, count: int) -> tuple[Callable, dict]:
 def measure_all(url: str, count: int, rounds: int) -> dict[str, dict[str, float]]:
     """Every configuration's CPU per endpoint: the lowest of ``rounds`` interleaved rounds,
     the figure least disturbed by whatever else the machine runs."""
-    built = {name: measure(url, config, count) for name, config in CONFIGS.items()}
+    built = {name: build_cases(url, config) for name, config in CONFIGS.items()}
     best: dict[str, dict[str, float]] = {name: {} for name in CONFIGS}
     for _ in range(rounds):
         for name, (app, cases) in built.items():
