@@ -209,8 +209,8 @@ def scaling(args, client, redis_url, workdir) -> dict:
     return out
 
 
-def report(results: dict) -> None:
-    print(f"\n{args_note}")
+def report(results: dict, setup: str) -> None:
+    print(f"\n{setup}")
     print(
         f"{'app/endpoint':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x floor':>9}"
         f"{'p99 x fl':>10}{'redis us':>10}{'non-2xx':>9}"
@@ -237,11 +237,7 @@ def report(results: dict) -> None:
         print(f"  {workers} workers: {cells}")
 
 
-args_note = ""
-
-
 def main() -> None:
-    global args_note
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -256,7 +252,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk (scripts/install-system-deps.sh)")
-    args_note = (
+    setup = (
         f"{args.rounds} rounds x {args.duration} s, {args.connections} connections, "
         f"{args.compare_workers} workers"
     )
@@ -272,7 +268,7 @@ def main() -> None:
         }
     finally:
         redis_server.stop()
-    report(results)
+    report(results, setup)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "bench_peers.json").write_text(json.dumps(results, indent=2))
