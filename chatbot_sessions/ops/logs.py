@@ -152,7 +152,61 @@ def log_request(req: Request, path: str, status: int, duration_ms: float, reques
         "client_ip": req.remote_addr,
         **g.get("log_content", {}),
     }
-    access_log.info("%s %s %s", method, path, status, extra=fields)
+    message = f"{method} {path} {status}"
+    handler = _sole_handler()
+    if handler is None or not _write_line(handler, message, fields):
+        access_log.info("%s %s %s", method, path, status, extra=fields)
+
+
+def _sole_handler() -> _StdoutHandler | None:
+    """Our stdout handler, when it is the only place an access record would reach.
+
+    That is the service as configured (``configure_logging``, gunicorn.conf.py): no handler
+    or filter on the way up from ``chatbot_sessions.access``, and on the root logger only
+    our handler, formatter and request-id filter. Anything else (a test's capture handler,
+    an operator's extra handler or filter) gets real records through ``logging``.
+    """
+    logger: logging.Logger | None = access_log
+    while logger is not None and logger.parent is not None:  # below the root
+        if logger.handlers or logger.filters or not logger.propagate:
+            return None
+        logger = logger.parent
+    if logger is None or logger.filters or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if (
+        type(handler) is _StdoutHandler
+        and type(handler.formatter) is JsonLineFormatter
+        and handler.level <= logging.INFO
+        and len(handler.filters) == 1
+        and type(handler.filters[0]) is _RequestIdFilter
+    ):
+        return handler
+    return None
+
+
+def _write_line(handler: _StdoutHandler, message: str, fields: dict[str, Any]) -> bool:
+    """Write the request's line as ``JsonLineFormatter`` would, without a ``LogRecord``.
+
+    Building a record and passing it down logging's chain of loggers, filters and handlers
+    was the largest single cost of a cheap request (about 110,000 instructions of a
+    validate's million). Same fields, same order, same lock, flushed per line. False if
+    the write failed: the caller then logs through ``logging``, which reports the failure
+    its own way (``Handler.handleError``) instead of failing the request.
+    """
+    line = {"level": "INFO", "logger": access_log.name, "message": message, **fields}
+    line["time"] = datetime.now(UTC).isoformat()
+    text = encode(line, default=str).decode() + handler.terminator
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(text)
+        stream.flush()
+    except Exception:
+        return False
+    finally:
+        handler.release()
+    return True
 
 
 def remember_content(question: str, reply: str) -> None:

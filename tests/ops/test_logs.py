@@ -100,3 +100,56 @@ def test_a_line_orjson_cannot_write_is_still_one_json_line():
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["echo"] == "a\ud800b" and parsed["thing"].startswith("<object object")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_direct_line_is_the_line_logging_would_write(client, json_logs, monkeypatch):
+    # The service's own set-up writes access lines without a LogRecord (ops/logs.py);
+    # a filter on the access logger forces the ordinary path, which must give the same line.
+    access, root = logging.getLogger("chatbot_sessions.access"), logging.getLogger()
+    # pytest's own capture handlers sit on the root logger during a test: set them aside.
+    ours = [h for h in root.handlers if h.get_name() == "chatbot_sessions.json"]
+    monkeypatch.setattr(root, "handlers", ours)
+    handled: list[logging.LogRecord] = []
+    monkeypatch.setattr(access, "handle", handled.append)
+    json_logs()
+    client.get("/healthz", headers={"X-Request-ID": "direct"})
+    assert handled == [], "the service's own set-up writes the line without a LogRecord"
+    monkeypatch.delattr(access, "handle")
+    seen: list[str] = []
+    access.addFilter(lambda record: seen.append(record.getMessage()) or True)
+    try:
+        client.get("/healthz", headers={"X-Request-ID": "through-logging"})
+    finally:
+        access.filters.clear()
+    direct, ordinary = access_lines(json_logs())
+    assert seen == ["GET /healthz 200"], "the second line went through logging"
+    assert list(direct) == list(ordinary)  # same fields, same order
+    varying = {"request_id", "duration_ms", "time"}
+    assert {k: v for k, v in direct.items() if k not in varying} == {
+        k: v for k, v in ordinary.items() if k not in varying
+    }
+    assert direct["message"] == "GET /healthz 200" and direct["time"].endswith("+00:00")
+
+
+def test_an_extra_handler_still_gets_every_access_record(client, json_logs):
+    # An operator's (or a test's) own handler beside ours: records go through logging again.
+    extra = _Collect()
+    logging.getLogger().addHandler(extra)
+    try:
+        json_logs()
+        client.get("/healthz")
+    finally:
+        logging.getLogger().removeHandler(extra)
+    assert [r.getMessage() for r in extra.records if r.name.endswith("access")] == [
+        "GET /healthz 200"
+    ]
+    assert len(access_lines(json_logs())) == 1, "and our handler wrote the line once"
