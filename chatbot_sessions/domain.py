@@ -15,6 +15,19 @@ from typing import Any, Literal, NotRequired, TypedDict
 SESSION_DOCUMENT_FORMAT = "chatbot-sessions/session-v1"
 
 
+@dataclass(frozen=True)
+class LimitCounter:
+    """One rate-limit counter a request increments (``security/rate_limits.py`` makes them;
+    the store counts them in the script of the request's session access)."""
+
+    key: str
+    #: The window in seconds, and how many hits it allows.
+    window: int
+    amount: int
+    #: The rate as people read it ("30 per 1 minute"), for the 429's message.
+    rate: str
+
+
 #: The ratings a user can give an answer.
 RATINGS = ("up", "down")
 

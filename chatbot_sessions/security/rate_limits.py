@@ -8,12 +8,19 @@ What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/secon
 - ``RATE_LIMIT_SEND_IP`` per client IP and ``RATE_LIMIT_SEND_SESSION`` per session (per IP
   when the ``session-id`` header is missing or malformed) on send-message.
 
-**Counting.** One Lua script increments every counter of the request, sets a counter's
-expiry on its first hit and returns each count with the seconds its window has left: one
-round trip per request on a single server or Sentinel. A send that starts a session makes a
-second one for the create limit, at the point the chat service knows it will. A count past
-its limit raises ``RateLimited`` (the 429 is built in ``http_errors.py``); refused requests
-count too, as in any fixed window.
+**Counting.** Fixed windows, counted by Lua (``sessions/scripts.py``, ``COUNT_LIMITS``):
+each counter of the request is incremented, gets its expiry on its first hit, and the
+script says whether one is past its amount. On a single server or Sentinel the counters
+ride on the request's first session access: the view wrapper leaves them *owed*, and the
+store's create, touch or context script counts them before it does anything else, so a
+create or a send into a session costs no round trip for its limits. A request that never
+reaches such an access (a send that starts a session, a keyed replay, a malformed body)
+is counted by the limiter's own script: a send that starts a session counts its send
+limits and the create limit there in one call, at the point the chat service knows it
+will start one; the others when the view is done. On Redis Cluster the counters' hash tags
+are not the session's, so the limiter always counts them itself. A count past its limit
+raises ``RateLimited`` (the 429 is built in ``http_errors.py``); refused requests count
+too, as in any fixed window, and a refusal comes before anything is stored.
 
 **Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the
 identity is ``ip:<SHA-256 of the address>`` or ``session:<SHA-256 of the id>`` (32 hex
@@ -24,12 +31,14 @@ once per slot, that is per identity: a send into a session costs two round trips
 the IP's master, one to the session's, one after the other), a create or a send without
 a session one.
 
-**Failing open.** A Redis error in the limiter never refuses a request by itself nor turns
-into a 500: that request is counted in process memory instead (the same script on an
-in-process fakeredis, so the limits still hold per worker during an outage) and goes on,
-and the store answers for itself (503 when Redis is really down). A timeout is noted in
-``sessions/budget.py``, and once the budget is spent the limiter does not call Redis at all, so a
-stalled Redis costs a request one wait, not one per call.
+**Failing open.** A Redis error in the limiter's own call never refuses a request by
+itself nor turns into a 500: that request is counted in process memory instead (the same
+script on an in-process fakeredis, so the limits still hold per worker during an outage)
+and goes on, and the store answers for itself (503 when Redis is really down). When the
+counters ride on a session access, a Redis error is that access's error: the 503 the
+request gets anyway. A counter Redis cannot increment is skipped. A timeout is noted in
+``sessions/budget.py``, and once the budget is spent the limiter does not call Redis at
+all, so a stalled Redis costs a request one wait, not one per call.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from typing import Any
 
 import fakeredis
 import redis
-from flask import Flask, request
+from flask import Flask, g, has_request_context, request
 from limits import RateLimitItem, parse_many
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -52,33 +61,16 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from chatbot_sessions import extensions
 from chatbot_sessions.config import Settings
+from chatbot_sessions.domain import LimitCounter
 from chatbot_sessions.exceptions import RateLimited
-from chatbot_sessions.sessions import budget
+from chatbot_sessions.sessions import budget, scripts
 from chatbot_sessions.sessions.ids import parse_session_id
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chatbot_sessions:rate:"
-#: One counter of a request: its key and the rate it enforces.
-Counter = tuple[str, RateLimitItem]
-
-# KEYS: the counters. ARGV[i]: the window of KEYS[i], in seconds.
-# Returns {count, seconds left, count, seconds left, ...} in KEYS order. The expiry is set
-# whenever a counter has none, which is on its first hit: the window starts there.
-_HIT = """
-local result = {}
-for i, key in ipairs(KEYS) do
-  local count = redis.call('INCR', key)
-  local ttl = redis.call('TTL', key)
-  if ttl < 0 then
-    ttl = tonumber(ARGV[i])
-    redis.call('EXPIRE', key, ttl)
-  end
-  result[2 * i - 1] = count
-  result[2 * i] = ttl
-end
-return result
-"""
+#: Where a request's counters wait for its first session access (the request's ``g``).
+_OWED = "rate_limits_owed"
 
 
 def client_ip() -> str:
@@ -122,10 +114,18 @@ class Limit:
         """Parse a validated ``RATE_LIMIT_*`` value (config.py refused bad ones at start-up)."""
         return cls(name, tuple(parse_many(value)), identity)
 
-    def counters(self) -> list[Counter]:
-        """(key, rate) for each rate of this limit, for the current request's identity."""
+    def counters(self) -> list[LimitCounter]:
+        """One counter per rate of this limit, for the current request's identity."""
         tag = f"{KEY_PREFIX}{{{self.identity()}}}:{self.name}"
-        return [(f"{tag}:{rate.amount}/{rate.get_expiry()}s", rate) for rate in self.rates]
+        return [
+            LimitCounter(
+                f"{tag}:{rate.amount}/{rate.get_expiry()}s",
+                rate.get_expiry(),
+                rate.amount,
+                str(rate),
+            )
+            for rate in self.rates
+        ]
 
 
 class RateLimiter:
@@ -138,55 +138,91 @@ class RateLimiter:
         self.send_session = Limit.from_setting(
             "session", settings.rate_limit_send_session, session_identity
         )
-        self._hit = client.register_script(_HIT)
+        self._script = client.register_script(scripts.LIMITS)
         self._by_slot = isinstance(client, RedisCluster)
+        #: Counters may ride on the session access's script: one server, any key in reach.
+        self.folds = not self._by_slot
         # Where a request is counted when Redis fails: the same script, in process memory.
         fallback = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-        self._hit_in_memory = fallback.register_script(_HIT)
+        self._script_in_memory = fallback.register_script(scripts.LIMITS)
 
     def check(self, limits: Iterable[Limit]) -> None:
-        """Count one hit on every limit; RateLimited if any of them is past its amount."""
-        counters = [counter for limit in limits for counter in limit.counters()]
-        breached: list[tuple[int, RateLimitItem]] = []  # (seconds until it resets, rate)
+        """Count one hit on every limit now; RateLimited if any of them is past its amount."""
+        self.count([counter for limit in limits for counter in limit.counters()])
+
+    def count(self, counters: Sequence[LimitCounter]) -> None:
+        """Count ``counters`` with the limiter's own script; RateLimited if one is used up."""
+        breached: list[tuple[int, LimitCounter]] = []  # (seconds until it resets, counter)
         for group in self._groups(counters):
-            for (_key, rate), (count, seconds_left) in zip(group, self._count(group), strict=True):
-                if count > rate.amount:
-                    breached.append((max(1, seconds_left), rate))
+            over = self._run(group)
+            if over is not None:
+                seconds, number = over
+                breached.append((int(seconds), group[int(number) - 1]))
         if breached:
             # Retry when every breached window has reset: the longest wait.
-            retry_after, rate = max(breached, key=lambda pair: pair[0])
-            raise RateLimited(retry_after, str(rate))
+            retry_after, counter = max(breached, key=lambda pair: pair[0])
+            raise RateLimited(retry_after, counter.rate)
+
+    def owe(self, limits: Iterable[Limit]) -> None:
+        """Leave this request's counters for its first session access to count."""
+        setattr(g, _OWED, [counter for limit in limits for counter in limit.counters()])
+
+    def take_owed(self) -> list[LimitCounter]:
+        """The counters this request still owes, now the caller's to count (the store's
+        ``owed_limits`` hook); none outside a request, as for a background thread."""
+        if not has_request_context():
+            return []
+        return g.pop(_OWED, None) or []
 
     def check_new_session(self) -> None:
-        """The chat service's hook: a send about to start a session counts as a create."""
-        self.check([self.create])
+        """The chat service's hook: a send about to start a session counts as a create
+        (with whatever the send still owes, in the same call)."""
+        self.count(self.take_owed() + self.create.counters())
 
-    def _groups(self, counters: list[Counter]) -> list[list[Counter]]:
+    def _groups(self, counters: Sequence[LimitCounter]) -> list[list[LimitCounter]]:
         """One group per script call: all counters, or on a cluster one group per slot."""
         if not self._by_slot:
-            return [counters]
-        slots: dict[int, list[Counter]] = {}
+            return [list(counters)] if counters else []
+        slots: dict[int, list[LimitCounter]] = {}
         for counter in counters:
-            key, _rate = counter
-            slots.setdefault(key_slot(key.encode()), []).append(counter)
+            slots.setdefault(key_slot(counter.key.encode()), []).append(counter)
         return list(slots.values())
 
-    def _count(self, group: Sequence[Counter]) -> list[tuple[int, int]]:
+    def _run(self, group: Sequence[LimitCounter]) -> Any:
         """Run the script on Redis, or in memory when Redis failed or the budget is spent."""
-        keys = [key for key, _ in group]
-        args = [rate.get_expiry() for _, rate in group]
-        result: Any = None
+        keys = [counter.key for counter in group]
+        args = [n for counter in group for n in (counter.window, counter.amount)]
         if not budget.spent():
             started = time.monotonic()
             try:
-                result = self._hit(keys=keys, args=args)
+                return self._script(keys=keys, args=args)
             # RedisClusterException: no cluster node answered (it is not a RedisError).
             except (RedisError, RedisClusterException) as exc:
                 budget.note_failure(exc, time.monotonic() - started)
                 log.warning("rate limits counted in memory: %s: %s", type(exc).__name__, exc)
-        if result is None:
-            result = self._hit_in_memory(keys=keys, args=args)
-        return [(int(result[i]), int(result[i + 1])) for i in range(0, len(result), 2)]
+        return self._script_in_memory(keys=keys, args=args)
+
+    def limit(self, view: Callable[..., Any], limits: Sequence[Limit]) -> Callable[..., Any]:
+        """``view`` behind ``limits``: owed to its first session access where they can ride
+        on it, else counted before the view runs."""
+        if not self.folds:
+            return _limited(view, functools.partial(self.check, limits))
+
+        @functools.wraps(view)
+        def owing_view(*args: Any, **kwargs: Any) -> Any:
+            self.owe(limits)
+            try:
+                response = view(*args, **kwargs)
+            except BaseException:
+                # Refused before any session access (a malformed body, Redis down): the
+                # request still counts, and a used-up limit answers first, as it would
+                # have before the view ran.
+                self.count(self.take_owed())
+                raise
+            self.count(self.take_owed())  # no access took them: a replay, say
+            return response
+
+        return owing_view
 
 
 def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:
@@ -214,7 +250,9 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
     }
     for endpoint, limits in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
-        app.view_functions[endpoint] = _limited(view, functools.partial(limiter.check, limits))
+        app.view_functions[endpoint] = limiter.limit(view, limits)
     extensions.get_required(resources.chat, "chat").before_new_session = limiter.check_new_session
+    if limiter.folds:
+        extensions.get_required(resources.store, "store").owed_limits = limiter.take_owed
     resources.limiter = limiter
     return limiter

@@ -2,7 +2,8 @@
 
 One script per store access: the access, the TTL rule (``keys.py``) and ``lastActivity``
 happen in one atomic step. KEYS are always the session's own keys (one hash tag), except
-where a contract says otherwise, so each script is single-slot on Redis Cluster; where a
+where a contract says otherwise (rate-limit counters ride on an access only on a single
+server, see ``_with_limits``), so each script is single-slot on Redis Cluster; where a
 script takes the session's keys, KEYS[1..4] are ``keys.session_keys`` (meta, messages,
 write log, feedback) and any other key comes after them. Each
 write logs its write id (``LOG_WRITE``) so that running it twice changes nothing; see
@@ -39,14 +40,66 @@ local function log_write(mark, forget_at)
 end
 """
 
-# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms.
-# Returns 1 if the session exists (and was touched), else 0.
-TOUCH = _refresh("0") + "return 1\n"
+# Rate-limit counters (security/rate_limits.py), fixed windows: n counters are KEYS[k ..
+# k+n-1]; ARGV[a + 2i], ARGV[a + 2i + 1] are counter i's window (seconds) and amount.
+# Increments each, starts its window on its first hit, and returns nil when none is past
+# its amount, else {seconds until the longest breached window resets, its number from 1}.
+# A counter Redis cannot increment (a key of the wrong type) is skipped: limits fail open.
+COUNT_LIMITS = """
+local function over_limits(k, a, n)
+  local worst = nil
+  for i = 0, n - 1 do
+    local key = KEYS[k + i]
+    local count = redis.pcall('INCR', key)
+    if type(count) == 'number' then
+      local left = redis.call('TTL', key)
+      if left < 0 then
+        left = tonumber(ARGV[a + 2 * i])
+        redis.call('EXPIRE', key, left)
+      end
+      if count > tonumber(ARGV[a + 2 * i + 1]) and (worst == nil or left > worst[1]) then
+        worst = {math.max(left, 1), i + 1}
+      end
+    end
+  end
+  return worst
+end
+"""
 
-# KEYS: meta, messages, writes, feedback. ARGV: ttl, now_ms, write mark, mark expiry (ms).
-# Returns 'created', also when replayed (the id exists and the log has this write's mark),
-# or 'taken' when the id is another session's.
-CREATE = (
+# The limiter's own call, where the counters cannot ride on a session access (a cluster, a
+# send that starts a session). KEYS: the counters. ARGV: window, amount per counter.
+LIMITS = COUNT_LIMITS + "return over_limits(1, 1, #KEYS) or false\n"
+
+
+def _with_limits(script: str) -> str:
+    """``script`` counting a request's rate limits first, in the same round trip.
+
+    The counters follow the script's own KEYS, their windows and amounts its own ARGV, and
+    the last ARGV is their number (0: none). Past a limit the script stops before the
+    access and answers ``{seconds, counter}``: a nested reply, which no script answers
+    otherwise. Single-node only: the counters' hash tags are not the session's.
+    """
+    return (
+        COUNT_LIMITS
+        + """
+local limits = tonumber(ARGV[#ARGV])
+if limits > 0 then
+  local over = over_limits(#KEYS - limits + 1, #ARGV - 2 * limits, limits)
+  if over then return {over} end
+end
+"""
+        + script
+    )
+
+
+# KEYS: meta, messages, writes, feedback (+ counters). ARGV: ttl, now_ms (+ limits).
+# Returns 1 if the session exists (and was touched), else 0.
+TOUCH = _with_limits(_refresh("0") + "return 1\n")
+
+# KEYS: meta, messages, writes, feedback (+ counters). ARGV: ttl, now_ms, write mark, mark
+# expiry (ms) (+ limits). Returns 'created', also when replayed (the id exists and the log
+# has this write's mark), or 'taken' when the id is another session's.
+CREATE = _with_limits(
     LOG_WRITE
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -101,13 +154,14 @@ return result
 """
 )
 
-# KEYS: meta, messages, writes. ARGV: ttl, now_ms, cap, from (-1: the newest).
+# KEYS: meta, messages, writes (+ counters). ARGV: ttl, now_ms, cap, from (-1: the newest)
+# (+ limits).
 # What a reply is built from: an access (the TTL rule), then the session's rolling summary
 # and the messages after it. With from = -1: the newest `cap` messages, none older than the
 # summary covers; with from >= 0: up to `cap` messages from absolute position `from` (the
 # summariser's backlog, oldest first). Returns nil if the session is gone, else
 # {summary, summaryThrough, first_abs, start_abs, messages...}.
-CONTEXT = (
+CONTEXT = _with_limits(
     _refresh("false")
     + """
 local meta = redis.call('HMGET', KEYS[1], 'seq', 'summary', 'summaryThrough')

@@ -37,11 +37,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from chatbot_sessions import signals
-from chatbot_sessions.domain import RATINGS, Feedback, Message, NewMessage, SessionPage
+from chatbot_sessions.domain import (
+    RATINGS,
+    Feedback,
+    LimitCounter,
+    Message,
+    NewMessage,
+    SessionPage,
+)
 from chatbot_sessions.exceptions import (
     AlreadyRecorded,
     MessageNotFound,
     NotAnAnswer,
+    RateLimited,
     SessionIdTaken,
     SessionNotFound,
     StoreUnavailable,
@@ -200,6 +208,10 @@ class SessionStore:
         self.single_node = (
             not isinstance(client, RedisCluster) if single_node is None else single_node
         )
+        # The rate-limit counters the current request still owes (none by default). The
+        # limiter (security/rate_limits.py) sets this on a single node, and the request's
+        # first create, touch or context counts them in its own script (``_access``).
+        self.owed_limits: Callable[[], Sequence[LimitCounter]] = tuple
         self._touch = client.register_script(scripts.TOUCH)
         self._create = client.register_script(scripts.CREATE)
         self._read = client.register_script(scripts.READ)
@@ -257,12 +269,29 @@ class SessionStore:
     def _session_call(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
         return self._call(script, session_keys(session_id), [self.ttl, *args])[0]
 
+    def _access(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
+        """A session access that also counts the request's rate limits (``owed_limits``),
+        in the same script: RateLimited, with the session untouched, if one is used up.
+
+        Only create, touch and context take limits: they are the first access of the
+        requests that are limited (create, send-message). A lost reply run again counts
+        again, which a fixed window shrugs off.
+        """
+        limits = self.owed_limits()
+        keys = session_keys(session_id) + [limit.key for limit in limits]
+        tail = [n for limit in limits for n in (limit.window, limit.amount)]
+        result = self._call(script, keys, [self.ttl, *args, *tail, len(limits)])[0]
+        if isinstance(result, list) and result and isinstance(result[0], list):
+            retry_after, counter = result[0]  # the scripts' one nested answer: refused
+            raise RateLimited(int(retry_after), limits[int(counter) - 1].rate)
+        return result
+
     def create(self, session_id: str) -> None:
         """Create an empty session under a fresh id (see ``session_ids.new_session_id``);
         SessionIdTaken if another session has it."""
         mark = _write_mark()
         at = now_ms()
-        outcome = self._session_call(self._create, session_id, at, mark, self._forget_at(at))
+        outcome = self._access(self._create, session_id, at, mark, self._forget_at(at))
         if outcome == Outcome.TAKEN:
             raise SessionIdTaken(session_id)
         signals.session_created.send(self)
@@ -270,7 +299,7 @@ class SessionStore:
     def touch(self, session_id: str) -> bool:
         """Refresh the TTL and lastActivity; return whether the session exists."""
         try:
-            return bool(self._session_call(self._touch, session_id, now_ms()))
+            return bool(self._access(self._touch, session_id, now_ms()))
         except SessionNotFound:
             return False
 
@@ -446,7 +475,7 @@ class SessionStore:
         for a reply), or up to ``cap`` from absolute position ``start`` (the summariser's
         backlog). SessionNotFound if the session is gone."""
         args = [now_ms(), cap, -1 if start is None else start]
-        result = self._session_call(self._context, session_id, *args)
+        result = self._access(self._context, session_id, *args)
         if result is None:
             raise SessionNotFound(session_id)
         summary, through, first, begin, *raw = result
@@ -502,9 +531,10 @@ class SessionStore:
         stream = reply_events_key(session_id, reply_id)
 
         def poll() -> list[Any]:
+            # TOUCH's last argument: the number of rate-limit counters (a read counts none).
             if not self.single_node:
                 # A cluster client refuses scripts in a pipeline: two calls, same node.
-                touched = self._touch(keys=keys, args=[self.ttl, now_ms()])
+                touched = self._touch(keys=keys, args=[self.ttl, now_ms(), 0])
                 if not touched:
                     return [touched, []]
                 return [
@@ -512,7 +542,7 @@ class SessionStore:
                     self.client.xread({stream: f"0-{after}"}, count=100, block=block_ms),
                 ]
             pipe = self.client.pipeline(transaction=False)
-            self._touch(keys=keys, args=[self.ttl, now_ms()], client=pipe)
+            self._touch(keys=keys, args=[self.ttl, now_ms(), 0], client=pipe)
             pipe.xread({stream: f"0-{after}"}, count=100, block=block_ms)
             return pipe.execute()
 

@@ -150,8 +150,15 @@ def test_no_key_outside_a_session_names_it_once_it_is_deleted(redis_server, real
     assert list(real_redis.scan_iter(match=f"*{sid}*")) == []
 
 
+def counter_limits(command) -> set[str]:
+    """The limits whose counters a Redis command carries ("create", "send", "session")."""
+    return {arg.rsplit(":", 2)[-2] for arg in command if str(arg).startswith(KEY_PREFIX)}
+
+
 @pytest.mark.parametrize("path", ["/api/session/create", "/api/send-message"])
-def test_the_limits_of_a_request_cost_one_redis_call(make_app, fake_redis, monkeypatch, path):
+def test_limits_ride_on_the_session_access_at_no_extra_round_trip(
+    make_app, fake_redis, monkeypatch, path
+):
     unlimited, limited = make_app().test_client(), limited_app(make_app).test_client()
     sid = create(unlimited).get_json()["sessionId"]
 
@@ -165,28 +172,71 @@ def test_the_limits_of_a_request_cost_one_redis_call(make_app, fake_redis, monke
     without = len(sent)
     request(limited)
     with_limits = sent[without:]
-    assert len(with_limits) == without + 1
-    counted = [c for c in with_limits if any(arg.startswith(KEY_PREFIX) for arg in c)]
+    assert len(with_limits) == without, "the same commands, no call of their own"
+    counted = [c for c in with_limits if counter_limits(c)]
     assert len(counted) == 1 and counted[0][0] == "EVALSHA"
-    if path == "/api/send-message":  # both limits of a send, in that one call
-        assert {arg.rsplit(":", 2)[-2] for arg in counted[0] if arg.startswith(KEY_PREFIX)} == {
-            "send",
-            "session",
-        }
+    assert any(str(arg).startswith("chat_session:") for arg in counted[0]), "a session access"
+    expected = {"create"} if path == "/api/session/create" else {"send", "session"}
+    assert counter_limits(counted[0]) == expected
 
 
-def test_a_limiter_whose_redis_call_fails_lets_the_request_through(
+def test_a_send_that_starts_a_session_counts_all_its_limits_in_one_call(
     make_app, fake_redis, monkeypatch
 ):
     client = limited_app(make_app).test_client()
-    failed = fail_commands(
-        monkeypatch, fake_redis, redis.exceptions.ConnectionError("refused (test)"), KEY_PREFIX
-    )
-    created = create(client)
-    assert created.status_code == 201
-    assert send(client, created.get_json()["sessionId"]).status_code == 200
-    assert send(client).status_code == 200  # starts a session: the create limit, in memory
-    assert len(failed) == 4  # create; send; send and its new session
+    assert send(client).status_code == 200  # scripts loaded
+    sent = record_commands(monkeypatch, fake_redis)
+    assert send(client).status_code == 200
+    counted = [c for c in sent if counter_limits(c)]
+    assert len(counted) == 1 and counter_limits(counted[0]) == {"send", "session", "create"}
+    assert not any(str(arg).startswith("chat_session:") for arg in counted[0])
+
+
+def test_a_malformed_send_still_counts_and_a_used_up_limit_answers_first(make_app):
+    client = limited_app(make_app, RATE_LIMIT_SEND_IP="2/minute").test_client()
+    sid = create(client).get_json()["sessionId"]
+    bad = {"session-id": sid}
+    statuses = [
+        client.post("/api/send-message", json={"nope": 1}, headers=bad, **from_ip("10.0.0.1"))
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in statuses[:2]] == [422, 422]
+    assert_rate_limited(statuses[2], 60)
+    assert_rate_limited(send(client, sid), 60)  # the malformed ones used the budget up
+
+
+def test_a_limiter_whose_own_call_fails_lets_the_request_through(make_app, fake_redis, monkeypatch):
+    client = limited_app(make_app, RATE_LIMIT_CREATE="2/minute").test_client()
+    failed: list[tuple] = []
+    original = fake_redis.execute_command
+
+    def counters_alone_fail(*args, **options):
+        # The limiter's own call (counters, no session key) breaks; session accesses work.
+        names = [a for a in args if isinstance(a, str)]
+        if any(a.startswith(KEY_PREFIX) for a in names) and not any(
+            a.startswith("chat_session:") for a in names
+        ):
+            failed.append(args)
+            raise redis.exceptions.ConnectionError("refused (test)")
+        return original(*args, **options)
+
+    monkeypatch.setattr(fake_redis, "execute_command", counters_alone_fail)
+    # Each send starts a session: its limits are the limiter's own call, counted in memory.
+    assert [send(client).status_code for _ in range(3)] == [200, 200, 429]
+    assert len(failed) == 3
+    monkeypatch.undo()
+    assert not fake_redis.keys(f"{KEY_PREFIX}*"), "nothing reached Redis's counters"
+
+
+def test_a_counter_redis_cannot_increment_is_skipped(make_app, fake_redis):
+    """A counter key of the wrong type (an operator's slip) does not lock its client out."""
+    client = limited_app(make_app, RATE_LIMIT_CREATE="1/minute").test_client()
+    assert create(client).status_code == 201
+    assert_rate_limited(create(client), 60)
+    [key] = fake_redis.keys(f"{KEY_PREFIX}*:create:*")
+    fake_redis.delete(key)
+    fake_redis.hset(key, "not", "a counter")
+    assert {create(client).status_code for _ in range(3)} == {201}
 
 
 def test_a_limiter_timeout_spends_the_request_budget(make_app, fake_redis, monkeypatch):
@@ -243,7 +293,7 @@ def test_counters_live_in_the_sessions_redis_and_are_shared(redis_server, real_r
 
 
 def test_limiter_storage_failure_is_never_a_500(generator):
-    """Redis down: the limiter falls back to memory, the store answers 503 as usual."""
+    """Redis down: the store answers 503 as usual, the limiter's own calls count in memory."""
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(
         {"REDIS_URL": nobody, "RATE_LIMIT_ENABLED": "1", "RATE_LIMIT_CREATE": "2/minute"},
@@ -251,10 +301,11 @@ def test_limiter_storage_failure_is_never_a_500(generator):
         reply_generator=generator,
     )
     client = app.test_client()
-    statuses = [client.post("/api/session/create").status_code for _ in range(3)]
-    # The fallback keeps counting in memory, so the limit still holds during the outage.
-    assert statuses == [503, 503, 429]
-    assert send(client).status_code == 503
+    # A create's counters ride on its session access: its error is the store's, a 503.
+    assert [client.post("/api/session/create").status_code for _ in range(3)] == [503] * 3
+    # A send that starts a session is counted by the limiter's own call, which falls back
+    # to memory, so the create limit still holds during the outage.
+    assert [send(client).status_code for _ in range(3)] == [503, 503, 429]
 
 
 @pytest.mark.redis
