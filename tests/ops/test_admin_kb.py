@@ -21,6 +21,7 @@ from chatbot_sessions.sessions.connection import connect
 from chatbot_sessions.sessions.keys import KNOWLEDGE_VERSION_KEY
 from chatbot_sessions.timestamps import ms_from_iso
 from tests.ops.conftest import ADMIN_TOKEN
+from tests.support.metrics import samples, value
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.redis
@@ -220,6 +221,34 @@ def test_a_bad_wait_is_the_standard_422_and_bumps_nothing(make_kb_app, private_r
     assert body["success"] is False and body["error"] == "validation_error"
     assert "wait" in body["details"]["fields"]
     assert private_redis.get(KNOWLEDGE_VERSION_KEY) is None
+
+
+def test_the_gauge_shows_the_version_served_after_a_reload(make_kb_app):
+    app = make_kb_app()
+    client = app.test_client()
+    reloader = resources(app).reloader
+    assert ("chatbot_knowledge_version", frozenset()) not in samples(client)  # not serving yet
+    resources(app).start()  # a serving process shows the version it serves from the start
+    resources(app).reloader.stop()  # polls by hand from here on
+    assert value(samples(client), "chatbot_knowledge_version") == 0
+
+    assert client.post(RELOAD, headers=AUTH).status_code == 202
+    assert value(samples(client), "chatbot_knowledge_version") == 0  # not swapped yet
+    reloader.check()
+    assert value(samples(client), "chatbot_knowledge_version") == 1
+
+
+def test_a_failed_rebuild_leaves_the_gauge_at_the_version_still_served(make_kb_app, kb_dir):
+    app = make_kb_app()
+    client = app.test_client()
+    reloader = resources(app).reloader
+    client.post(RELOAD, headers=AUTH)
+    reloader.check()
+    shutil.rmtree(kb_dir)
+    client.post(RELOAD, headers=AUTH)
+    reloader.check()
+    assert reloader.served.failed_version == 2
+    assert value(samples(client), "chatbot_knowledge_version") == 1
 
 
 def test_redis_down_is_the_standard_503(document_of):
