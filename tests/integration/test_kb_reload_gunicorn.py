@@ -4,6 +4,8 @@ Load threads send messages the whole time, each on a fresh connection so both wo
 get some; meanwhile the test replaces the folder's files and runs ``flask kb reload``
 (a separate process, the same environment). Every request must succeed, both workers
 must report the new version, and the new page must be what answers cite afterwards.
+A second test drives the same reload through ``POST /api/admin/kb/reload?wait`` (served by
+one worker, waiting on both) and reads each worker's ``chatbot_knowledge_version``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import REPO_ROOT, GunicornServer
 
@@ -158,5 +161,68 @@ def test_reload_under_load_swaps_every_worker_without_a_failed_request(
         print(
             f"reload: {load.ok} requests ok during the run, swap confirmed in {swap_seconds:.2f}s"
         )
+    finally:
+        server.stop()
+
+
+ADMIN = {"Authorization": "Bearer reload-test-token"}
+
+
+def reporting(server: GunicornServer) -> set[str]:
+    """The workers ``GET /api/admin/kb`` lists."""
+    state = requests.get(f"{server.base_url}/api/admin/kb", headers=ADMIN, timeout=10)
+    return {worker["worker"] for worker in state.json()["workers"]}
+
+
+def served_versions(server: GunicornServer) -> dict[int, float]:
+    """``chatbot_knowledge_version`` of every live worker, by pid, from one scrape."""
+    text = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    return {
+        int(sample.labels["pid"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "chatbot_knowledge_version"
+    }
+
+
+def test_the_admin_endpoint_reloads_every_worker_and_the_gauge_follows(
+    private_redis_server, tmp_path
+):
+    private_redis_server.client().flushdb()  # our own server, started by the fixture
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "ferries.md").write_text(OLD)
+    env = {
+        "REDIS_URL": private_redis_server.url,
+        "KNOWLEDGE_DIR": str(kb),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "4",
+        "ADMIN_TOKEN": ADMIN["Authorization"].split()[1],
+    }
+    server = GunicornServer(env, tmp_path / "gunicorn").start()
+    try:
+        pids = server.worker_pids()
+        workers = {f"{socket.gethostname()}:{pid}" for pid in pids}
+        deadline = time.monotonic() + 15
+        while reporting(server) != workers:
+            assert time.monotonic() < deadline, "both workers should report within seconds"
+            time.sleep(0.5)
+        assert served_versions(server) == dict.fromkeys(pids, 0)
+
+        (kb / "volcano.md").write_text(NEW)
+        (kb / "ferries.md").unlink()
+        started = time.monotonic()
+        reply = requests.post(
+            f"{server.base_url}/api/admin/kb/reload?wait=20", headers=ADMIN, timeout=30
+        )
+        assert reply.status_code == 200, reply.text
+        assert time.monotonic() - started < 5
+        body = reply.json()
+        assert body["version"] == 1
+        assert {w["worker"]: w["version"] for w in body["workers"]} == dict.fromkeys(workers, 1)
+
+        assert served_versions(server) == dict.fromkeys(pids, 1)  # whichever worker scrapes
+        for _ in range(10):  # fresh connections: both workers answer some of them
+            assert cited(server, QUESTIONS[1]) == ["volcano.md"]
     finally:
         server.stop()
