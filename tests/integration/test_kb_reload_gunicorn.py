@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,6 +30,8 @@ NEW = "# Volcano\n\n## Eruptions\n\nThe volcano on the island erupts every sprin
 QUESTIONS = ("When does the ferry leave?", "When does the volcano erupt?")
 LOAD_THREADS = 3
 MAX_LOAD_SECONDS = 60  # the load stops by itself even if the test body fails to stop it
+ADMIN_TOKEN = "reload-test-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def flask(server: GunicornServer, *args: str) -> subprocess.CompletedProcess:
@@ -70,6 +73,22 @@ def cited(server: GunicornServer, question: str) -> list[str]:
     )
     assert reply.status_code == 200, reply.text
     return [source["source"] for source in reply.json()["sources"]]
+
+
+def two_workers(redis_server, tmp_path, **env: str) -> tuple[GunicornServer, Path]:
+    """Two gunicorn workers over our own (flushed) Redis, serving a folder with OLD in it."""
+    redis_server.client().flushdb()  # our own server, started by the fixture
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "ferries.md").write_text(OLD)
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KNOWLEDGE_DIR": str(kb),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "4",
+        **env,
+    }
+    return GunicornServer(env, tmp_path / "gunicorn").start(), kb
 
 
 class Load:
@@ -117,17 +136,7 @@ class Load:
 def test_reload_under_load_swaps_every_worker_without_a_failed_request(
     private_redis_server, tmp_path
 ):
-    private_redis_server.client().flushdb()  # our own server, started by the fixture
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "ferries.md").write_text(OLD)
-    env = {
-        "REDIS_URL": private_redis_server.url,
-        "KNOWLEDGE_DIR": str(kb),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
-    }
-    server = GunicornServer(env, tmp_path / "gunicorn").start()
+    server, kb = two_workers(private_redis_server, tmp_path)
     try:
         workers = {f"{socket.gethostname()}:{pid}" for pid in server.worker_pids()}
         assert len(workers) == 2
@@ -165,9 +174,6 @@ def test_reload_under_load_swaps_every_worker_without_a_failed_request(
         server.stop()
 
 
-ADMIN = {"Authorization": "Bearer reload-test-token"}
-
-
 def reporting(server: GunicornServer) -> set[str]:
     """The workers ``GET /api/admin/kb`` lists."""
     state = requests.get(f"{server.base_url}/api/admin/kb", headers=ADMIN, timeout=10)
@@ -188,18 +194,7 @@ def served_versions(server: GunicornServer) -> dict[int, float]:
 def test_the_admin_endpoint_reloads_every_worker_and_the_gauge_follows(
     private_redis_server, tmp_path
 ):
-    private_redis_server.client().flushdb()  # our own server, started by the fixture
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "ferries.md").write_text(OLD)
-    env = {
-        "REDIS_URL": private_redis_server.url,
-        "KNOWLEDGE_DIR": str(kb),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
-        "ADMIN_TOKEN": ADMIN["Authorization"].split()[1],
-    }
-    server = GunicornServer(env, tmp_path / "gunicorn").start()
+    server, kb = two_workers(private_redis_server, tmp_path, ADMIN_TOKEN=ADMIN_TOKEN)
     try:
         pids = server.worker_pids()
         workers = {f"{socket.gethostname()}:{pid}" for pid in pids}
