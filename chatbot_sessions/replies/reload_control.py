@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from chatbot_sessions.sessions.knowledge_versions import KnowledgeVersions
 
 #: Seconds between two reads of the workers' reports while waiting: a swap is seen within
-#: KNOWLEDGE_POLL_INTERVAL plus this, and a wait costs Redis five small reads a second.
+#: KNOWLEDGE_POLL_INTERVAL plus this, and a wait costs Redis a GET and an HGETALL each time.
 WAIT_POLL_SECONDS = 0.2
 
 
