@@ -1,5 +1,13 @@
 """Domain errors raised below the HTTP layer; ``http_errors.py`` maps each to a status once."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: the reload's state is built a layer up (replies/)
+    from chatbot_sessions.replies.reload_control import ReloadState, WorkerState
+
 
 class ChatSessionError(Exception):
     """Base class for the errors this service raises on purpose."""
@@ -84,3 +92,26 @@ class GenerationsBusy(ChatSessionError):
 
 class ReplyNotFound(ChatSessionError):
     """No streamed reply by that id in that session (never, or no longer: STREAM_RETENTION)."""
+
+
+class KnowledgeReloadFailed(ChatSessionError):
+    """A worker could not build the knowledge version asked for (it still serves its old
+    index) and will not try that version again; ``failed`` names those workers."""
+
+    def __init__(self, version: int, state: ReloadState, failed: Sequence[WorkerState]) -> None:
+        reasons = "; ".join(f"{w.worker}: {w.failure}" for w in failed)
+        super().__init__(f"rebuild failed on {reasons}")
+        self.version = version
+        self.state = state
+
+
+class KnowledgeReloadTimedOut(ChatSessionError):
+    """Not every live worker served the knowledge version asked for within ``timeout`` s;
+    the reload stays requested, and slow workers still get there on their own."""
+
+    def __init__(self, version: int, timeout: float, state: ReloadState) -> None:
+        behind = ", ".join(w.worker for w in state.behind(version)) or "no worker reported"
+        super().__init__(f"not every worker serves version {version} after {timeout:g}s: {behind}")
+        self.version = version
+        self.timeout = timeout
+        self.state = state

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # types only: the parts import this module, not the other way
     from chatbot_sessions.ops.health import ReadinessProbe
     from chatbot_sessions.ops.metrics import Metrics
     from chatbot_sessions.replies.base import ReplyGenerator
+    from chatbot_sessions.replies.reload_control import ReloadControl
     from chatbot_sessions.replies.reloading import KnowledgeReloader
     from chatbot_sessions.replies.summary import Summariser
     from chatbot_sessions.security.rate_limits import RateLimiter
@@ -47,6 +48,8 @@ class Resources:
     knowledge_versions: KnowledgeVersions | None = None
     #: Keeps the generator's knowledge base at that version; only for a reloadable one.
     reloader: KnowledgeReloader | None = None
+    #: Asks for a reload and follows the workers there (``flask kb``, the admin API).
+    reload_control: ReloadControl | None = None
     #: Writes the rolling summary of long conversations; only with an LLM.
     summariser: Summariser | None = None
     chat: ChatService | None = None
@@ -128,6 +131,11 @@ def get_chat() -> ChatService:
 def get_generator() -> ReplyGenerator:
     """The reply generator of the current app."""
     return _required(resources().generator, "generator")
+
+
+def get_reload_control() -> ReloadControl:
+    """The knowledge base's reload requests and the workers' reports, of the current app."""
+    return _required(resources().reload_control, "reload control")
 
 
 def get_metrics() -> Metrics:

@@ -18,6 +18,8 @@ from chatbot_sessions.exceptions import (
     GenerationsBusy,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    KnowledgeReloadFailed,
+    KnowledgeReloadTimedOut,
     MessageNotFound,
     NotAnAnswer,
     RateLimited,
@@ -25,6 +27,7 @@ from chatbot_sessions.exceptions import (
     SessionNotFound,
     StoreUnavailable,
 )
+from chatbot_sessions.schemas import KnowledgeWorkerSchema
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ _CODES = {
     500: "internal_error",
     501: "not_implemented",
     503: "service_unavailable",
+    504: "gateway_timeout",
 }
 STORE_RETRY_AFTER_SECONDS = 1
 
@@ -201,6 +205,38 @@ def _admin_token_required(exc: AdminTokenRequired) -> Response:
     )
 
 
+def _reload_details(exc: KnowledgeReloadFailed | KnowledgeReloadTimedOut) -> dict[str, Any]:
+    """The version asked for and every live worker's state, as GET /api/admin/kb shows them."""
+    workers = KnowledgeWorkerSchema(many=True).dump(exc.state.workers)
+    return {"version": exc.version, "workers": workers}
+
+
+def _knowledge_reload_failed(exc: KnowledgeReloadFailed) -> Response:
+    # 409: the request conflicts with what the server has (KNOWLEDGE_DIR as the workers see
+    # it); retrying cannot help until an operator fixes the folder and reloads again.
+    log.warning("knowledge reload: %s", exc)
+    return error_response(
+        409,
+        "reload_failed",
+        f"Knowledge version {exc.version} was requested, but {exc}; those workers still "
+        "serve their previous index.",
+        _reload_details(exc),
+    )
+
+
+def _knowledge_reload_timed_out(exc: KnowledgeReloadTimedOut) -> Response:
+    # 504: the request was accepted, and the workers it waited on did not answer in time.
+    # Nothing is wrong with the request (not a 4xx), and the reload stays requested.
+    log.warning("knowledge reload: %s", exc)
+    return error_response(
+        504,
+        "reload_timeout",
+        f"Knowledge version {exc.version} was requested, but {exc}; the reload stays "
+        "requested: GET /api/admin/kb shows the workers catching up.",
+        _reload_details(exc),
+    )
+
+
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return http_exception_response(exc)
@@ -221,4 +257,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AdminTokenRequired, _admin_token_required)
     app.register_error_handler(ReplyNotFound, _reply_not_found)
     app.register_error_handler(GenerationsBusy, _generations_busy)
+    app.register_error_handler(KnowledgeReloadFailed, _knowledge_reload_failed)
+    app.register_error_handler(KnowledgeReloadTimedOut, _knowledge_reload_timed_out)
     app.register_error_handler(Exception, _unexpected)

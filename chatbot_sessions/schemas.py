@@ -18,7 +18,7 @@ from marshmallow import (
 from chatbot_sessions.domain import RATINGS, SESSION_DOCUMENT_FORMAT
 from chatbot_sessions.extensions import get_settings
 from chatbot_sessions.sessions.ids import parse_session_id
-from chatbot_sessions.timestamps import ms_from_iso
+from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 
 class SourceSchema(Schema):
@@ -342,6 +342,99 @@ class AdminStatsSchema(SuccessSchema):
         },
     )
     scanMs = fields.Float(required=True, attribute="scan_ms")
+
+
+#: The longest ``?wait=`` of POST /api/admin/kb/reload: the request holds a gunicorn thread
+#: while it waits, and every worker swaps within a few poll intervals or has a problem.
+MAX_RELOAD_WAIT_SECONDS = 30
+
+
+def _iso_from_seconds(seconds: float | None) -> str | None:
+    return None if seconds is None else iso_from_ms(round(seconds * 1000))
+
+
+class KnowledgeWorkerSchema(Schema):
+    """What one live worker serves, as it last reported it (``flask kb stats``'s row)."""
+
+    worker = fields.String(required=True, metadata={"description": "host:pid"})
+    version = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the knowledge version it serves; null until it could ask Redis"},
+    )
+    documents = fields.Integer(required=True, allow_none=True)
+    chunks = fields.Integer(required=True, allow_none=True)
+    builtAt = fields.Function(
+        lambda w: _iso_from_seconds(w.built_at),
+        required=True,
+        allow_none=True,
+        metadata={"type": "string", "description": "when its index was built, ISO 8601 UTC"},
+    )
+    checkedAt = fields.Function(
+        lambda w: _iso_from_seconds(w.checked_at),
+        required=True,
+        metadata={
+            "type": "string",
+            "description": "its last report (it reports after every KNOWLEDGE_POLL_INTERVAL "
+            "check), ISO 8601 UTC",
+        },
+    )
+    error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "why its last rebuild failed (it serves `version` still)"},
+    )
+    failedVersion = fields.Integer(
+        required=True,
+        allow_none=True,
+        attribute="failed_version",
+        metadata={"description": "the version that failed; not retried until the next reload"},
+    )
+
+
+class KnowledgeStateSchema(SuccessSchema):
+    """Answer of GET /api/admin/kb, dumped from a ``ReloadState``."""
+
+    version = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "the version workers should serve (0: never reloaded)"},
+    )
+    workers = fields.List(
+        fields.Nested(KnowledgeWorkerSchema),
+        required=True,
+        metadata={"description": "every live worker, by id; a dead one drops out by itself"},
+    )
+
+
+class KnowledgeReloadSchema(KnowledgeStateSchema):
+    """Answer of POST /api/admin/kb/reload: the version asked for, and with ``?wait`` the
+    workers that serve it."""
+
+    version = fields.Integer(
+        required=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "the version every worker now rebuilds for"},
+    )
+    workers = fields.List(
+        fields.Nested(KnowledgeWorkerSchema),
+        metadata={"description": "with ?wait (200 only): every live worker, each serving it"},
+    )
+
+
+class ReloadQuerySchema(Schema):
+    """Query of POST /api/admin/kb/reload."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    wait = fields.Float(
+        validate=validate.Range(min=0, max=MAX_RELOAD_WAIT_SECONDS),
+        metadata={
+            "description": "seconds to wait until every live worker serves the new version "
+            "(absent or 0: answer 202 at once)"
+        },
+    )
 
 
 def _check_iso(value: str) -> None:

@@ -23,3 +23,7 @@ reply_generated = _events.signal("reply-generated")
 #: An answer was rated; kwargs: ``rating`` ("up"/"down"), ``degraded`` (the rated answer's
 #: flag). Sender: the SessionStore.
 feedback_given = _events.signal("feedback-given")
+#: A process serves a knowledge version: its reloader started, a rebuild was swapped in,
+#: or the start-up index's version was decided; kwargs: ``version``. Sender: the
+#: KnowledgeReloader.
+knowledge_served = _events.signal("knowledge-served")

@@ -69,7 +69,7 @@ def init_operations(app: Flask, settings: Settings) -> None:
     chat = extensions.get_required(resources.chat, "chat")
 
     resources.metrics = metrics = Metrics()
-    metrics.connect(store, chat)
+    metrics.connect(store, chat, reloader=resources.reloader)
     resources.readiness = ReadinessProbe(store, settings.readiness_timeout)
 
     if settings.log_message_content:

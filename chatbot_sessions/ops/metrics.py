@@ -9,18 +9,24 @@ the variable (tests, ``flask run``) each app keeps its own in-memory registry.
 Labels are bounded: the endpoint label is the route template, never the raw path (which
 holds session ids), and unmatched paths share one value; any method outside the standard
 ones a client may send is counted as ``OTHER``.
+
+The one gauge, ``chatbot_knowledge_version``, is per worker, not a sum: in multiprocess mode
+it is ``liveall`` (a ``pid`` label each; ``child_exit`` in gunicorn.conf.py drops a dead
+worker's file), so ``min(chatbot_knowledge_version)`` is the oldest version still served.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     values,
@@ -30,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from chatbot_sessions import signals
 from chatbot_sessions.chat import ChatService
 from chatbot_sessions.domain import RATINGS, Reply
+from chatbot_sessions.replies.reloading import KnowledgeReloader
 from chatbot_sessions.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,9 @@ class Metrics:
         for rating in RATINGS:  # all four series from the start, so rates never lack a zero
             for degraded in ("false", "true"):
                 self.feedback.labels(rating, degraded)
+        #: Made by the first ``knowledge_served`` (``_on_knowledge_served``), not here.
+        self.knowledge_version: Gauge | None = None
+        self._gauge_lock = threading.Lock()
         if multiprocess_dir() and not getattr(values.ValueClass, "_multiprocess", False):
             # prometheus_client picks its storage once, when first imported.
             log.warning(
@@ -110,8 +120,13 @@ class Metrics:
                 MULTIPROC_ENV,
             )
 
-    def connect(self, store: SessionStore, chat: ChatService) -> None:
-        """Count the domain events of this app's store and chat service."""
+    def connect(
+        self, store: SessionStore, chat: ChatService, reloader: KnowledgeReloader | None = None
+    ) -> None:
+        """Count the domain events of this app's store and chat service, and show the
+        knowledge version its ``reloader`` serves (None: the generator is not reloadable)."""
+        if reloader is not None:
+            signals.knowledge_served.connect(self._on_knowledge_served, sender=reloader)
         signals.session_created.connect(self._on_session_created, sender=store)
         signals.messages_stored.connect(self._on_messages_stored, sender=store)
         signals.store_error.connect(self._on_store_error, sender=store)
@@ -132,6 +147,21 @@ class Metrics:
 
     def _on_feedback_given(self, _sender: object, rating: str, degraded: bool) -> None:
         self.feedback.labels(rating, "true" if degraded else "false").inc()
+
+    def _on_knowledge_served(self, _sender: object, version: int) -> None:
+        with self._gauge_lock:
+            if self.knowledge_version is None:
+                # Made once the process serves, not with the app: `flask` commands build the
+                # app too, and in multiprocess mode a gauge writes its file as soon as it
+                # exists; nothing marks a command's pid dead, so its 0 would stay forever.
+                self.knowledge_version = Gauge(
+                    "chatbot_knowledge_version",
+                    "The knowledge-base version this worker serves (flask kb reload and "
+                    "POST /api/admin/kb/reload raise it).",
+                    multiprocess_mode="liveall",
+                    registry=self.registry,
+                )
+        self.knowledge_version.set(version)
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Record one served request."""

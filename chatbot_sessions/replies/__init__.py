@@ -2,8 +2,9 @@
 
 ``init_app`` builds the configured generator once (or takes one given), registers it, its
 closing (the LLM client's connection pool), its reloader (``reloading.py``: a thread each
-serving process starts, which swaps in a rebuilt index after ``flask kb reload``) and the
-``flask kb`` CLI. Every generator
+serving process starts, which swaps in a rebuilt index after ``flask kb reload``), the
+reload control those requests go through (``reload_control.py``) and the ``flask kb`` CLI.
+Every generator
 ``build_generator`` returns has a ``retriever`` attribute (a ``Retriever``: ``.stats``,
 ``.search()``) through which ``flask kb`` inspects the knowledge base, and a ``stream()``
 (``StreamingReplyGenerator``) for replies sent to the browser as they are written.
@@ -25,6 +26,7 @@ from chatbot_sessions.replies.base import (
 )
 from chatbot_sessions.replies.cli import kb_cli
 from chatbot_sessions.replies.factory import build_generator, build_retriever
+from chatbot_sessions.replies.reload_control import ReloadControl
 from chatbot_sessions.replies.reloading import KnowledgeReloader
 from chatbot_sessions.replies.summary import Summariser
 
@@ -49,8 +51,10 @@ def init_app(
     """Register the reply generator: retrieval over KNOWLEDGE_DIR (or the shipped docs),
     through the LLM when configured, unless ``generator`` is given."""
     resources = extensions.resources(app)
+    versions = extensions.get_required(resources.knowledge_versions, "knowledge versions")
+    # Whatever the generator: `flask kb reload` and the admin API may ask other processes.
+    resources.reload_control = ReloadControl(versions, settings.knowledge_poll_interval)
     if generator is None:
-        versions = extensions.get_required(resources.knowledge_versions, "knowledge versions")
         try:  # read before the folder: the index then holds at least this version's files
             version: int | None = versions.current()
         except StoreUnavailable:

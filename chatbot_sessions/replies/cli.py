@@ -4,19 +4,25 @@
 and reach the index through its documented ``retriever`` attribute, so they show exactly
 what the running service uses; ``stats`` adds what every live worker serves, from Redis.
 ``reload`` asks every worker to rebuild its index from KNOWLEDGE_DIR (``reloading.py``).
+Both go through ``reload_control.ReloadControl``, as the admin API's ``/api/admin/kb`` does.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import click
 from flask.cli import AppGroup
 
-from chatbot_sessions.exceptions import StoreUnavailable
-from chatbot_sessions.extensions import get_generator, get_required, get_settings, resources
-from chatbot_sessions.replies.reloading import stale_after
+from chatbot_sessions.exceptions import (
+    KnowledgeReloadFailed,
+    KnowledgeReloadTimedOut,
+    StoreUnavailable,
+)
+from chatbot_sessions.extensions import (
+    get_generator,
+    get_reload_control,
+    get_settings,
+    resources,
+)
 from chatbot_sessions.replies.retriever import Retriever
 from chatbot_sessions.timestamps import iso_from_ms
 
@@ -68,31 +74,32 @@ def stats_command() -> None:
 
 def _echo_workers() -> None:
     """The version each live worker serves, as the workers report it into Redis."""
-    if resources().knowledge_versions is None:
+    control = resources().reload_control
+    if control is None:
         return
     if get_settings().uses_embedded_store:
         click.echo("Workers:             not tracked (embedded store: no Redis configured)")
         return
     try:
-        version, workers = _reload_state()
+        state = control.state()
     except StoreUnavailable as exc:
         click.echo(f"Workers:             unknown (Redis is unavailable: {exc})")
         return
-    click.echo(f"Reload version:      {version}")
-    click.echo(f"Workers:             {len(workers)} live")
-    if not workers:
+    click.echo(f"Reload version:      {state.version}")
+    click.echo(f"Workers:             {len(state.workers)} live")
+    if not state.workers:
         return
     rows = [("WORKER", "VERSION", "DOCUMENTS", "CHUNKS", "BUILT (UTC)", "ERROR")]
-    for worker, served in workers.items():
-        built = served.get("built_at")
+    for served in state.workers:
+        built = served.built_at
         rows.append(
             (
-                worker,
-                "?" if served.get("version") is None else str(served["version"]),
-                str(served.get("documents", "?")),
-                str(served.get("chunks", "?")),
+                served.worker,
+                _or_unknown(served.version),
+                _or_unknown(served.documents),
+                _or_unknown(served.chunks),
                 "?" if built is None else iso_from_ms(int(built * 1000))[:19],
-                _failure(served) or "-",
+                served.failure or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -101,17 +108,8 @@ def _echo_workers() -> None:
         click.echo("  " + "  ".join([*cells, row[-1]]))
 
 
-def _failure(served: dict[str, Any]) -> str | None:
-    if not served.get("error"):
-        return None
-    return f"version {served.get('failed_version')} failed: {served['error']}"
-
-
-def _reload_state() -> tuple[int, dict[str, dict[str, Any]]]:
-    """The version in Redis and every live worker's report."""
-    versions = get_required(resources().knowledge_versions, "knowledge versions")
-    stale = stale_after(get_settings().knowledge_poll_interval)
-    return versions.current(), versions.workers(stale_after=stale)
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 @kb_cli.command("reload")
@@ -129,43 +127,24 @@ def reload_command(wait: float) -> None:
         raise click.ClickException(
             "no Redis is configured (REDIS_URL, REDIS_HOST, REDIS_SENTINELS or REDIS_CLUSTER): "
             "the embedded store lives inside the server process, which this command cannot "
-            "reach; restart the server to load the changed KNOWLEDGE_DIR"
+            "reach; restart the server to load the changed KNOWLEDGE_DIR, or ask the server "
+            "itself (POST /api/admin/kb/reload, with ADMIN_TOKEN set)"
         )
-    versions = get_required(resources().knowledge_versions, "knowledge versions")
+    control = get_reload_control()
     try:
-        version = versions.bump()
+        version = control.request()
+        click.echo(f"Knowledge base version {version} requested.")
+        if wait <= 0:
+            click.echo(
+                "Workers rebuild within a few seconds; `flask kb stats` shows their versions."
+            )
+            return
+        state = control.wait_for(version, wait)
     except StoreUnavailable as exc:
         raise click.ClickException(f"Redis is unavailable: {exc}") from None
-    click.echo(f"Knowledge base version {version} requested.")
-    if wait <= 0:
-        click.echo("Workers rebuild within a few seconds; `flask kb stats` shows their versions.")
-        return
-    _wait_for(version, wait)
-
-
-def _wait_for(version: int, timeout: float) -> None:
-    """Return once every live worker serves ``version``; fail on a failed rebuild or timeout."""
-    deadline = time.monotonic() + timeout
-    behind: list[str] = []
-    while True:
-        try:
-            _, workers = _reload_state()
-        except StoreUnavailable as exc:
-            raise click.ClickException(f"Redis is unavailable: {exc}") from None
-        failed = [
-            f"{w}: {_failure(s)}" for w, s in workers.items() if s.get("failed_version") == version
-        ]
-        if failed:
-            raise click.ClickException("rebuild failed on " + "; ".join(failed))
-        behind = [w for w, s in workers.items() if s.get("version") != version]
-        if workers and not behind:
-            click.echo(f"All {len(workers)} live workers serve version {version}.")
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    who = ", ".join(behind) if behind else "no worker reported"
-    raise click.ClickException(f"not every worker serves version {version} after {timeout}s: {who}")
+    except (KnowledgeReloadFailed, KnowledgeReloadTimedOut) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"All {len(state.workers)} live workers serve version {version}.")
 
 
 @kb_cli.command("search")

@@ -6,7 +6,8 @@ KNOWLEDGE_POLL_INTERVAL seconds; when it differs from the one served, the thread
 the index from KNOWLEDGE_DIR and swaps it in (``ReloadableGenerator.rebuild``). Requests
 never wait for a build and never see a half-built index; a build that fails leaves the old
 index serving, with the error logged and reported. Each process also reports what it serves
-(``Served``) into Redis, which ``flask kb stats`` lists.
+(``Served``) into Redis, which ``flask kb stats`` lists, and announces the version it serves
+(``signals.knowledge_served``), which the metrics show.
 
 With the embedded store (no Redis configured) the version lives inside the one process, so
 ``flask kb reload``, another process, cannot reach it: restart instead.
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from chatbot_sessions import signals
 from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.exceptions import StoreUnavailable
 from chatbot_sessions.replies.base import ReplyStream, StreamingReplyGenerator
@@ -155,6 +157,7 @@ class KnowledgeReloader:
             self._rebuild(wanted)
         elif self.served.version is None:  # never reloaded: the start-up index is version 0
             self.served = replace(self.served, version=wanted)
+            self._announce()
         try:
             self.versions.report(self.worker, asdict(self.served), int(stale_after(self.interval)))
         except StoreUnavailable as exc:
@@ -183,6 +186,7 @@ class KnowledgeReloader:
             )
             return
         self.served = Served.of(retriever, version)
+        self._announce()
         log.info(
             "knowledge base version %s: %d documents, %d chunks, swapped in after %.3fs",
             version,
@@ -190,6 +194,11 @@ class KnowledgeReloader:
             self.served.chunks,
             time.perf_counter() - started,
         )
+
+    def _announce(self) -> None:
+        """Tell whoever listens (the metrics) which version this process serves now."""
+        if self.served.version is not None:
+            signals.knowledge_served.send(self, version=self.served.version)
 
     def _redis_unavailable(self, exc: StoreUnavailable) -> None:
         if self._redis_ok:  # once per outage, not once a second
@@ -201,6 +210,7 @@ class KnowledgeReloader:
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
+        self._announce()  # here, not at build: only a serving process has a version to show
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="knowledge-reloader", daemon=True)
         self._thread.start()

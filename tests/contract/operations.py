@@ -9,6 +9,8 @@ OPERATIONS = {
     ("delete", "/api/session/{session_id}"): {"200", "404", "503"},
     ("post", "/api/send-message"): {"200", "400", "409", "413", "422", "429", "503"},
     ("get", "/api/admin/stats"): {"200", "401", "404", "503"},
+    ("get", "/api/admin/kb"): {"200", "401", "404", "503"},
+    ("post", "/api/admin/kb/reload"): {"200", "202", "401", "404", "409", "422", "503", "504"},
     ("get", "/api/session/{session_id}/replies/{reply_id}/events"): {
         "200",
         "204",

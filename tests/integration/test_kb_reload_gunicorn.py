@@ -4,6 +4,8 @@ Load threads send messages the whole time, each on a fresh connection so both wo
 get some; meanwhile the test replaces the folder's files and runs ``flask kb reload``
 (a separate process, the same environment). Every request must succeed, both workers
 must report the new version, and the new page must be what answers cite afterwards.
+A second test drives the same reload through ``POST /api/admin/kb/reload?wait`` (served by
+one worker, waiting on both) and reads each worker's ``chatbot_knowledge_version``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import REPO_ROOT, GunicornServer
 
@@ -26,6 +30,8 @@ NEW = "# Volcano\n\n## Eruptions\n\nThe volcano on the island erupts every sprin
 QUESTIONS = ("When does the ferry leave?", "When does the volcano erupt?")
 LOAD_THREADS = 3
 MAX_LOAD_SECONDS = 60  # the load stops by itself even if the test body fails to stop it
+ADMIN_TOKEN = "reload-test-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def flask(server: GunicornServer, *args: str) -> subprocess.CompletedProcess:
@@ -67,6 +73,22 @@ def cited(server: GunicornServer, question: str) -> list[str]:
     )
     assert reply.status_code == 200, reply.text
     return [source["source"] for source in reply.json()["sources"]]
+
+
+def two_workers(redis_server, tmp_path, **env: str) -> tuple[GunicornServer, Path]:
+    """Two gunicorn workers over our own (flushed) Redis, serving a folder with OLD in it."""
+    redis_server.client().flushdb()  # our own server, started by the fixture
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "ferries.md").write_text(OLD)
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KNOWLEDGE_DIR": str(kb),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "4",
+        **env,
+    }
+    return GunicornServer(env, tmp_path / "gunicorn").start(), kb
 
 
 class Load:
@@ -114,17 +136,7 @@ class Load:
 def test_reload_under_load_swaps_every_worker_without_a_failed_request(
     private_redis_server, tmp_path
 ):
-    private_redis_server.client().flushdb()  # our own server, started by the fixture
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "ferries.md").write_text(OLD)
-    env = {
-        "REDIS_URL": private_redis_server.url,
-        "KNOWLEDGE_DIR": str(kb),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
-    }
-    server = GunicornServer(env, tmp_path / "gunicorn").start()
+    server, kb = two_workers(private_redis_server, tmp_path)
     try:
         workers = {f"{socket.gethostname()}:{pid}" for pid in server.worker_pids()}
         assert len(workers) == 2
@@ -158,5 +170,54 @@ def test_reload_under_load_swaps_every_worker_without_a_failed_request(
         print(
             f"reload: {load.ok} requests ok during the run, swap confirmed in {swap_seconds:.2f}s"
         )
+    finally:
+        server.stop()
+
+
+def reporting(server: GunicornServer) -> set[str]:
+    """The workers ``GET /api/admin/kb`` lists."""
+    state = requests.get(f"{server.base_url}/api/admin/kb", headers=ADMIN, timeout=10)
+    return {worker["worker"] for worker in state.json()["workers"]}
+
+
+def served_versions(server: GunicornServer) -> dict[int, float]:
+    """``chatbot_knowledge_version`` of every live worker, by pid, from one scrape."""
+    text = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    return {
+        int(sample.labels["pid"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "chatbot_knowledge_version"
+    }
+
+
+def test_the_admin_endpoint_reloads_every_worker_and_the_gauge_follows(
+    private_redis_server, tmp_path
+):
+    server, kb = two_workers(private_redis_server, tmp_path, ADMIN_TOKEN=ADMIN_TOKEN)
+    try:
+        pids = server.worker_pids()
+        workers = {f"{socket.gethostname()}:{pid}" for pid in pids}
+        deadline = time.monotonic() + 15
+        while reporting(server) != workers:
+            assert time.monotonic() < deadline, "both workers should report within seconds"
+            time.sleep(0.5)
+        assert served_versions(server) == dict.fromkeys(pids, 0)
+
+        (kb / "volcano.md").write_text(NEW)
+        (kb / "ferries.md").unlink()
+        started = time.monotonic()
+        reply = requests.post(
+            f"{server.base_url}/api/admin/kb/reload?wait=20", headers=ADMIN, timeout=30
+        )
+        assert reply.status_code == 200, reply.text
+        assert time.monotonic() - started < 5
+        body = reply.json()
+        assert body["version"] == 1
+        assert {w["worker"]: w["version"] for w in body["workers"]} == dict.fromkeys(workers, 1)
+
+        assert served_versions(server) == dict.fromkeys(pids, 1)  # whichever worker scrapes
+        for _ in range(10):  # fresh connections: both workers answer some of them
+            assert cited(server, QUESTIONS[1]) == ["volcano.md"]
     finally:
         server.stop()

@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import re
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from chatbot_sessions.domain import Reply
 from chatbot_sessions.sessions.ids import new_session_id
-
-
-def samples(client) -> dict[tuple[str, frozenset], float]:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.content_type.startswith("text/plain; version=")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(response.get_data(as_text=True))
-        for s in family.samples
-    }
-
-
-def value(data, name: str, **labels: str) -> float:
-    return data.get((name, frozenset(labels.items())), 0.0)
+from tests.support.metrics import samples, value
 
 
 def test_requests_are_counted_by_route_template_and_status(client):
