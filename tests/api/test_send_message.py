@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -140,6 +141,31 @@ def test_non_ascii_idempotency_keys_are_422(client, fake_redis, key):
     assert response.status_code == 422
     assert "Idempotency-Key" in response.get_json()["details"]["fields"]
     assert fake_redis.dbsize() == 0
+
+
+# Blank in one regex dialect or the other: Python's whitespace, ECMA-262's (U+FEFF), both.
+BLANKISH = ["\x1d", "\x1c\x1f", " \x85 ", "\ufeff", "\u3000\u2028", "\t\x0b\x0c"]
+
+
+@pytest.mark.parametrize("question", BLANKISH)
+def test_questions_blank_in_either_regex_dialect_are_422(client, fake_redis, question):
+    response = client.post("/api/send-message", json={"question": question})
+    assert response.status_code == 422
+    assert response.get_json()["details"]["fields"]["question"] == ["must not be blank"]
+    assert fake_redis.dbsize() == 0
+
+
+def test_the_documented_pattern_is_the_blank_check(client):
+    # A client (or a fuzzer) that trusts the OpenAPI document is never told its question is
+    # blank when the document's pattern says it is not, nor the other way round.
+    pattern = re.compile(
+        client.get("/api/openapi.json").get_json()["components"]["schemas"]["SendMessage"][
+            "properties"
+        ]["question"]["pattern"]
+    )
+    for question in [*BLANKISH, "a", " ok ", "\x1da", "\u200b", "\x7f", "\x00"]:
+        accepted = client.post("/api/send-message", json={"question": question}).status_code
+        assert (accepted == 200) == bool(pattern.search(question)), repr(question)
 
 
 def test_question_length_limit(make_app, fake_redis):
