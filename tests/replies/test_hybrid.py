@@ -88,19 +88,29 @@ def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> Non
     assert build_retriever(None, "bm25").dense is None  # words only need no model
 
 
-# Measured with the shipped corpus (docs/performance.md, bench/retrieval_quality.py).
-# blind-v1 (110 cases; the hybrid mix was tuned on it): BM25, the default, 75 at top-1
-# (68.2 %) and 98 at top-3 (89.1 %); hybrid 87 (79.1 %) and 103 (93.6 %). blind-v2 (94
-# cases, written afterwards by someone who had seen no retriever output; never tuned on):
-# BM25 60 (63.8 %) and 81 (86.2 %); hybrid 70 (74.5 %) and 83 (88.3 %). Issue #14 asks for
-# 90 % and 100 %: not reached. These floors are the measured level minus one question, a
-# regression guard, not the target.
+# Measured with the shipped corpus (docs/performance.md, bench/retrieval_quality.py), as it
+# stands since it documents streaming, stopping, ratings and idempotency keys (2026-12-02).
+# blind-v1 (110 cases; the hybrid mix was tuned on it): BM25, the default, 68 at top-1
+# (61.8 %) and 97 at top-3 (88.2 %); hybrid 83 (75.5 %) and 99 (90.0 %). blind-v2 (94
+# cases, written by someone who had seen no retriever output; never tuned on): BM25 57
+# (60.6 %) and 78 (83.0 %); hybrid 67 (71.3 %) and 81 (86.2 %). Both were written without
+# those topics, and the new sections took a few of their questions from the older pages
+# (before, v1 75/98 and 87/103, v2 60/81 and 70/83). blind-v3 (125 cases, written over the
+# extended corpus, 46 on the new topics, never tuned on): BM25 82 (65.6 %) and 113
+# (90.4 %); hybrid 97 (77.6 %) and 115 (92.0 %); over the corpus before the new sections,
+# 68/96 and 84/103. Issue #14 asks for 90 % and 100 %: not reached. These floors are the
+# measured level minus one question, a regression guard, not the target.
 SETS = {
-    "blind-v1": (DEFAULT_SET, 110, {"bm25": (74, 97), "hybrid": (86, 102)}),
+    "blind-v1": (DEFAULT_SET, 110, {"bm25": (67, 96), "hybrid": (82, 98)}),
     "blind-v2": (
         DEFAULT_SET.with_name("blind-v2.jsonl"),
         94,
-        {"bm25": (59, 80), "hybrid": (69, 82)},
+        {"bm25": (56, 77), "hybrid": (66, 80)},
+    ),
+    "blind-v3": (
+        DEFAULT_SET.with_name("blind-v3.jsonl"),
+        125,
+        {"bm25": (81, 112), "hybrid": (96, 114)},
     ),
 }
 
