@@ -308,7 +308,7 @@ def test_a_json_answer_is_shown_as_before(ui):
     ui.page.route("**/api/send-message", json_answer)
     answer = ui.ask_and_wait("old server?")
     expect(answer.locator(".cs-bubble")).to_have_text("A plain JSON answer")
-    expect(answer.locator(".cs-note")).to_contain_text("without the knowledge base")
+    expect(answer.locator(".cs-note")).to_contain_text("quotes the documentation")
     expect(ui.send_button).to_be_visible()
     assert accepts and "text/event-stream" in (accepts[0] or "")
     assert ui.pending_reply() is None

@@ -930,7 +930,7 @@
         item.append(
           el("div", {
             cls: "cs-note",
-            text: "Answered without the knowledge base; it may be less accurate.",
+            text: "The language model was unavailable: this answer quotes the documentation.",
           }),
         );
       }
