@@ -122,12 +122,16 @@ def message_from_wire(message: Mapping[str, Any]) -> NewMessage:
 
 
 def encode_reply(reply: Reply) -> str:
-    """Serialise a reply for an idempotency record, floats and all, so a replay is identical."""
+    """Serialise a reply for an idempotency record, floats and all, so a replay is identical
+    (a stopped reply replays as stopped)."""
     sources = [[s.title, s.source, s.score] for s in reply.sources]
-    return json.dumps([reply.text, sources, reply.degraded], separators=(",", ":"))
+    return json.dumps([reply.text, sources, reply.degraded, reply.stopped], separators=(",", ":"))
 
 
 def decode_reply(raw: str) -> Reply:
-    """Inverse of ``encode_reply``."""
-    text, sources, degraded = json.loads(raw)
-    return Reply(text, tuple(Source(*s) for s in sources), bool(degraded))
+    """Inverse of ``encode_reply``; a record written before replies kept ``stopped`` (three
+    items) reads as not stopped."""
+    text, sources, degraded, *stopped = json.loads(raw)
+    return Reply(
+        text, tuple(Source(*s) for s in sources), bool(degraded), bool(stopped and stopped[0])
+    )

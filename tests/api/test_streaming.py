@@ -154,6 +154,22 @@ def test_stop_keeps_the_text_so_far_marked_stopped(make, slow):
     assert again.status_code == 202 and "ended" in again.get_json()["message"]
 
 
+def test_a_keyed_retry_of_a_stopped_reply_replays_it_stopped(make, slow):
+    slow.parts, slow.pause = 40, 0.05
+    client = make()
+    events = parse_events(stream(client, "long one", key="stopped-reply-key-1").response)
+    start = next(events)
+    sid, reply_id = start.data["sessionId"], start.data["replyId"]
+    next(events)  # the first delta
+    client.post(f"/api/session/{sid}/replies/{reply_id}/stop")
+    done = [e for e in events if hasattr(e, "name")][-1]
+    assert done.data["stopped"] is True
+    wait_stored(client, sid)
+    replay = [e for e in events_of(stream(client, "long one", key="stopped-reply-key-1"))]
+    assert replay[-1].name == "done"
+    assert replay[-1].data["stopped"] is True and replay[-1].data["reply"] == done.data["reply"]
+
+
 @pytest.mark.parametrize("reply", ["0" * 32, "not-a-reply", "X" * 32])
 def test_unknown_replies_and_sessions_are_404_json(make, reply):
     client = make()

@@ -282,3 +282,15 @@ def test_entries_round_trip_any_content(content, sources):
     assert message.get("sources", []) == [
         {"title": s.title, "source": s.source, "score": s.score} for s in sources
     ]
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+@pytest.mark.parametrize("degraded", [False, True])
+def test_idempotency_records_keep_the_whole_reply(stopped, degraded):
+    from chatbot_sessions.domain import Reply
+    from chatbot_sessions.sessions.codec import decode_reply, encode_reply
+
+    reply = Reply("text", (Source("T", "t.md", 0.123456789),), degraded, stopped)
+    assert decode_reply(encode_reply(reply)) == reply
+    # A record an older release wrote (no stopped item) still replays, as not stopped.
+    assert decode_reply('["text",[],true]') == Reply("text", (), True, False)
