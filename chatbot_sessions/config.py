@@ -106,6 +106,7 @@ class Settings:
     rate_limit_create: str = "30/minute"
     rate_limit_send_ip: str = "60/minute"
     rate_limit_send_session: str = "30/minute"
+    rate_limit_feedback: str = "60/minute"
     trusted_proxies: int = 0
     idempotency_ttl: int = 600
     idempotency_wait: float = 2.0
@@ -184,6 +185,7 @@ class _SettingsSchema(Schema):
     rate_limit_create = fields.String(data_key="RATE_LIMIT_CREATE")
     rate_limit_send_ip = fields.String(data_key="RATE_LIMIT_SEND_IP")
     rate_limit_send_session = fields.String(data_key="RATE_LIMIT_SEND_SESSION")
+    rate_limit_feedback = fields.String(data_key="RATE_LIMIT_FEEDBACK")
     trusted_proxies = fields.Integer(data_key="TRUSTED_PROXIES", validate=validate.Range(0, 10))
     idempotency_ttl = _positive_int(data_key="IDEMPOTENCY_TTL")
     idempotency_wait = fields.Float(data_key="IDEMPOTENCY_WAIT", validate=validate.Range(0, 30))
@@ -226,7 +228,9 @@ class _SettingsSchema(Schema):
                 "must be 0 with REDIS_CLUSTER: a cluster has one database", "REDIS_DB"
             )
 
-    @validates("rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session")
+    @validates(
+        "rate_limit_create", "rate_limit_send_ip", "rate_limit_send_session", "rate_limit_feedback"
+    )
     def _check_rate_limit(self, value: str, **_: Any) -> None:
         from limits import parse_many
 

@@ -96,7 +96,7 @@ class AnswerFeedback(MethodView):
 
     @blp.arguments(FeedbackSchema())
     @blp.response(200, FeedbackGivenSchema)
-    @errors(blp, 400, 404, 413, 422, 503)
+    @errors(blp, 400, 404, 413, 422, 429, 503)
     def post(self, body: dict[str, Any], session_id: str, message_id: str) -> Feedback:
         """Rate the answer ``message_id`` (its ``id`` in history) up or down, with an optional
         comment; a later rating of the same answer replaces this one."""

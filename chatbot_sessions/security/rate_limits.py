@@ -6,7 +6,8 @@ What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/secon
   that starts a session (``ChatService.before_new_session``), so that made-up session ids
   cannot create sessions past the limit;
 - ``RATE_LIMIT_SEND_IP`` per client IP and ``RATE_LIMIT_SEND_SESSION`` per session (per IP
-  when the ``session-id`` header is missing or malformed) on send-message.
+  when the ``session-id`` header is missing or malformed) on send-message;
+- ``RATE_LIMIT_FEEDBACK`` per client IP on rating an answer (each rating is a write).
 
 **Counting.** Fixed windows, counted by Lua (``sessions/scripts.py``, ``COUNT_LIMITS``):
 each counter of the request is incremented, gets its expiry on its first hit, and the
@@ -138,6 +139,7 @@ class RateLimiter:
         self.send_session = Limit.from_setting(
             "session", settings.rate_limit_send_session, session_identity
         )
+        self.feedback = Limit.from_setting("feedback", settings.rate_limit_feedback, ip_identity)
         self._script = client.register_script(scripts.LIMITS)
         self._by_slot = isinstance(client, RedisCluster)
         #: Counters may ride on the session access's script: one server, any key in reach.
@@ -202,10 +204,13 @@ class RateLimiter:
                 log.warning("rate limits counted in memory: %s: %s", type(exc).__name__, exc)
         return self._script_in_memory(keys=keys, args=args)
 
-    def limit(self, view: Callable[..., Any], limits: Sequence[Limit]) -> Callable[..., Any]:
+    def limit(
+        self, view: Callable[..., Any], limits: Sequence[Limit], *, rides: bool = True
+    ) -> Callable[..., Any]:
         """``view`` behind ``limits``: owed to its first session access where they can ride
-        on it, else counted before the view runs."""
-        if not self.folds:
+        on it (``rides``: the view's first access is a create, touch or context), else
+        counted before the view runs."""
+        if not (self.folds and rides):
             return _limited(view, functools.partial(self.check, limits))
 
         @functools.wraps(view)
@@ -235,7 +240,7 @@ def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..
 
 
 def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
-    """Attach the limiter to the two writing views and the chat service; nothing when disabled.
+    """Attach the limiter to the three writing views and the chat service; nothing when disabled.
 
     The check wraps the view functions (as a route decorator would), so it runs after the
     before-request hooks and not for the OPTIONS answers Flask makes without the view.
@@ -244,13 +249,16 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
         return None
     resources = extensions.resources(app)
     limiter = RateLimiter(extensions.get_required(resources.redis, "redis"), settings)
+    # endpoint: (its limits, whether they can ride on its first session access)
     endpoints = {
-        "sessions.CreateSession": [limiter.create],
-        "messages.SendMessage": [limiter.send_ip, limiter.send_session],
+        "sessions.CreateSession": ([limiter.create], True),
+        "messages.SendMessage": ([limiter.send_ip, limiter.send_session], True),
+        # A rating's script (RATE) writes at once: its limit is counted before it runs.
+        "sessions.AnswerFeedback": ([limiter.feedback], False),
     }
-    for endpoint, limits in endpoints.items():
+    for endpoint, (limits, rides) in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed
-        app.view_functions[endpoint] = limiter.limit(view, limits)
+        app.view_functions[endpoint] = limiter.limit(view, limits, rides=rides)
     extensions.get_required(resources.chat, "chat").before_new_session = limiter.check_new_session
     if limiter.folds:
         extensions.get_required(resources.store, "store").owed_limits = limiter.take_owed

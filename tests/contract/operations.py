@@ -19,5 +19,5 @@ OPERATIONS = {
         "503",
     },
     ("post", "/api/session/{session_id}/replies/{reply_id}/stop"): {"202", "404", "503"},
-    ("post", FEEDBACK): {"200", "400", "404", "413", "422", "503"},
+    ("post", FEEDBACK): {"200", "400", "404", "413", "422", "429", "503"},
 }

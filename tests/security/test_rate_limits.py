@@ -336,3 +336,25 @@ def test_limits_hold_across_gunicorn_workers(gunicorn_server, real_redis):
         timeout=10,
     )  # fmt: skip
     assert other.status_code == 201
+
+
+def test_ratings_are_limited_per_ip_before_anything_is_written(make_app, fake_redis):
+    client = limited_app(make_app, RATE_LIMIT_FEEDBACK="2/minute").test_client()
+    sid = create(client).get_json()["sessionId"]
+    assert send(client, sid).status_code == 200
+    answer = client.get(f"/api/session/{sid}/history").get_json()["messages"][-1]["id"]
+    path = f"/api/session/{sid}/messages/{answer}/feedback"
+
+    def rate(rating, ip="10.0.0.1"):
+        return client.post(path, json={"rating": rating}, **from_ip(ip))
+
+    assert [rate("up").status_code, rate("down").status_code] == [200, 200]
+    assert_rate_limited(rate("up"), 60)
+    stored = client.get(f"/api/session/{sid}/history").get_json()["messages"][-1]
+    assert stored["feedback"]["rating"] == "down", "the refused rating changed nothing"
+    assert rate("up", ip="10.0.0.2").status_code == 200  # another client's own budget
+
+
+def test_a_bad_feedback_limit_stops_start_up_naming_the_variable():
+    with pytest.raises(ConfigError, match="RATE_LIMIT_FEEDBACK"):
+        load_settings({"RATE_LIMIT_FEEDBACK": "often"})
