@@ -121,6 +121,10 @@ class Exchange:
     session_id: str
     reply: Reply
     replayed: bool = False
+    #: The answer's message id (its absolute position, as in history), to rate it by; None
+    #: when unknown (a record written before records kept it, a lost reply run again after
+    #: another append).
+    message_id: int | None = None
 
 
 class RatedAnswer(TypedDict):

@@ -287,6 +287,15 @@ class ReplySchema(SuccessSchema):
     sessionId = fields.String(required=True, attribute="session_id")
     sources = fields.List(fields.Nested(SourceSchema), required=True, attribute="reply.sources")
     degraded = fields.Boolean(required=True, attribute="reply.degraded")
+    messageId = fields.Integer(
+        required=True,
+        allow_none=True,
+        attribute="message_id",
+        metadata={
+            "description": "the answer's id in history (rate it with POST "
+            "…/messages/<messageId>/feedback); null when unknown"
+        },
+    )
 
 
 class EventsQuerySchema(Schema):

@@ -73,7 +73,10 @@ def _done_payload(exchange: Exchange, reply_id: str, stopped: bool) -> dict[str,
 def _render(event: ReplyEvent) -> str:
     data = json.loads(event.data)
     if event.name == "done":
-        exchange = Exchange(data["sessionId"], decode_reply(data["reply"]))
+        # An event published before done events carried messageId renders it as null.
+        exchange = Exchange(
+            data["sessionId"], decode_reply(data["reply"]), message_id=data.get("messageId")
+        )
         data = _done_payload(exchange, data["replyId"], bool(data["stopped"]))
     elif event.name == "error":
         data = envelope(data["error"], data["message"])

@@ -6,8 +6,9 @@ is simply the last number it saw, on whichever worker it reconnects to:
 
     start  {"sessionId", "sessionID", "replyId"}   before any text
     delta  {"text"}                                 one or more, in order
-    done   {"sessionId", "replyId", "reply", "stopped"} once the turn is stored;
-           ``reply`` is the codec's encoding of the Reply (the view renders it)
+    done   {"sessionId", "replyId", "reply", "stopped", "messageId"} once the turn is
+           stored; ``reply`` is the codec's encoding of the Reply (the view renders it),
+           ``messageId`` the answer's id in history (null when unknown)
     error  {"error", "message"}                     when the reply could not be finished
 
 Each publish is one script (``scripts.PUBLISH``): it refuses to write into a session that
@@ -67,6 +68,7 @@ class EventPublisher:
                 "replyId": self.reply_id,
                 "reply": encode_reply(exchange.reply),
                 "stopped": stopped,
+                "messageId": exchange.message_id,
             },
         )
 

@@ -118,10 +118,12 @@ class Attempt:
         started_by_key = record is not None and self._claimed_in is None
         if self.session_id is not None:
             try:
-                store.append(self.session_id, turns, record=record, started_by_key=started_by_key)
+                message_id = store.append(
+                    self.session_id, turns, record=record, started_by_key=started_by_key
+                )
                 if started_by_key:
-                    self._finish(self.session_id, record)  # type: ignore[arg-type]
-                return Exchange(self.session_id, reply)
+                    self._finish(self.session_id, record, message_id)  # type: ignore[arg-type]
+                return Exchange(self.session_id, reply, message_id=message_id)
             except AlreadyRecorded:
                 return self._writes.replay_of(self._claim(self.session_id))
             except SessionNotFound:
@@ -163,7 +165,7 @@ class Attempt:
         store = self._writes.store
         for fresh in self._new_session_ids():
             try:
-                store.append(fresh, turns, create=True, record=record)
+                message_id = store.append(fresh, turns, create=True, record=record)
             except SessionIdTaken:
                 continue
             except AlreadyRecorded:
@@ -172,16 +174,19 @@ class Attempt:
                 claim = self._claim(fresh)
                 exchange = self._writes.replay_of(claim)
                 assert record is not None and claim.result is not None
-                self._finish(fresh, IdempotentWrite(record.key, record.fingerprint, claim.result))
+                done = IdempotentWrite(record.key, record.fingerprint, claim.result)
+                self._finish(fresh, done, claim.message_id)
                 return exchange
             if record is not None:
-                self._finish(fresh, record)
-            return Exchange(fresh, reply)
+                self._finish(fresh, record, message_id)
+            return Exchange(fresh, reply, message_id=message_id)
         raise SessionIdTaken(self._reserved_id or "fresh ids")
 
-    def _finish(self, session_id: str, record: IdempotentWrite) -> None:
+    def _finish(self, session_id: str, record: IdempotentWrite, message_id: int | None) -> None:
         try:
-            self._writes.store.finish(record.key, record, session_id=session_id)
+            self._writes.store.finish(
+                record.key, record, session_id=session_id, message_id=message_id
+            )
         except StoreUnavailable as exc:
             # Stored and recorded under the session already; a retry finds it there once
             # this attempt's lease lapses.
@@ -264,4 +269,9 @@ class TurnWrites:
         """The stored exchange a done record describes, marked as replayed."""
         if claim.status != ClaimStatus.DONE or claim.result is None or claim.session_id is None:
             raise IdempotencyInProgress(retry_after=1)  # the record expired meanwhile
-        return Exchange(claim.session_id, decode_reply(claim.result), replayed=True)
+        return Exchange(
+            claim.session_id,
+            decode_reply(claim.result),
+            replayed=True,
+            message_id=claim.message_id,
+        )

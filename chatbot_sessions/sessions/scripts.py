@@ -206,26 +206,37 @@ return 1
 # ('1' = new session), write mark, mark expiry (ms); then, used only with a record: record
 # ttl, fingerprint, session id, result, origin (name of the session-less record that
 # reserved a new session, or ''); messages from ARGV[12].
-# Returns:
-#   'stored'   appended now, or earlier by this very write (its mark is in the log);
+# Returns {status[, id]}:
+#   'stored'   appended now, or earlier by this very write (its mark is in the log); id: the
+#              absolute position of the last message appended (a turn's answer). The log
+#              entry is '<mark>=<id>', found again by its score (the mark expiry, the same
+#              in a run again); an entry of just '<mark>' (written before entries kept
+#              the id) answers no id;
 #   'gone'     the session no longer exists (never resurrected);
 #   'taken'    create hit an id that already exists;
-#   'recorded' the record is done: another attempt of the key stored the exchange.
+#   'recorded' the record is done: another attempt of the key stored the exchange (the
+#              record keeps its answer's id as `mid`, for CLAIM to answer).
 # Marking the record done in the same script means no crash can store without recording or
 # vice versa; logging it (and the origin) here means DELETE finds both. The ratings of the
 # answers the trim drops go with them, so the feedback never outgrows the messages.
 APPEND = (
     LOG_WRITE
     + """
-if redis.call('ZSCORE', KEYS[3], ARGV[5]) then return 'stored' end
 local record = KEYS[5]
-if record and redis.call('HGET', record, 'state') == 'done' then return 'recorded' end
+local mine = ARGV[5] .. '='
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[6], ARGV[6])) do
+  if name == ARGV[5] then return {'stored'} end
+  if string.sub(name, 1, #mine) == mine then
+    return {'stored', tonumber(string.sub(name, #mine + 1))}
+  end
+end
+if record and redis.call('HGET', record, 'state') == 'done' then return {'recorded'} end
 local exists = redis.call('EXISTS', KEYS[1])
 if ARGV[4] == '1' then
-  if exists == 1 then return 'taken' end
+  if exists == 1 then return {'taken'} end
   redis.call('HSET', KEYS[1], 'createdAt', ARGV[2], 'seq', 0)
 elseif exists == 0 then
-  return 'gone'
+  return {'gone'}
 end
 local length = redis.call('RPUSH', KEYS[2], unpack(ARGV, 12))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
@@ -237,16 +248,17 @@ if redis.call('EXPIRE', KEYS[4], ARGV[1]) == 1 then
   -- positions seq - length (the first before the trim) up to the first one kept
   for n = seq - length, seq - tonumber(ARGV[3]) - 1 do redis.call('HDEL', KEYS[4], n) end
 end
-log_write(ARGV[5], ARGV[6])
+log_write(mine .. (seq - 1), ARGV[6])
 if record then
-  redis.call('HSET', record, 'state', 'done', 'fp', ARGV[8], 'sid', ARGV[9], 'result', ARGV[10])
+  redis.call('HSET', record, 'state', 'done', 'fp', ARGV[8], 'sid', ARGV[9], 'result', ARGV[10],
+             'mid', seq - 1)
   redis.call('HDEL', record, 'lease', 'owner', 'reply')
   redis.call('EXPIRE', record, ARGV[7])
   local until_ms = tonumber(ARGV[2]) + 1000 * tonumber(ARGV[7])
   redis.call('ZADD', KEYS[3], until_ms, record)
   if ARGV[11] ~= '' then redis.call('ZADD', KEYS[3], until_ms, ARGV[11]) end
 end
-return 'stored'
+return {'stored', seq - 1}
 """
 )
 
@@ -285,15 +297,17 @@ return {'rated', head}
 # KEYS: record[, writes, meta] (the last two for a record in a session). ARGV: record ttl,
 # now_ms, fingerprint, lease_until_ms, owner, proposed session id, reply id ('' unless the
 # attempt streams its reply).
-# Returns {status, sid[, result or lease_until, reply id]}: 'new' (this caller holds the
-# lease: a new record, a lapsed lease taken over, or its own claim run again), 'busy'
-# (another holds it; with the id of the reply it is streaming, if any),
-# 'done', 'mismatch', or 'gone' when the session no longer exists (nothing written: no
-# record of a deleted session). A new record in a session joins its write log, which
-# expires with the session (PTTL of meta).
+# Returns {status, sid[, result or lease_until, message id or reply id]}: 'new' (this
+# caller holds the lease: a new record, a lapsed lease taken over, or its own claim run
+# again), 'busy' (another holds it; with the id of the reply it is streaming, if any),
+# 'done' (with the result and the stored answer's message id, '' in a record written
+# before records kept it), 'mismatch', or 'gone' when the session no longer exists
+# (nothing written: no record of a deleted session). A new record in a session joins its
+# write log, which expires with the session (PTTL of meta).
 CLAIM = """
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {'gone', ''} end
-local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result', 'owner', 'reply')
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease', 'sid', 'result', 'owner', 'reply',
+                     'mid')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[3], 'lease', ARGV[4],
              'owner', ARGV[5], 'sid', ARGV[6], 'reply', ARGV[7])
@@ -306,7 +320,7 @@ if not r[1] then
   return {'new', ARGV[6]}
 end
 if r[2] ~= ARGV[3] then return {'mismatch', r[4]} end
-if r[1] == 'done' then return {'done', r[4], r[5]} end
+if r[1] == 'done' then return {'done', r[4], r[5], r[8] or ''} end
 if r[6] == ARGV[5] then return {'new', r[4]} end
 if tonumber(r[3]) > tonumber(ARGV[2]) then return {'busy', r[4], r[3], r[7] or ''} end
 redis.call('HSET', KEYS[1], 'lease', ARGV[4], 'owner', ARGV[5], 'reply', ARGV[7])
@@ -325,14 +339,15 @@ end
 return 1
 """
 
-# KEYS: record. ARGV: fingerprint, session id, result. Copies a stored exchange's result
-# onto a session-less record, so its retries find the reply without a second lookup. Only
-# onto a record that still exists: if the new session was deleted meanwhile, its DELETE
-# removed the record (the append logged it), and it must not come back. The record keeps
-# the TTL of its claim. Run twice, it writes the same fields again.
+# KEYS: record. ARGV: fingerprint, session id, result, message id ('' when unknown). Copies
+# a stored exchange's result onto a session-less record, so its retries find the reply
+# without a second lookup. Only onto a record that still exists: if the new session was
+# deleted meanwhile, its DELETE removed the record (the append logged it), and it must not
+# come back. The record keeps the TTL of its claim. Run twice, it writes the same fields again.
 FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'done', 'fp', ARGV[1], 'sid', ARGV[2], 'result', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'mid', ARGV[4]) end
 redis.call('HDEL', KEYS[1], 'lease', 'owner', 'reply')
 return 1
 """

@@ -163,6 +163,9 @@ class IdempotencyClaim:
     status: ClaimStatus
     session_id: str | None
     result: str | None = None
+    #: With DONE: the stored answer's message id (None in a record written before records
+    #: kept it).
+    message_id: int | None = None
     lease_until_ms: int = 0
     #: With BUSY: the reply the holder is streaming ('' when it is not streaming).
     reply_id: str = ""
@@ -338,8 +341,10 @@ class SessionStore:
         create: bool = False,
         record: IdempotentWrite | None = None,
         started_by_key: bool = False,
-    ) -> None:
-        """Append ``messages`` atomically and exactly once, trimming to the maximum.
+    ) -> int | None:
+        """Append ``messages`` atomically and exactly once, trimming to the maximum; return
+        the last one's message id (a turn's answer), None when a run again after a lost
+        reply can no longer tell it (another append came in between).
 
         Without ``create`` a vanished session raises SessionNotFound instead of coming back;
         with it, the session must not exist yet (SessionIdTaken) and is created with these
@@ -364,7 +369,7 @@ class SessionStore:
             self.ttl, at, self.max_messages, int(create), _write_mark(), self._forget_at(at),
             *record_args, *encoded,
         ]  # fmt: skip
-        outcome, _ = self._call(self._append, keys, args)
+        (outcome, *appended_at), _ = self._call(self._append, keys, args)
         if outcome == Outcome.GONE:
             raise SessionNotFound(session_id)
         if outcome == Outcome.TAKEN:
@@ -374,6 +379,7 @@ class SessionStore:
         if create:
             signals.session_created.send(self)
         signals.messages_stored.send(self, count=len(encoded))
+        return int(appended_at[0]) if appended_at else None
 
     def rate(
         self, session_id: str, message_id: str | int, rating: str, comment: str | None = None
@@ -433,7 +439,10 @@ class SessionStore:
         (status, found_sid, *extra), _ = self._call(self._claim, keys, args)
         status = ClaimStatus(status)
         if status == ClaimStatus.DONE:
-            return IdempotencyClaim(status, found_sid or None, result=extra[0])
+            message_id = int(extra[1]) if extra[1] != "" else None
+            return IdempotencyClaim(
+                status, found_sid or None, result=extra[0], message_id=message_id
+            )
         if status == ClaimStatus.BUSY:
             return IdempotencyClaim(
                 status, found_sid or None, lease_until_ms=int(extra[0]), reply_id=extra[1]
@@ -444,9 +453,18 @@ class SessionStore:
         """End ``owner``'s lease on the record now, so a retry need not wait for it to lapse."""
         self._call(self._release, [idempotency_key(key, session_id)], [owner])
 
-    def finish(self, key: str, record: IdempotentWrite, *, session_id: str) -> None:
-        """Mark the session-less record of ``key`` done: its exchange is in ``session_id``."""
-        args = [record.fingerprint, canonical_session_id(session_id), record.result]
+    def finish(
+        self,
+        key: str,
+        record: IdempotentWrite,
+        *,
+        session_id: str,
+        message_id: int | None = None,
+    ) -> None:
+        """Mark the session-less record of ``key`` done: its exchange is in ``session_id``,
+        its answer at ``message_id`` (None: unknown)."""
+        mid = "" if message_id is None else message_id
+        args = [record.fingerprint, canonical_session_id(session_id), record.result, mid]
         self._call(self._finish, [idempotency_key(key, None)], args)
 
     def delete(self, session_id: str) -> None:

@@ -303,3 +303,22 @@ def test_a_retry_after_its_session_expired_is_answered_afresh(make_app, redis_cl
         assert fresh != sid
         assert client.get(f"/api/session/{fresh}/validate").get_json()["valid"] is True
     assert tagged(redis_client, sid) == []
+
+
+def test_a_keyed_replay_names_the_same_answer_after_later_turns(client, key):
+    sid = send(client, "first").get_json()["sessionId"]
+    first = send(client, "second", sid, key).get_json()
+    send(client, "third", sid)
+    again = send(client, "second", sid, key)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert first["messageId"] == again.get_json()["messageId"] == 3  # not 5, the newest
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    assert messages[3] == {**messages[3], "id": 3, "content": "answer to: second"}
+
+
+def test_a_keyed_replay_of_a_send_that_started_its_session_names_its_answer(client, key):
+    first = send(client, "hello", key=key).get_json()
+    send(client, "more", first["sessionId"])
+    again = send(client, "hello", key=key)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert first["messageId"] == again.get_json()["messageId"] == 1

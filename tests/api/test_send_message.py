@@ -11,6 +11,7 @@ from chatbot_sessions.domain import Reply
 from chatbot_sessions.sessions.keys import session_keys
 from tests.support.api import send
 from tests.support.commands import record_commands
+from tests.support.threads import run_in_threads
 
 
 def test_without_header_creates_a_session(client):
@@ -209,3 +210,39 @@ def test_session_deleted_during_generation_keeps_the_turn_in_a_new_session(
     assert fake_redis.exists(*session_keys(sid)) == 0  # not resurrected
     messages = client.get(f"/api/session/{body['sessionId']}/history").get_json()["messages"]
     assert [m["content"] for m in messages] == ["second", "answer to: second"]
+
+
+def answer_ids(client, sid: str) -> dict[str, int]:
+    """Each stored answer's content and its ``id`` in history."""
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    return {m["content"]: m["id"] for m in messages if m["type"] == "assistant"}
+
+
+def test_the_answer_names_its_id_in_history(make_app):
+    client = make_app({"MAX_MESSAGES_PER_SESSION": "4"}).test_client()
+    sid = None
+    for n in range(4):  # past the trim: ids are absolute positions, not list indexes
+        body = send(client, f"q{n}", sid).get_json()
+        sid = body["sessionId"]
+        assert body["messageId"] == 2 * n + 1 == answer_ids(client, sid)[f"answer to: q{n}"]
+    rated = client.post(
+        f"/api/session/{sid}/messages/{body['messageId']}/feedback", json={"rating": "up"}
+    )
+    assert rated.status_code == 200
+
+
+def test_concurrent_sends_into_one_session_each_name_their_own_answer(app, client):
+    sid = send(client, "first").get_json()["sessionId"]
+    named: dict[str, int] = {}
+
+    def talk(t: int) -> None:
+        own = app.test_client()
+        for i in range(5):
+            body = send(own, f"q{t}.{i}", sid).get_json()
+            assert body["sessionId"] == sid
+            named[f"answer to: q{t}.{i}"] = body["messageId"]
+
+    run_in_threads(talk, 6, indexed=True)
+    stored = answer_ids(client, sid)
+    assert len(named) == 30 and len(set(named.values())) == 30
+    assert named == {answer: stored[answer] for answer in named}

@@ -81,6 +81,25 @@ def test_events_come_in_order_and_done_is_the_stored_reply(make, slow):
     assert history(client, sid) == ["hello", text]
 
 
+def test_the_done_event_names_the_answer_in_every_way_it_is_told(make):
+    client = make()
+    first = events_of(stream(client, "first"))
+    sid = first[0].data["sessionId"]
+    key = str(uuid.uuid4())
+    events = events_of(stream(client, "second", sid, key=key))
+    reply_id = events[0].data["replyId"]
+    done = events[-1].data
+    messages = client.get(f"/api/session/{sid}/history").get_json()["messages"]
+    assert (first[-1].data["messageId"], done["messageId"]) == (1, 3)
+    assert messages[3]["id"] == 3 and messages[3]["content"] == done["reply"]
+    resumed = events_of(client.get(f"/api/session/{sid}/replies/{reply_id}/events"))
+    assert resumed[-1].data == done  # rendered again from the stored events
+    stream(client, "third", sid).close()
+    wait_stored(client, sid, count=6)
+    replay = events_of(stream(client, "second", sid, key=key))
+    assert replay[-1].data["messageId"] == 3  # the keyed replay's, not the newest answer's
+
+
 def test_a_degraded_streamed_answer_is_stored_as_degraded(make, slow, monkeypatch):
     client = make()
     streamed = slow.stream
@@ -103,8 +122,9 @@ def test_the_json_answer_is_unchanged_without_asking_for_a_stream(make):
         headers = {"Accept": accept} if accept else {}
         response = client.post("/api/send-message", json={"question": "q"}, headers=headers)
         assert response.status_code == 200 and response.is_json
+        # messageId is the one field added since (additive: the answer's id in history).
         assert set(response.get_json()) == {
-            "success", "reply", "sessionID", "sessionId", "sources", "degraded",
+            "success", "reply", "sessionID", "sessionId", "sources", "degraded", "messageId",
         }  # fmt: skip
 
 

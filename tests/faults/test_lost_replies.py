@@ -203,6 +203,18 @@ def stored_once(after: Stored, question: str, session_id: str | None) -> list[st
     return []
 
 
+def names_its_answer(response: Response, after: Stored, question: str) -> list[str]:
+    """The answer's ``messageId`` is its id in history (no trims here: its list index)."""
+    if not response.ok:
+        return []
+    body = response.json()
+    messages = after.messages.get(body["sessionId"], [])
+    at = [i + 1 for i, m in enumerate(messages) if m["type"] == "user" and m["content"] == question]
+    if at != [body.get("messageId")]:
+        return [f"messageId {body.get('messageId')}, but the answer is at {at}"]
+    return []
+
+
 def new_sessions(before: Stored, after: Stored, expected: set[str]) -> list[str]:
     """The request created these sessions and no others (no orphans) and removed none."""
     created, gone = after.sessions - before.sessions, before.sessions - after.sessions
@@ -235,6 +247,7 @@ def plain_send_into_a_session(trial: Trial) -> list[str]:
     return (
         answered(response, 200)
         + stored_once(after, question, sid)
+        + names_its_answer(response, after, question)
         + new_sessions(before, after, set())
     )
 
@@ -246,6 +259,7 @@ def plain_send_without_a_session(trial: Trial) -> list[str]:
     return (
         answered(response, 200)
         + stored_once(after, question, sid)
+        + names_its_answer(response, after, question)
         + new_sessions(before, after, {sid} if sid else set())
     )
 
@@ -276,6 +290,7 @@ def keyed_send_into_a_session(trial: Trial) -> list[str]:
     return (
         answered(response, 200)
         + stored_once(after, question, sid)
+        + names_its_answer(response, after, question)
         + new_sessions(before, after, set())
         + retried(trial, question, sid, key, response)
     )
@@ -288,6 +303,7 @@ def keyed_send_without_a_session(trial: Trial) -> list[str]:
     return (
         answered(response, 200)
         + stored_once(after, question, sid)
+        + names_its_answer(response, after, question)
         + new_sessions(before, after, {sid} if sid else set())
         + retried(trial, question, None, key, response)
     )

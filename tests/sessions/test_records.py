@@ -42,13 +42,14 @@ def test_claim_lifecycle_new_busy_release_takeover_done_mismatch(store, redis_cl
     assert claim(store, "b", sid).status == "busy"
     store.release(KEY, session_id=sid, owner="a")
     assert claim(store, "b", sid).status == "new"  # b took over the lease
-    store.append(sid, turns("q"), record=IdempotentWrite(KEY, "fp1", "result-1"))
+    assert store.append(sid, turns("q"), record=IdempotentWrite(KEY, "fp1", "result-1")) == 1
     done = claim(store, "c", sid)
     assert (done.status, done.session_id, done.result) == ("done", sid, "result-1")
+    assert done.message_id == 1  # the answer's id, kept for the replay
     assert claim(store, "c", sid, fp="other").status == "mismatch"
     record = idempotency_key(KEY, sid)
     assert 0 < redis_client.ttl(record) <= 60
-    assert set(redis_client.hgetall(record)) == {"state", "fp", "sid", "result"}
+    assert set(redis_client.hgetall(record)) == {"state", "fp", "sid", "result", "mid"}
 
 
 def test_a_done_record_stops_a_second_append(store, redis_client):
@@ -74,16 +75,28 @@ def test_crash_between_append_and_finish_recovers_the_same_session(store, redis_
     # and its append finds the exchange already recorded instead of storing it twice.
     with pytest.raises(AlreadyRecorded):
         store.append(proposed, turns("q"), create=True, record=IdempotentWrite(KEY, "fp1", "r2"))
-    assert claim(store, "b", proposed).result == "r1"
+    recorded = claim(store, "b", proposed)
+    assert (recorded.result, recorded.message_id) == ("r1", 1)
     assert redis_client.llen(session_keys(proposed)[1]) == 2
 
 
 def test_finish_marks_the_session_less_record_done(store):
     sid = new_session_id()
     assert claim(store, "a", proposed=sid).status == "new"
-    store.finish(KEY, IdempotentWrite(KEY, "fp1", "r1"), session_id=sid)
+    store.finish(KEY, IdempotentWrite(KEY, "fp1", "r1"), session_id=sid, message_id=7)
     done = claim(store, "b", proposed=new_session_id())
-    assert (done.status, done.session_id, done.result) == ("done", sid, "r1")
+    assert (done.status, done.session_id, done.result, done.message_id) == ("done", sid, "r1", 7)
+
+
+def test_a_record_written_before_records_kept_the_answer_id_replays_without_one(
+    store, redis_client
+):
+    sid = new_session_id()
+    store.create(sid)
+    store.append(sid, turns("q"), record=IdempotentWrite(KEY, "fp1", "r1"))
+    redis_client.hdel(idempotency_key(KEY, sid), "mid")  # as an older version wrote it
+    done = claim(store, "b", sid)
+    assert (done.status, done.result, done.message_id) == ("done", "r1", None)
 
 
 def keys_of(redis_client, sid: str) -> set[str]:

@@ -33,9 +33,29 @@ def test_an_append_whose_reply_was_lost_is_stored_once(store, redis_client, monk
     sid = new_session_id()
     store.create(sid)
     lost = lose_replies(monkeypatch, redis_client)
-    store.append(sid, turns("q"))
+    assert store.append(sid, turns("q")) == 1  # the retry still names the answer
     assert len(lost) == 1  # the first run happened, and its answer never came back
     assert contents(store, sid) == ["q", "re: q"]
+
+
+def test_a_lost_append_run_again_after_another_append_names_its_own_answer(
+    store, redis_client, monkeypatch
+):
+    sid = new_session_id()
+    store.create(sid)
+    original = redis_client.execute_command
+
+    def losing(*args, **options):
+        result = original(*args, **options)
+        if args[0] not in ("EVALSHA", "EVAL"):  # a SCRIPT LOAD after NOSCRIPT
+            return result
+        monkeypatch.setattr(redis_client, "execute_command", original)
+        store.append(sid, turns("other"))  # another request's turn lands before the retry
+        raise redis_lib.exceptions.ConnectionError("connection reset (test: reply lost)")
+
+    monkeypatch.setattr(redis_client, "execute_command", losing)
+    assert store.append(sid, turns("q")) == 1  # not 3, the newest answer
+    assert contents(store, sid) == ["q", "re: q", "other", "re: other"]
 
 
 def test_an_append_that_never_ran_is_stored_by_the_retry(store, redis_client, monkeypatch):
@@ -76,10 +96,11 @@ def test_a_keyed_append_whose_reply_was_lost_is_not_taken_for_a_replay(
     sid = new_session_id()
     store.create(sid)
     lose_replies(monkeypatch, redis_client)
-    store.append(sid, turns("q"), record=IdempotentWrite(KEY, "fp", "r"))  # no AlreadyRecorded
+    write = IdempotentWrite(KEY, "fp", "r")
+    assert store.append(sid, turns("q"), record=write) == 1  # no AlreadyRecorded
     assert contents(store, sid) == ["q", "re: q"]
     done = store.claim(KEY, "fp", session_id=sid, lease_ms=1000, owner="other")
-    assert (done.status, done.result) == (ClaimStatus.DONE, "r")
+    assert (done.status, done.result, done.message_id) == (ClaimStatus.DONE, "r", 1)
 
 
 def test_a_claim_whose_reply_was_lost_still_holds_the_lease(store, redis_client, monkeypatch):

@@ -113,6 +113,7 @@ def test_trims_oldest_beyond_maximum_atomically(store, redis_client):
         store.append(sid, pair(n))
     page = store.read(sid)
     assert [m["content"] for m in page.messages] == ["q2", "a2", "q3", "a3", "q4", "a4"]
+    assert store.append(sid, pair(5)) == 11  # ids go on counting past the trims
     assert redis_client.llen(session_keys(sid)[1]) == 6
     assert page.next_cursor is None  # nothing older is still stored
 
@@ -216,16 +217,20 @@ def test_concurrent_appends_lose_and_reorder_nothing(redis_client):
     sid = new_session_id()
     store.create(sid)
 
+    answer_ids: dict[str, int | None] = {}
+
     def writer(t: int) -> None:
         for i in range(20):
             at = now_ms()
-            store.append(
+            answer_ids[f"{t}:{i}"] = store.append(
                 sid, [NewMessage("user", f"{t}:{i}", at), NewMessage("assistant", f"{t}:{i}", at)]
             )
 
     run_in_threads(writer, 8, indexed=True)
     messages = store.read(sid).messages
     assert len(messages) == 8 * 20 * 2
+    # Each append named its own answer, whatever the others did meanwhile.
+    assert answer_ids == {m["content"]: m["id"] for m in messages[1::2]}
     for user, assistant in zip(messages[::2], messages[1::2], strict=True):
         assert user["type"] == "user" and assistant["type"] == "assistant"
         assert user["content"] == assistant["content"]  # pairs never interleave
