@@ -6,6 +6,8 @@ alone and across origins; a failed save keeps what was pressed and says so.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 from playwright.sync_api import Locator, expect
@@ -159,6 +161,37 @@ def test_a_streamed_answer_gets_its_thumbs_once_done(ui, service, generator):
     not_helpful(stopped).click()
     expect_rating(stopped, "down")
     assert stored_feedback(service, ui.stored_session_id())[-1]["rating"] == "down"
+
+
+def test_a_fresh_answer_gets_its_thumbs_from_the_send_without_reading_history(ui, service):
+    histories: list[str] = []
+    ui.page.on("request", lambda r: histories.append(r.url) if "/history" in r.url else None)
+    first = answered(ui, "first question")
+    second = answered(ui, "second question")
+    assert histories == []  # the done event named each answer: no history read per turn
+    helpful(second).click()
+    not_helpful(first).click()
+    expect_rating(second, "up")
+    expect_rating(first, "down")
+    down, up = {"rating": "down", "comment": None}, {"rating": "up", "comment": None}
+    assert stored_feedback(service, ui.stored_session_id()) == [None, down, None, up]
+
+
+def test_an_answer_without_a_message_id_gets_its_thumbs_from_history(ui, service):
+    """An older server's answer, or one whose id is unknown (null): history says it."""
+
+    def as_an_older_server(route):
+        response = route.fetch()
+        route.fulfill(response=response, body=re.sub(r',"messageId":\d+', "", response.text()))
+
+    ui.page.route("**/api/send-message", as_an_older_server)
+    histories: list[str] = []
+    ui.page.on("request", lambda r: histories.append(r.url) if "/history" in r.url else None)
+    answer = answered(ui, "old server")
+    assert len(histories) == 1
+    helpful(answer).click()
+    expect_rating(answer, "up")
+    assert stored_feedback(service, ui.stored_session_id())[-1] == {"rating": "up", "comment": None}
 
 
 def test_a_failed_save_keeps_the_rating_shown_and_says_so(ui, service):

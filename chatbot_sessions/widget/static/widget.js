@@ -704,7 +704,7 @@
         pendingReply.set(null);
         if (turn.shown) {
           turn.answer.finish(done, done.stopped === true);
-          this.makeRateable(turn.answer); // not awaited: Send is free again meanwhile
+          this.makeRateable(turn.answer, done.messageId); // not awaited: Send is free again
         } else {
           await this.refreshHistory();
         }
@@ -842,25 +842,30 @@
     }
 
     /**
-     * Give a just-finished answer its thumbs. The send's answer carries no message id, so it
-     * is read from history, whose last message is that answer (a turn is stored whole); a
-     * different last message (another tab answered since) leaves it unrated until a reload.
+     * Give a just-finished answer its thumbs. The send's answer (or its `done` event) names
+     * the answer's id in history as `messageId`; when it does not (null: unknown, or absent:
+     * an older server), the id is read from history, whose last message is that answer (a
+     * turn is stored whole); a different last message (another tab answered since) leaves
+     * it unrated until a reload.
      */
-    async makeRateable(answer) {
+    async makeRateable(answer, messageId) {
       const { item, text } = answer;
       const sessionId = this.sessionId;
-      let last;
-      try {
-        const page = await this.api.history(sessionId, undefined, 2);
-        last = (page.messages || []).slice(-1)[0];
-      } catch {
-        return; // the next load shows its thumbs
+      let rated = { id: messageId };
+      if (!Number.isInteger(messageId)) {
+        try {
+          const page = await this.api.history(sessionId, undefined, 2);
+          rated = (page.messages || []).slice(-1)[0];
+        } catch {
+          return; // the next load shows its thumbs
+        }
+        const same =
+          rated && rated.type === "assistant" && String(rated.content ?? "").trim() === text.trim();
+        if (!same) return;
       }
-      const same =
-        last && last.type === "assistant" && String(last.content ?? "").trim() === text.trim();
-      if (!same || !item || !item.isConnected || sessionId !== this.sessionId) return;
+      if (!item || !item.isConnected || sessionId !== this.sessionId) return;
       const follow = this.atEnd();
-      this.addFeedback(item, sessionId, last);
+      this.addFeedback(item, sessionId, rated);
       if (follow) this.scrollToEnd(true);
     }
 
