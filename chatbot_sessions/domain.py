@@ -122,8 +122,7 @@ class Exchange:
     reply: Reply
     replayed: bool = False
     #: The answer's message id (its absolute position, as in history), to rate it by; None
-    #: when unknown (a record written before records kept it, a lost reply run again after
-    #: another append).
+    #: when unknown (a record or write-log entry written before they kept the id).
     message_id: int | None = None
 
 

@@ -343,8 +343,8 @@ class SessionStore:
         started_by_key: bool = False,
     ) -> int | None:
         """Append ``messages`` atomically and exactly once, trimming to the maximum; return
-        the last one's message id (a turn's answer), None when a run again after a lost
-        reply can no longer tell it (another append came in between).
+        the last one's message id (a turn's answer), also when run again after a lost reply;
+        None only when that first run was logged by a release that did not keep the id.
 
         Without ``create`` a vanished session raises SessionNotFound instead of coming back;
         with it, the session must not exist yet (SessionIdTaken) and is created with these
