@@ -205,35 +205,36 @@ def _admin_token_required(exc: AdminTokenRequired) -> Response:
     )
 
 
-def _reload_details(exc: KnowledgeReloadFailed | KnowledgeReloadTimedOut) -> dict[str, Any]:
-    """The version asked for and every live worker's state, as GET /api/admin/kb shows them."""
-    workers = KnowledgeWorkerSchema(many=True).dump(exc.state.workers)
-    return {"version": exc.version, "workers": workers}
-
-
-def _knowledge_reload_failed(exc: KnowledgeReloadFailed) -> Response:
+#: A reload that ``?wait`` saw go wrong: status, error code, and what its message adds.
+_RELOAD_ERRORS: dict[type, tuple[int, str, str]] = {
     # 409: the request conflicts with what the server has (KNOWLEDGE_DIR as the workers see
     # it); retrying cannot help until an operator fixes the folder and reloads again.
-    log.warning("knowledge reload: %s", exc)
-    return error_response(
+    KnowledgeReloadFailed: (
         409,
         "reload_failed",
-        f"Knowledge version {exc.version} was requested, but {exc}; those workers still "
-        "serve their previous index.",
-        _reload_details(exc),
-    )
-
-
-def _knowledge_reload_timed_out(exc: KnowledgeReloadTimedOut) -> Response:
+        "those workers still serve their previous index.",
+    ),
     # 504: the request was accepted, and the workers it waited on did not answer in time.
     # Nothing is wrong with the request (not a 4xx), and the reload stays requested.
-    log.warning("knowledge reload: %s", exc)
-    return error_response(
+    KnowledgeReloadTimedOut: (
         504,
         "reload_timeout",
-        f"Knowledge version {exc.version} was requested, but {exc}; the reload stays "
-        "requested: GET /api/admin/kb shows the workers catching up.",
-        _reload_details(exc),
+        "the reload stays requested: GET /api/admin/kb shows the workers catching up.",
+    ),
+}
+
+
+def _knowledge_reload_error(exc: KnowledgeReloadFailed | KnowledgeReloadTimedOut) -> Response:
+    """Either reload error, with the version asked for and every live worker's state, as
+    GET /api/admin/kb shows them."""
+    status, error, outcome = _RELOAD_ERRORS[type(exc)]
+    log.warning("knowledge reload: %s", exc)
+    workers = KnowledgeWorkerSchema(many=True).dump(exc.state.workers)
+    return error_response(
+        status,
+        error,
+        f"Knowledge version {exc.version} was requested, but {exc}; {outcome}",
+        {"version": exc.version, "workers": workers},
     )
 
 
@@ -257,6 +258,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AdminTokenRequired, _admin_token_required)
     app.register_error_handler(ReplyNotFound, _reply_not_found)
     app.register_error_handler(GenerationsBusy, _generations_busy)
-    app.register_error_handler(KnowledgeReloadFailed, _knowledge_reload_failed)
-    app.register_error_handler(KnowledgeReloadTimedOut, _knowledge_reload_timed_out)
+    for reload_error in _RELOAD_ERRORS:
+        app.register_error_handler(reload_error, _knowledge_reload_error)
     app.register_error_handler(Exception, _unexpected)
