@@ -1,4 +1,4 @@
-"""Request rate limits: fixed windows in Redis, every limit of a request counted in one call.
+"""Request rate limits: fixed windows in Redis, counted with the session access where they can.
 
 What is limited (each setting a ``limits`` rate string: ``30/minute``, ``5/second;100/hour``):
 
@@ -14,14 +14,18 @@ each counter of the request is incremented, gets its expiry on its first hit, an
 script says whether one is past its amount. On a single server or Sentinel the counters
 ride on the request's first session access: the view wrapper leaves them *owed*, and the
 store's create, touch or context script counts them before it does anything else, so a
-create or a send into a session costs no round trip for its limits. A request that never
-reaches such an access (a send that starts a session, a keyed replay, a malformed body)
-is counted by the limiter's own script: a send that starts a session counts its send
-limits and the create limit there in one call, at the point the chat service knows it
-will start one; the others when the view is done. On Redis Cluster the counters' hash tags
-are not the session's, so the limiter always counts them itself. A count past its limit
-raises ``RateLimited`` (the 429 is built in ``http_errors.py``); refused requests count
-too, as in any fixed window, and a refusal comes before anything is stored.
+create or a send into a session costs no round trip for its limits; only the first run
+of that script carries them (a run again after a lost reply neither counts twice nor
+refuses what the first run did). A send that names no session has nothing to ride on (it
+claims its Idempotency-Key before any access), so the limiter's own script counts its send
+limits before the view, and its create limit once the chat service knows it starts a
+session, only if the send limits passed; ratings are counted before the view too (their
+script writes at once). A request that names a session but reaches no access (a malformed
+body, a keyed replay) is counted when the view is done. On Redis Cluster the counters'
+hash tags are not the session's, so the limiter always counts them itself, before the view.
+A count past its limit raises ``RateLimited`` (the 429 is built in ``http_errors.py``);
+refused requests count too, as in any fixed window, and a refusal comes before anything
+is stored.
 
 **Keys** are ``chatbot_sessions:rate:{<identity>}:<limit>:<amount>/<seconds>s``, where the
 identity is ``ip:<SHA-256 of the address>`` or ``session:<SHA-256 of the id>`` (32 hex
@@ -177,9 +181,15 @@ class RateLimiter:
         return g.pop(_OWED, None) or []
 
     def check_new_session(self) -> None:
-        """The chat service's hook: a send about to start a session counts as a create
-        (with whatever the send still owes, in the same call)."""
-        self.count(self.take_owed() + self.create.counters())
+        """The chat service's hook: a send about to start a session counts as a create.
+
+        Only once its send limits passed: a send they refuse must not spend the create
+        budget of everyone behind its IP, nor report the create window as its wait.
+        """
+        owed = self.take_owed()  # none in practice: an access or the view took them
+        if owed:
+            self.count(owed)
+        self.check([self.create])
 
     def _groups(self, counters: Sequence[LimitCounter]) -> list[list[LimitCounter]]:
         """One group per script call: all counters, or on a cluster one group per slot."""
@@ -205,16 +215,20 @@ class RateLimiter:
         return self._script_in_memory(keys=keys, args=args)
 
     def limit(
-        self, view: Callable[..., Any], limits: Sequence[Limit], *, rides: bool = True
+        self, view: Callable[..., Any], limits: Sequence[Limit], rides: Callable[[], bool]
     ) -> Callable[..., Any]:
-        """``view`` behind ``limits``: owed to its first session access where they can ride
-        on it (``rides``: the view's first access is a create, touch or context), else
-        counted before the view runs."""
-        if not (self.folds and rides):
-            return _limited(view, functools.partial(self.check, limits))
+        """``view`` behind ``limits``: owed to its first session access when ``rides()``
+        says this request's first access is a create, touch or context that can take them,
+        else counted before the view runs."""
+        check = functools.partial(self.check, limits)
+        if not self.folds:
+            return _limited(view, check)
 
         @functools.wraps(view)
         def owing_view(*args: Any, **kwargs: Any) -> Any:
+            if not rides():
+                check()
+                return view(*args, **kwargs)
             self.owe(limits)
             try:
                 response = view(*args, **kwargs)
@@ -228,6 +242,19 @@ class RateLimiter:
             return response
 
         return owing_view
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
+def _names_a_session() -> bool:
+    """Whether the send names a session (a well-formed id): its context read comes first."""
+    return parse_session_id(request.headers.get("session-id")) is not None
 
 
 def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:
@@ -249,12 +276,14 @@ def init_rate_limits(app: Flask, settings: Settings) -> RateLimiter | None:
         return None
     resources = extensions.resources(app)
     limiter = RateLimiter(extensions.get_required(resources.redis, "redis"), settings)
-    # endpoint: (its limits, whether they can ride on its first session access)
+    # endpoint: (its limits, whether this request's first session access can count them)
     endpoints = {
-        "sessions.CreateSession": ([limiter.create], True),
-        "messages.SendMessage": ([limiter.send_ip, limiter.send_session], True),
+        "sessions.CreateSession": ([limiter.create], _always),
+        # Only into a session: a send that starts one claims its Idempotency-Key before any
+        # access, and a refusal must come before anything is stored (nor wait on a busy key).
+        "messages.SendMessage": ([limiter.send_ip, limiter.send_session], _names_a_session),
         # A rating's script (RATE) writes at once: its limit is counted before it runs.
-        "sessions.AnswerFeedback": ([limiter.feedback], False),
+        "sessions.AnswerFeedback": ([limiter.feedback], _never),
     }
     for endpoint, (limits, rides) in endpoints.items():
         view = app.view_functions[endpoint]  # KeyError here: a limited view was renamed

@@ -277,13 +277,26 @@ class SessionStore:
         in the same script: RateLimited, with the session untouched, if one is used up.
 
         Only create, touch and context take limits: they are the first access of the
-        requests that are limited (create, send-message). A lost reply run again counts
-        again, which a fixed window shrugs off.
+        requests that are limited (create, send-message). Only the first attempt carries
+        them: a run again after a lost reply must not count the request twice, nor refuse
+        a create the first run made (a refused connection may leave the request uncounted,
+        the side limits fail to).
         """
         limits = self.owed_limits()
-        keys = session_keys(session_id) + [limit.key for limit in limits]
-        tail = [n for limit in limits for n in (limit.window, limit.amount)]
-        result = self._call(script, keys, [self.ttl, *args, *tail, len(limits)])[0]
+        keys = session_keys(session_id)
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            counted = limits if attempts == 1 else ()
+            tail = [n for limit in counted for n in (limit.window, limit.amount)]
+            return script(
+                keys=keys + [limit.key for limit in counted],
+                args=[self.ttl, *args, *tail, len(counted)],
+            )
+
+        result = self._run(attempt)[0]
         if isinstance(result, list) and result and isinstance(result[0], list):
             retry_after, counter = result[0]  # the scripts' one nested answer: refused
             raise RateLimited(int(retry_after), limits[int(counter) - 1].rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,8 +16,9 @@ from chatbot_sessions.config import ConfigError, load_settings
 from chatbot_sessions.extensions import resources
 from chatbot_sessions.security.rate_limits import KEY_PREFIX
 from chatbot_sessions.sessions.connection import connect
+from chatbot_sessions.sessions.ids import new_session_id
 from tests.support import api
-from tests.support.commands import fail_commands, record_commands
+from tests.support.commands import fail_commands, lose_replies, record_commands
 from tests.support.processes import free_port
 
 
@@ -180,16 +182,68 @@ def test_limits_ride_on_the_session_access_at_no_extra_round_trip(
     assert counter_limits(counted[0]) == expected
 
 
-def test_a_send_that_starts_a_session_counts_all_its_limits_in_one_call(
+def test_a_send_that_starts_a_session_counts_its_send_limits_first(
     make_app, fake_redis, monkeypatch
 ):
     client = limited_app(make_app).test_client()
     assert send(client).status_code == 200  # scripts loaded
     sent = record_commands(monkeypatch, fake_redis)
     assert send(client).status_code == 200
-    counted = [c for c in sent if counter_limits(c)]
-    assert len(counted) == 1 and counter_limits(counted[0]) == {"send", "session", "create"}
-    assert not any(str(arg).startswith("chat_session:") for arg in counted[0])
+    counted = [counter_limits(c) for c in sent if counter_limits(c)]
+    # No session to ride on: the send's limits before anything else, then the create limit
+    # once the chat service knows the turn starts a session.
+    assert counted == [{"send", "session"}, {"create"}]
+    assert sent[0] == next(c for c in sent if counter_limits(c)), "before any other command"
+
+
+def test_sends_refused_by_the_send_limit_do_not_spend_the_create_budget(make_app):
+    client = limited_app(
+        make_app, RATE_LIMIT_SEND_IP="2/minute", RATE_LIMIT_CREATE="5/minute"
+    ).test_client()
+    assert [send(client).status_code for _ in range(2)] == [200, 200]
+    for _ in range(5):
+        assert_rate_limited(send(client), 60)  # the send window, not the create one
+    assert create(client).status_code == 201  # two sessions so far: within 5/minute
+
+
+def test_a_keyed_send_refused_by_a_send_limit_stores_nothing_and_waits_for_nothing(
+    make_app, fake_redis
+):
+    app = limited_app(make_app, RATE_LIMIT_SEND_IP="1/minute", IDEMPOTENCY_WAIT="1.5")
+    client = app.test_client()
+    assert send(client).status_code == 200
+    before = session_data(fake_redis)
+    key, question = str(uuid.uuid4()), "held"
+    assert_rate_limited(api.send(client, question, key=key, ip="10.0.0.1"), 60)
+    assert session_data(fake_redis) == before, "no idempotency record of a refused send"
+    # Another attempt holds the key: the used-up limit still answers at once.
+    resources(app).store.claim(
+        key,
+        hashlib.sha256(question.encode()).hexdigest(),
+        session_id=None,
+        proposed_session_id=new_session_id(),
+        lease_ms=60_000,
+        owner="someone-else",
+    )
+    started = time.monotonic()
+    assert_rate_limited(api.send(client, question, key=key, ip="10.0.0.1"), 60)
+    assert time.monotonic() - started < 0.5
+    for counter in fake_redis.keys(f"{KEY_PREFIX}*"):  # the window resets
+        fake_redis.delete(counter)
+    other = str(uuid.uuid4())
+    assert api.send(client, "another question", key=other, ip="10.0.0.1").status_code == 200
+
+
+def test_a_create_whose_reply_was_lost_is_not_refused_by_its_own_count(
+    make_app, fake_redis, monkeypatch
+):
+    # The store runs CREATE again after a lost reply; the counters ride on the first run only.
+    client = limited_app(make_app, RATE_LIMIT_CREATE="1/minute").test_client()
+    assert make_app().test_client().post("/api/session/create").status_code == 201  # loaded
+    lost = lose_replies(monkeypatch, fake_redis, 1, ran=True)
+    response = create(client)
+    assert len(lost) == 1 and response.status_code == 201
+    assert_rate_limited(create(client), 60)  # and it was counted once
 
 
 def test_a_malformed_send_still_counts_and_a_used_up_limit_answers_first(make_app):
@@ -223,7 +277,7 @@ def test_a_limiter_whose_own_call_fails_lets_the_request_through(make_app, fake_
     monkeypatch.setattr(fake_redis, "execute_command", counters_alone_fail)
     # Each send starts a session: its limits are the limiter's own call, counted in memory.
     assert [send(client).status_code for _ in range(3)] == [200, 200, 429]
-    assert len(failed) == 3
+    assert len(failed) == 6  # each: its send limits, then the create limit
     monkeypatch.undo()
     assert not fake_redis.keys(f"{KEY_PREFIX}*"), "nothing reached Redis's counters"
 
