@@ -283,6 +283,8 @@ class SessionStore:
         the side limits fail to).
         """
         limits = self.owed_limits()
+        if not limits:  # most accesses: a plain run, retries and all
+            return self._session_call(script, session_id, *args, 0)
         keys = session_keys(session_id)
         attempts = 0
 

@@ -6,6 +6,7 @@ alone and across origins; a failed save keeps what was pressed and says so.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -217,6 +218,27 @@ def test_a_failed_save_keeps_the_rating_shown_and_says_so(ui, service):
     expect_rating(answer, "down")
     expect(notice).to_have_text("")
     assert stored_feedback(service, ui.stored_session_id())[-1]["rating"] == "down"
+
+
+def test_a_rate_limited_rating_says_when_to_try_again(ui, service):
+    answer = answered(ui, "rate me")
+    ui.page.route(
+        FEEDBACK,
+        lambda route: route.fulfill(
+            status=429,
+            headers={"Retry-After": "7"},
+            content_type="application/json",
+            body=json.dumps(
+                {"success": False, "error": "rate_limited", "message": "slow", "details": {}}
+            ),
+        ),
+    )
+    helpful(answer).click()
+    expect(answer.get_by_role("status")).to_have_text(
+        "Too many ratings for now. Please try again in 7 s."
+    )
+    expect_rating(answer, None)
+    assert not any(stored_feedback(service, ui.stored_session_id()))
 
 
 def test_rating_works_embedded_on_another_site(redis_server, generator, page, tmp_path):

@@ -1083,8 +1083,13 @@
       try {
         const saved = await this.api.rate(this.sessionId, this.messageId, rating);
         this.rating = Object.hasOwn(RATINGS, saved.rating) ? saved.rating : rating;
-      } catch {
-        this.say("Couldn't save your rating. Please try again.");
+      } catch (err) {
+        const wait = err.retryAfter ? ` in ${err.retryAfter} s` : " in a moment";
+        this.say(
+          err.status === 429
+            ? `Too many ratings for now. Please try again${wait}.`
+            : "Couldn't save your rating. Please try again.",
+        );
       } finally {
         this.saving = false;
         this.element.removeAttribute("aria-busy");
