@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,22 +44,24 @@ class JsonLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (tracebacks and stacks included as text)."""
-        line: dict[str, Any] = {
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES:
-                line[key] = value
+        fields = {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES}
         if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
+            fields["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
-            line["exc_info"] = record.exc_text
+            fields["exc_info"] = record.exc_text
         if record.stack_info:
-            line["stack_info"] = self.formatStack(record.stack_info)
-        line["time"] = datetime.fromtimestamp(record.created, UTC).isoformat()
-        return encode(line, default=str).decode()
+            fields["stack_info"] = self.formatStack(record.stack_info)
+        return _json_line(
+            record.levelname, record.name, record.getMessage(), fields, record.created
+        )
+
+
+def _json_line(level: str, logger: str, message: str, fields: dict[str, Any], at: float) -> str:
+    """The one layout of a line: level, logger, message, the fields, time (``at``: epoch s).
+    Both the formatter and the access log's direct write (``_write_line``) use it."""
+    line = {"level": level, "logger": logger, "message": message, **fields}
+    line["time"] = datetime.fromtimestamp(at, UTC).isoformat()
+    return encode(line, default=str).decode()
 
 
 def json_formatter() -> logging.Formatter:
@@ -194,9 +197,7 @@ def _write_line(handler: _StdoutHandler, message: str, fields: dict[str, Any]) -
     the write failed: the caller then logs through ``logging``, which reports the failure
     its own way (``Handler.handleError``) instead of failing the request.
     """
-    line = {"level": "INFO", "logger": access_log.name, "message": message, **fields}
-    line["time"] = datetime.now(UTC).isoformat()
-    text = encode(line, default=str).decode() + handler.terminator
+    text = _json_line("INFO", access_log.name, message, fields, time.time()) + handler.terminator
     handler.acquire()
     try:
         stream = handler.stream
