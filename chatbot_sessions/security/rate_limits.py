@@ -220,15 +220,14 @@ class RateLimiter:
         """``view`` behind ``limits``: owed to its first session access when ``rides()``
         says this request's first access is a create, touch or context that can take them,
         else counted before the view runs."""
-        check = functools.partial(self.check, limits)
+        checked_first = _limited(view, functools.partial(self.check, limits))
         if not self.folds:
-            return _limited(view, check)
+            return checked_first
 
         @functools.wraps(view)
         def owing_view(*args: Any, **kwargs: Any) -> Any:
             if not rides():
-                check()
-                return view(*args, **kwargs)
+                return checked_first(*args, **kwargs)
             self.owe(limits)
             try:
                 response = view(*args, **kwargs)
