@@ -116,3 +116,21 @@ def test_even_a_crash_leaves_with_the_headers(make_app, generator):
     response = make_app().test_client().post("/api/send-message", json={"question": "q"})
     assert response.status_code == 500
     assert_common(response)
+
+
+def test_streamed_responses_start_with_the_headers_once(make_app):
+    app = make_app()
+
+    def stream():
+        yield "data: one\n\n"
+        yield "data: two\n\n"
+
+    app.add_url_rule(
+        "/api/stream", "stream", lambda: Response(stream(), mimetype="text/event-stream")
+    )
+    response = app.test_client().get("/api/stream", buffered=False)
+    assert_common(response)
+    assert response.headers["Cache-Control"] == "no-store"
+    names = [name.lower() for name, _ in response.headers]
+    assert len(names) == len(set(names))  # each header once, none added twice
+    assert b"".join(response.response) == b"data: one\n\ndata: two\n\n"
