@@ -52,7 +52,7 @@ def route_template(rule: str) -> str:
 def _finish_request(response: Response) -> Response:
     """Return the request id, count and time the request, write its log line."""
     req = request._get_current_object()  # one context lookup, not one per attribute
-    request_id = logs.current_request_id()
+    request_id = logs.request_id_of(req.environ)
     response.headers[logs.REQUEST_ID_HEADER] = request_id
     seconds = time.perf_counter() - req.environ.get(_STARTED, time.perf_counter())
     endpoint = route_template(req.url_rule.rule) if req.url_rule else UNMATCHED_ENDPOINT

@@ -13,10 +13,9 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from flask import Request, g, has_request_context
+from flask import Request, has_request_context, request
 
 from chatbot_sessions.json_provider import encode
 
@@ -25,6 +24,9 @@ _REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"  # the header as WSGI hands it over
 # A client's id is kept only if it is short and cannot forge log structure or headers.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
 _HANDLER_NAME = "chatbot_sessions.json"
+# Where a request's id and (with LOG_MESSAGE_CONTENT) its turn's text wait for its log line.
+_REQUEST_ID_KEY = "chatbot_sessions.request_id"
+_CONTENT_KEY = "chatbot_sessions.log_content"
 
 access_log = logging.getLogger("chatbot_sessions.access")
 
@@ -60,8 +62,32 @@ def _json_line(level: str, logger: str, message: str, fields: dict[str, Any], at
     """The one layout of a line: level, logger, message, the fields, time (``at``: epoch s).
     Both the formatter and the access log's direct write (``_write_line``) use it."""
     line = {"level": level, "logger": logger, "message": message, **fields}
-    line["time"] = datetime.fromtimestamp(at, UTC).isoformat()
+    line["time"] = utc_timestamp(at)
     return encode(line, default=str).decode()
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second written, and its text
+
+
+def utc_timestamp(at: float) -> str:
+    """``at`` (epoch seconds) as ISO 8601 in UTC with microseconds: what
+    ``datetime.fromtimestamp(at, UTC).isoformat()`` writes, except that a whole second
+    keeps its ``.000000``, so every line has the same shape.
+
+    The date and clock part is worked out once per second; building a timezone-aware
+    datetime per line cost more than the rest of the line together (2.5 of 4 µs).
+    """
+    global _second
+    # Split and rounded as datetime does it (its pure-Python twin: modf, then round).
+    whole = int(at)
+    micro = round((at - whole) * 1_000_000)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)  # one tuple, replaced whole: safe across threads
+    return f"{text}.{micro:06d}+00:00"
 
 
 def json_formatter() -> logging.Formatter:
@@ -126,17 +152,24 @@ def send_logs_to_stderr() -> None:
             handler.to_stderr = True
 
 
-def current_request_id() -> str:
-    """The request's id: the client's ``X-Request-ID`` if sane, else a fresh one; cached."""
-    request_id = g.get("request_id")
-    if request_id is None:
-        from flask import request
+def request_id_of(environ: dict[str, Any]) -> str:
+    """The id of the request ``environ`` describes: the client's ``X-Request-ID`` if sane,
+    else a fresh one; kept in the environ, so every later call gives the same id.
 
-        given = request.environ.get(_REQUEST_ID_ENVIRON, "")
+    The WSGI environ rather than ``flask.g``: the caller usually holds the request already,
+    and each ``g`` access is a context-variable lookup through a proxy."""
+    request_id = environ.get(_REQUEST_ID_KEY)
+    if request_id is None:
+        given = environ.get(_REQUEST_ID_ENVIRON, "")
         # 128 random bits as 32 hex digits, as uuid4().hex gave, without building a UUID.
         request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
-        g.request_id = request_id
+        environ[_REQUEST_ID_KEY] = request_id
     return request_id
+
+
+def current_request_id() -> str:
+    """The id of the request being handled (inside a request context only)."""
+    return request_id_of(request.environ)
 
 
 def log_request(req: Request, path: str, status: int, duration_ms: float, request_id: str) -> None:
@@ -153,8 +186,10 @@ def log_request(req: Request, path: str, status: int, duration_ms: float, reques
         "request_id": request_id,
         # The client as ProxyFix resolved it: the real caller behind TRUSTED_PROXIES proxies.
         "client_ip": req.remote_addr,
-        **g.get("log_content", {}),
     }
+    content = req.environ.get(_CONTENT_KEY)
+    if content is not None:
+        fields.update(content)
     message = f"{method} {path} {status}"
     handler = _sole_handler()
     if handler is None or not _write_line(handler, message, fields):
@@ -213,4 +248,4 @@ def _write_line(handler: _StdoutHandler, message: str, fields: dict[str, Any]) -
 def remember_content(question: str, reply: str) -> None:
     """Attach the turn's text to the request line (only wired up with LOG_MESSAGE_CONTENT)."""
     if has_request_context():
-        g.log_content = {"question": question, "reply": reply}
+        request.environ[_CONTENT_KEY] = {"question": question, "reply": reply}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
+from datetime import UTC, datetime
 
 import pytest
 
+from chatbot_sessions.ops import logs
 from chatbot_sessions.sessions.ids import new_session_id
 
 
@@ -153,3 +156,13 @@ def test_an_extra_handler_still_gets_every_access_record(client, json_logs):
         "GET /healthz 200"
     ]
     assert len(access_lines(json_logs())) == 1, "and our handler wrote the line once"
+
+
+def test_line_times_are_the_utc_iso_datetime_would_write():
+    rng = random.Random(7)
+    stamps = [rng.uniform(0, 4e9) for _ in range(2000)] + [1_700_000_000.0, 1_700_000_000.9999996]
+    for at in sorted(stamps) + stamps:  # in order (the per-second memo reused) and not
+        expected = datetime.fromtimestamp(at, UTC).isoformat()
+        if "." not in expected:  # a whole second: datetime leaves the fraction out
+            expected = expected.replace("+00:00", ".000000+00:00")
+        assert logs.utc_timestamp(at) == expected, at
