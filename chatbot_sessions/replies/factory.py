@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
-from chatbot_sessions.replies.dense import DenseIndex, default_cache_dir
+from chatbot_sessions.replies.dense import DenseIndex
+from chatbot_sessions.replies.disk_cache import default_cache_dir
 from chatbot_sessions.replies.embeddings import (
     INSTALL_HINT,
     ModelNotInstalled,
