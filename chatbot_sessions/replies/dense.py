@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,16 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from chatbot_sessions.replies.disk_cache import write_atomically
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, Encoder
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/chatbot-sessions``, else ``~/.cache/chatbot-sessions``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "chatbot-sessions")
 
 
 def embedded_text(chunk: Chunk) -> str:
@@ -82,17 +75,7 @@ def _load(path: Path, rows: int) -> np.ndarray | None:
 
 def _save(path: Path, vectors: np.ndarray) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder as the target, so os.replace is an atomic rename: workers starting
-        # together either see no file or a whole one.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.save(out, vectors, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, lambda out: np.save(out, vectors, allow_pickle=False))
     except OSError as exc:  # a read-only or full disk costs a re-embed next start, no more
         log.warning("could not write the embedding cache %s: %s", path, exc)
 

