@@ -12,6 +12,7 @@ instance serves every thread.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -24,7 +25,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -149,17 +151,42 @@ def load_session(cache_dir: str | None):
     session = _cached_session(path) if path is not None else None
     if session is not None:
         return session
-    with tempfile.TemporaryDirectory(prefix="chatbot-sessions-model-") as tmp:
-        built = Path(tmp) / "model.onnx"
-        build_model(built)
-        session = _session(built)
-        if path is not None:
-            try:
-                with built.open("rb") as source:
-                    write_atomically(path, lambda out: shutil.copyfileobj(source, out))
-            except OSError as exc:  # a read-only or full disk costs a rebuild next start
-                log.warning("could not write the embedding model cache %s: %s", path, exc)
+    with _build_lock(path):
+        # Another worker may have built it while this one waited for the lock.
+        session = _cached_session(path) if path is not None else None
+        if session is not None:
+            return session
+        with tempfile.TemporaryDirectory(prefix="chatbot-sessions-model-") as tmp:
+            built = Path(tmp) / "model.onnx"
+            build_model(built)
+            session = _session(built)
+            if path is not None:
+                try:
+                    with built.open("rb") as source:
+                        write_atomically(path, lambda out: shutil.copyfileobj(source, out))
+                except OSError as exc:  # a read-only or full disk costs a rebuild next start
+                    log.warning("could not write the embedding model cache %s: %s", path, exc)
     return session
+
+
+@contextmanager
+def _build_lock(path: Path | None) -> Iterator[None]:
+    """Held while the model for ``path`` is built: gunicorn's workers start together, and
+    without it each would build the same file (about 650 MB at the peak, each) at once.
+    The lock is advisory (``flock``) and goes with the process; a folder where no lock file
+    can be made (read-only) builds without one."""
+    if path is None:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (held below)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 class Encoder:

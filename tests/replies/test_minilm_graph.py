@@ -137,8 +137,25 @@ def test_a_second_start_reads_the_cached_model(built_cache, monkeypatch) -> None
     )
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    # written by rename from a temporary file: nothing else is left in the folder
-    assert [p.name for p in built_cache.iterdir()] == [path.name]
+    # written by rename from a temporary file: nothing else is left but the build lock
+    assert sorted(p.name for p in built_cache.iterdir()) == [path.name, path.name + ".lock"]
+
+
+def test_workers_starting_together_build_the_model_once(tmp_path, monkeypatch) -> None:
+    builds = []
+    real_build = embeddings.build_model
+
+    def counted_build(out: Path) -> None:
+        builds.append(out)
+        real_build(out)
+
+    monkeypatch.setattr(embeddings, "build_model", counted_build)
+    sessions = []
+    run_in_threads(lambda: sessions.append(load_session(str(tmp_path))), 3, timeout=120)
+    assert len(sessions) == 3
+    assert len(builds) == 1  # the others waited on the lock, then read the cached file
+    identities = {s.get_modelmeta().custom_metadata_map[embeddings.IDENTITY_KEY] for s in sessions}
+    assert identities == {model_identity()}
 
 
 @pytest.mark.parametrize("damage", [b"", b"not onnx at all", "truncate", "other-model"])
