@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    EMBEDDING_CACHE_DIR=/tmp/chatbot-sessions-embeddings
+    EMBEDDING_CACHE_DIR=/opt/chatbot-sessions/cache
 
 WORKDIR /app
 
@@ -28,6 +28,13 @@ RUN pip install --no-cache-dir -r requirements.txt \
 
 COPY --chown=root:root gunicorn.conf.py wsgi.py ./
 COPY --chown=root:root chatbot_sessions/ ./chatbot_sessions/
+
+# The default retrieval (RETRIEVAL=hybrid) needs the int8 embedding model and the shipped
+# docs' vectors: built here, once, so a container starts in a fraction of a second instead
+# of building them (about 6 s and 650 MB at the peak, in every new container). The folder
+# belongs to the app user, so a mounted KNOWLEDGE_DIR's vectors are cached there too.
+RUN python -c "import os; from chatbot_sessions.replies.factory import build_retriever; build_retriever(None, 'hybrid', os.environ['EMBEDDING_CACHE_DIR'])" \
+    && chown -R 10001:10001 "$EMBEDDING_CACHE_DIR"
 
 USER 10001:10001
 EXPOSE 8000

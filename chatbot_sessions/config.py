@@ -90,7 +90,7 @@ class Settings:
     context_tokens: int = 3000
     knowledge_dir: str | None = None
     knowledge_poll_interval: float = 1.0
-    retrieval: str = "bm25"
+    retrieval: str = "hybrid"
     embedding_cache_dir: str | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = None

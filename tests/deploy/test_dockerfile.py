@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,31 @@ def test_dockerignore_keeps_secrets_and_venv_out_of_the_build_context():
     # ...but nothing the image COPYs is ignored
     for name in ("requirements.txt", "gunicorn.conf.py", "wsgi.py", "chatbot_sessions"):
         assert name not in ignored
+
+
+def test_image_build_leaves_the_model_and_vectors_a_start_reads(tmp_path):
+    # The image's warm-up step, run as written against a fresh folder: a start afterwards
+    # (the default RETRIEVAL=hybrid) finds both the model and the shipped docs' vectors.
+    (warm,) = [rest for word, rest in instructions() if word == "RUN" and "build_retriever" in rest]
+    code = shlex.split(warm.split("&&")[0])
+    assert code[:2] == ["python", "-c"]
+    env = {**os.environ, "EMBEDDING_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-c", code[2]], env=env, check=True, timeout=300)
+    assert Settings().retrieval == "hybrid"
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from chatbot_sessions.replies import embeddings;"
+            "embeddings.build_model = lambda out: sys.exit('built the model again');"
+            "from chatbot_sessions.replies.factory import build_retriever;"
+            f"r = build_retriever(None, 'hybrid', {str(tmp_path)!r});"
+            "print(r.stats.dense.cache_hit)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split()[-1] == "True"  # vectors read, not embedded again

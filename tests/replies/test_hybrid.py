@@ -73,7 +73,7 @@ def test_context_only_reranks_in_hybrid_too(pets) -> None:
 
 
 def test_retrieval_setting_is_validated() -> None:
-    assert load_settings(environ={}).retrieval == "bm25"
+    assert load_settings(environ={}).retrieval == "hybrid"  # the default: better answers
     assert load_settings({"RETRIEVAL": "bm25"}, environ={}).retrieval == "bm25"
     with pytest.raises(ConfigError, match="RETRIEVAL='dense'"):
         load_settings({"RETRIEVAL": "dense"}, environ={})
