@@ -90,6 +90,11 @@ class SecurityHeaders:
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if status.startswith("304"):
+                # Not Modified carries no Content-Type (werkzeug strips it), so it would get
+                # the "other" policy; the browser would merge that into the cached page and
+                # block its script. The cached response's own headers stand instead.
+                return start_response(status, headers, exc_info)
             path = environ.get("PATH_INFO", "")
             kind = "docs" if path == self.docs_path else "other"
             present = set()

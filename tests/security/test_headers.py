@@ -134,3 +134,14 @@ def test_streamed_responses_start_with_the_headers_once(make_app):
     names = [name.lower() for name, _ in response.headers]
     assert len(names) == len(set(names))  # each header once, none added twice
     assert b"".join(response.response) == b"data: one\n\ndata: two\n\n"
+
+
+def test_not_modified_keeps_the_cached_pages_policy(make_app):
+    # A reload revalidates the chat page: the 304 has no Content-Type, and a CSP on it would
+    # replace the page's own in the browser's cache (default-src 'none': the chat stops).
+    client = make_app().test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["Content-Security-Policy"] == PAGE_CSP
+    again = client.get("/", headers={"If-None-Match": page.headers["ETag"]})
+    assert again.status_code == 304
+    assert "Content-Security-Policy" not in again.headers
