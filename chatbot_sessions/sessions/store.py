@@ -82,6 +82,7 @@ from chatbot_sessions.timestamps import iso_from_ms, now_ms
 #: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
 #: the request has spent its one wait (``sessions/budget.py``).
 RETRY_DELAYS = (0.04, 0.08)
+_ATTEMPTS = (*RETRY_DELAYS, None)  # the pause after each attempt; None: the last
 
 
 class Outcome(StrEnum):
@@ -239,9 +240,14 @@ class SessionStore:
         # RedisClusterException is not a RedisError: it is what a cluster client raises
         # when no node answers while it refreshes its slot map.
         except (RedisError, RedisClusterException) as exc:
-            budget.note_failure(exc)
-            signals.store_error.send(self, error=exc)
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        """What a failed Redis call becomes: noted against the request's wait budget,
+        signalled (metrics count it), and a StoreUnavailable for the caller to raise."""
+        budget.note_failure(exc)
+        signals.store_error.send(self, error=exc)
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}")
 
     def _call(
         self, script: Callable[..., Any], keys: list[str], args: list[Any]
@@ -258,8 +264,10 @@ class SessionStore:
         """``_call`` for any one round trip (a script, a pipeline)."""
         if budget.spent():
             raise StoreUnavailable("an earlier Redis call of this request timed out")
-        with self.redis_errors():
-            for attempt, pause in enumerate((*RETRY_DELAYS, None)):
+        # The body of ``redis_errors``, written out: this runs on every store access, and
+        # a generator-based context manager costs more than the try statement it wraps.
+        try:
+            for attempt, pause in enumerate(_ATTEMPTS):
                 started = time.monotonic()
                 try:
                     return call(), attempt > 0
@@ -267,6 +275,8 @@ class SessionStore:
                     if budget.note_failure(exc, time.monotonic() - started) or pause is None:
                         raise  # it was a wait, or no tries are left
                     time.sleep(pause)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._unavailable(exc) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _session_call(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
