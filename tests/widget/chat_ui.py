@@ -43,12 +43,18 @@ class ChatUI:
         self.input.press("Enter")
 
     def ask_and_wait(self, question: str) -> Locator:
-        """Ask, then return the answer's message item once it is shown."""
+        """Ask, then return the answer's message item once it is written out whole.
+
+        A streamed answer shows its first words long before it is stored: the item is
+        ``aria-busy`` until the reply is done, and only then is the turn in Redis (a test
+        reading Redis at the first words raced the append, and lost on a loaded machine).
+        """
         before = self.answers.count()
         self.ask(question)
         expect(self.answers).to_have_count(before + 1)
         answer = self.answers.nth(before)
         expect(answer.locator(".cs-bubble")).not_to_be_empty()
+        expect(answer).not_to_have_attribute("aria-busy", "true")
         return answer
 
     def stored_session_id(self) -> str | None:
