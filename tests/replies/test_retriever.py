@@ -113,3 +113,19 @@ def test_a_question_already_stored_is_not_its_own_context() -> None:
     history = turns(("user", "cats food"), ("assistant", "…"), ("user", "dogs walks"))
     stored_first = Query.for_conversation("dogs walks", history)
     assert stored_first == Query.build("dogs walks", ["cats food"])
+
+
+def test_results_cite_each_page_once_by_its_best_chunk(make_kb) -> None:
+    # One page matches in many sections, others once and more weakly: a source list of
+    # five would otherwise be the big page five times.
+    big = "# Redis\n\n" + "".join(f"## Part {i}\n\nredis redis keys {i}\n\n" for i in range(30))
+    small = {
+        f"{i:02d}.md": f"# Note {i}\n\nredis, once, among other words {i}.\n" for i in range(3)
+    }
+    retriever = Retriever(load_knowledge_base(make_kb({"big.md": big, **small})))
+    results = retriever.search("redis keys", top_k=4)
+    sources = [p.chunk.source for p in results]
+    assert sources == ["big.md", "00.md", "01.md", "02.md"]  # 30 chunks of big.md, cited once
+    assert [p.score for p in results] == sorted((p.score for p in results), reverse=True)
+    # big.md's 30 chunks outscore every other: the first 16 candidates (4 x PAGE_SHORTLIST)
+    # hold one page, so the rest of the candidates is searched for the other three.
