@@ -7,16 +7,16 @@ independent.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from functools import lru_cache
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request
 
 from chatbot_sessions import extensions, signals
 from chatbot_sessions.config import Settings
-from chatbot_sessions.extensions import get_metrics
 from chatbot_sessions.ops import logs
 from chatbot_sessions.ops.cli import sessions_cli
 from chatbot_sessions.ops.health import ReadinessProbe
@@ -25,20 +25,7 @@ from chatbot_sessions.ops.metrics import UNMATCHED_ENDPOINT, Metrics
 
 __all__ = ["init_operations"]
 
-_STARTED = "chatbot_sessions.started"
-
-
-class _StampStart:
-    """WSGI middleware noting when a request arrived, before any other hook can answer it
-    (so durations include rate limiting and the like)."""
-
-    def __init__(self, wsgi_app: Any) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: dict, start_response: Any) -> Any:
-        environ[_STARTED] = time.perf_counter()
-        return self.wsgi_app(environ, start_response)
-
+log = logging.getLogger(__name__)
 
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -49,17 +36,42 @@ def route_template(rule: str) -> str:
     return _CONVERTER.sub(r"<\1>", rule)
 
 
-def _finish_request(response: Response) -> Response:
-    """Return the request id, count and time the request, write its log line."""
-    req = request._get_current_object()  # one context lookup, not one per attribute
-    request_id = logs.request_id_of(req.environ)
-    response.headers[logs.REQUEST_ID_HEADER] = request_id
-    seconds = time.perf_counter() - req.environ.get(_STARTED, time.perf_counter())
-    endpoint = route_template(req.url_rule.rule) if req.url_rule else UNMATCHED_ENDPOINT
-    status = response.status_code
-    get_metrics().observe_request(req.method, endpoint, status, seconds)
-    logs.log_request(req, endpoint, status, seconds * 1000, request_id)
-    return response
+class RequestRecorder:
+    """WSGI middleware: every request's id header, its metrics and its log line.
+
+    The clock starts when the request arrives, before any hook can answer it (durations
+    include rate limiting and the like), and stops when the response starts: for a streamed
+    reply, when its first byte is ready. At the WSGI level the response is a status line and
+    a list of header pairs, and the request the one werkzeug keeps in the environ; as an
+    ``after_request`` hook the same work went through Flask's hook machinery, werkzeug's
+    ``Headers`` and the request proxy (about 25,000 instructions of a validate's 900,000).
+    """
+
+    def __init__(self, wsgi_app: Any, metrics: Metrics) -> None:
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        started = time.perf_counter()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            request_id = logs.request_id_of(environ)
+            headers.append((logs.REQUEST_ID_HEADER, request_id))
+            try:
+                self._record(environ, int(status[:3]), time.perf_counter() - started, request_id)
+            except Exception:  # the answer is on its way: a bookkeeping bug must not stop it
+                log.exception("could not record the request")
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
+
+    def _record(self, environ: dict, status: int, seconds: float, request_id: str) -> None:
+        # Flask made this request object and left it in the environ, matched route and all.
+        req = environ.get("werkzeug.request") or Request(environ, populate_request=False)
+        rule = req.url_rule
+        endpoint = route_template(rule.rule) if rule is not None else UNMATCHED_ENDPOINT
+        self.metrics.observe_request(req.method, endpoint, status, seconds)
+        logs.log_request(req, endpoint, status, seconds * 1000, request_id)
 
 
 def init_operations(app: Flask, settings: Settings) -> None:
@@ -81,7 +93,6 @@ def init_operations(app: Flask, settings: Settings) -> None:
         resources.keep_alive.append(_keep_content)
         signals.reply_generated.connect(_keep_content, sender=chat)
 
-    app.wsgi_app = _StampStart(app.wsgi_app)  # type: ignore[method-assign]
-    app.after_request(_finish_request)
+    app.wsgi_app = RequestRecorder(app.wsgi_app, metrics)  # type: ignore[method-assign]
     app.register_blueprint(health_blp)
     app.cli.add_command(sessions_cli)

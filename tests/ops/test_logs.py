@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chatbot_sessions import extensions
 from chatbot_sessions.ops import logs
 from chatbot_sessions.sessions.ids import new_session_id
 
@@ -166,3 +167,19 @@ def test_line_times_are_the_utc_iso_datetime_would_write():
         if "." not in expected:  # a whole second: datetime leaves the fraction out
             expected = expected.replace("+00:00", ".000000+00:00")
         assert logs.utc_timestamp(at) == expected, at
+
+
+def test_a_failure_to_record_never_stops_the_answer(make_app, json_logs, monkeypatch):
+    app = make_app()
+    metrics = extensions.resources(app).metrics
+
+    def broken(*_args):
+        raise RuntimeError("metrics bug")
+
+    monkeypatch.setattr(metrics, "observe_request", broken)
+    json_logs()
+    response = app.test_client().post("/api/session/create")
+    assert response.status_code == 201 and response.get_json()["success"] is True
+    assert len(response.headers["X-Request-ID"]) == 32
+    errors = [r for r in json_logs() if r.get("message") == "could not record the request"]
+    assert len(errors) == 1 and "metrics bug" in errors[0]["exc_info"]
