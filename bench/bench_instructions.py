@@ -49,7 +49,9 @@ def drive(tree: str, url: str, count: int) -> None:
     layers = importlib.import_module("bench_layers")  # floor view and request builder
     print("measuring", sys.modules["chatbot_sessions"].__file__, file=sys.stderr)
 
-    app, built = layers.build_cases(url, {"RATE_LIMIT_ENABLED": "1", **layers.HIGH_LIMITS})
+    # RETRIEVAL=bm25, as the peers comparison: the request path, not the question encoder.
+    config = {"RATE_LIMIT_ENABLED": "1", "RETRIEVAL": "bm25", **layers.HIGH_LIMITS}
+    app, built = layers.build_cases(url, config)
     cases = {
         "floor": (layers.floor_app(url), *layers.environ("/floor")),
         **{name: (app, *built[case]) for name, case in BUILT_CASES.items()},
