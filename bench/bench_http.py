@@ -223,6 +223,9 @@ def main() -> None:
         "RATE_LIMIT_CREATE": "100000000/minute",
         "RATE_LIMIT_SEND_IP": "100000000/minute",
         "RATE_LIMIT_SEND_SESSION": "100000000/minute",
+        # The request path, as the peers comparison; --service-env RETRIEVAL=hybrid for the
+        # default's cost (a question asked again is answered from the encoder's memo).
+        "RETRIEVAL": "bm25",
     }
     extra = dict(item.split("=", 1) for item in args.service_env)
     service = GunicornServer({**service_env, **extra}, workdir).start()

@@ -70,7 +70,7 @@ def errors(blp: Blueprint, *statuses: int) -> Callable[[Callable], Callable]:
     ``blp.alt_response`` documents by wrapping: its wrapper only calls the view, and carries
     the view's OpenAPI notes (``_apidoc``, which the decorators above it copy through
     ``functools.wraps``). Each wrapper cost a call and an app-context lookup per request,
-    seven of them on send-message, so the view keeps the notes and loses the wrappers.
+    five of them on send-message, so the view keeps the notes and loses the wrappers.
     """
 
     def decorator(view: Callable) -> Callable:

@@ -53,14 +53,19 @@ class RequestRecorder:
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         started = time.perf_counter()
+        recorded = False
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal recorded
             request_id = logs.request_id_of(environ)
             headers.append((logs.REQUEST_ID_HEADER, request_id))
-            try:
-                self._record(environ, int(status[:3]), time.perf_counter() - started, request_id)
-            except Exception:  # the answer is on its way: a bookkeeping bug must not stop it
-                log.exception("could not record the request")
+            if not recorded:  # a second start (with exc_info) replaces the answer, not a request
+                recorded = True
+                try:
+                    seconds = time.perf_counter() - started
+                    self._record(environ, int(status[:3]), seconds, request_id)
+                except Exception:  # the answer is on its way: a bookkeeping bug must not stop it
+                    log.exception("could not record the request")
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start)

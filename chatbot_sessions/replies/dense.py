@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot_sessions.replies.disk_cache import write_atomically
+from chatbot_sessions.replies.disk_cache import build_lock, write_atomically
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, Encoder
 
@@ -103,9 +103,13 @@ class DenseIndex:
             vectors = _load(path, len(texts))
         hit = vectors is not None
         if vectors is None:
-            vectors = encoder.encode(texts)
-            if path is not None:
-                _save(path, vectors)
+            with build_lock(path):
+                vectors = _load(path, len(texts)) if path is not None else None  # made meanwhile?
+                hit = vectors is not None
+                if vectors is None:
+                    vectors = encoder.encode(texts)
+                    if path is not None:
+                        _save(path, vectors)
         seconds = time.perf_counter() - started
         stats = DenseStats(encoder.identity, str(path) if path else None, hit, seconds)
         log.info(

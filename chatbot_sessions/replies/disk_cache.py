@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,3 +32,27 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+@contextmanager
+def build_lock(path: Path | None) -> Iterator[None]:
+    """Held while the file at ``path`` is built, so processes starting together (gunicorn's
+    workers) build it once: the first builds, the others wait here, then find it made.
+
+    Building the model peaks at about 650 MB and embedding a corpus takes seconds of CPU:
+    done by every worker at once, they multiply. The lock is advisory (``flock`` on a file
+    beside ``path``) and goes with its process, so a killed builder never leaves it held;
+    where no lock file can be made (a read-only folder), the build runs without one.
+    """
+    if path is None:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (held below)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield

@@ -12,7 +12,6 @@ instance serves every thread.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -25,13 +24,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from chatbot_sessions.replies.disk_cache import default_cache_dir, write_atomically
+from chatbot_sessions.replies.disk_cache import build_lock, default_cache_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +93,7 @@ def build_model(out: Path) -> None:
     paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     command = [sys.executable, "-m", "chatbot_sessions.replies.minilm_graph"]
-    args = [str(model_dir()), str(out), IDENTITY_KEY, model_identity()]
+    args = [str(model_dir()), str(out), IDENTITY_KEY, model_identity(), str(os.getpid())]
     done = subprocess.run(command + args, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
@@ -151,7 +149,7 @@ def load_session(cache_dir: str | None):
     session = _cached_session(path) if path is not None else None
     if session is not None:
         return session
-    with _build_lock(path):
+    with build_lock(path):
         # Another worker may have built it while this one waited for the lock.
         session = _cached_session(path) if path is not None else None
         if session is not None:
@@ -167,26 +165,6 @@ def load_session(cache_dir: str | None):
                 except OSError as exc:  # a read-only or full disk costs a rebuild next start
                     log.warning("could not write the embedding model cache %s: %s", path, exc)
     return session
-
-
-@contextmanager
-def _build_lock(path: Path | None) -> Iterator[None]:
-    """Held while the model for ``path`` is built: gunicorn's workers start together, and
-    without it each would build the same file (about 650 MB at the peak, each) at once.
-    The lock is advisory (``flock``) and goes with the process; a folder where no lock file
-    can be made (read-only) builds without one."""
-    if path is None:
-        yield
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (held below)
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
-        yield
 
 
 class Encoder:

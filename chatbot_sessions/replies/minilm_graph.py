@@ -7,7 +7,7 @@ matrices into int8 (dynamic quantisation: activations are quantised per call, so
 calibration data is needed); that is the model the service runs (embeddings.py), about
 four times less arithmetic per token than fp32 on CPUs with int8 dot products.
 
-Run as ``python -m chatbot_sessions.replies.minilm_graph MODEL_DIR OUT IDENTITY`` it
+Run as ``python -m chatbot_sessions.replies.minilm_graph MODEL_DIR OUT KEY IDENTITY PARENT_PID`` it
 writes the quantised model to OUT: embeddings.py builds in such a child process, because
 the build peaks at about 600 MB that a worker would otherwise keep. Imports nothing of the
 service, so the child needs only onnx, onnxruntime, numpy and safetensors.
@@ -15,10 +15,14 @@ service, so the child needs only onnx, onnxruntime, numpy and safetensors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -186,12 +190,40 @@ def quantize(
         return Path(target).read_bytes()
 
 
+def _exit_with_parent(out: Path, parent: int) -> Callable[[], None]:
+    """Stop, removing ``out``, as soon as the process that started this build is gone (a
+    worker killed by gunicorn's timeout, a deploy, the OOM killer): an orphaned build would
+    hold its 650 MB while the next worker starts another, and leave its file behind. The
+    watch runs between the build's steps (a long C call holds it off); the returned check is
+    for the end, when the build may have finished before the watch saw anything. The
+    parent gives its own pid: read here, after the imports, ``getppid`` would already name
+    whoever adopted an orphan."""
+
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            with contextlib.suppress(OSError):
+                out.unlink()
+            os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.2)
+            orphaned()
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    return orphaned
+
+
 def main(argv: list[str]) -> None:
-    """``MODEL_DIR OUT IDENTITY``: write the quantised model, ``IDENTITY`` in its metadata."""
-    directory, out, identity_key, identity = argv
+    """``MODEL_DIR OUT KEY IDENTITY PARENT_PID``: write the quantised model, ``IDENTITY`` in
+    its metadata under ``KEY``; stop if process ``PARENT_PID`` (the starter) goes away."""
+    directory, out, identity_key, identity, parent = argv
+    check_parent = _exit_with_parent(Path(out), int(parent))
+    check_parent()  # the worker may have died while this process was importing
     model = build_graph(Path(directory))
     helper.set_model_props(model, {identity_key: identity})
     Path(out).write_bytes(quantize(model))
+    check_parent()
 
 
 if __name__ == "__main__":

@@ -82,7 +82,6 @@ from chatbot_sessions.timestamps import iso_from_ms, now_ms
 #: or a Redis restart in progress within a fraction of a second. Timeouts are not retried:
 #: the request has spent its one wait (``sessions/budget.py``).
 RETRY_DELAYS = (0.04, 0.08)
-_ATTEMPTS = (*RETRY_DELAYS, None)  # the pause after each attempt; None: the last
 
 
 class Outcome(StrEnum):
@@ -267,7 +266,7 @@ class SessionStore:
         # The body of ``redis_errors``, written out: this runs on every store access, and
         # a generator-based context manager costs more than the try statement it wraps.
         try:
-            for attempt, pause in enumerate(_ATTEMPTS):
+            for attempt, pause in enumerate((*RETRY_DELAYS, None)):
                 started = time.monotonic()
                 try:
                     return call(), attempt > 0

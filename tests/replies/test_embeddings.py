@@ -13,6 +13,7 @@ from chatbot_sessions.replies.dense import DenseIndex, corpus_key
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, shared_encoder
 from tests.support.minilm_reference import ReferenceEncoder
+from tests.support.threads import run_in_threads
 
 # Written once by the real sentence-transformers (see "made_with" inside), never by us.
 REFERENCE = json.loads((Path(__file__).with_name("embedding_reference.json")).read_text("utf-8"))
@@ -59,8 +60,27 @@ def test_second_build_reads_the_cache(tmp_path) -> None:
     assert not first.stats.cache_hit and again.stats.cache_hit
     assert again.stats.cache_file == first.stats.cache_file
     assert np.array_equal(first.vectors, again.vectors)
-    # written by rename from a temporary file: nothing else is left in the folder
-    assert [p.name for p in tmp_path.iterdir()] == [Path(first.stats.cache_file).name]
+    # written by rename from a temporary file: nothing else is left but the build lock
+    name = Path(first.stats.cache_file).name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, name + ".lock"]
+
+
+def test_workers_starting_together_embed_the_corpus_once(tmp_path) -> None:
+    encoder = shared_encoder()
+    calls = []
+
+    class Counting:
+        identity = encoder.identity
+
+        def encode(self, texts):
+            calls.append(len(texts))
+            return encoder.encode(texts)
+
+    built = []
+    run_in_threads(lambda: built.append(DenseIndex.build(CHUNKS, Counting(), str(tmp_path))), 3)
+    assert calls == [len(CHUNKS)]  # one embedded; the others waited, then read its file
+    assert sorted(index.stats.cache_hit for index in built) == [False, True, True]
+    assert all(np.array_equal(index.vectors, built[0].vectors) for index in built)
 
 
 def test_changed_corpus_or_model_is_a_miss(tmp_path) -> None:

@@ -6,7 +6,12 @@ int8 model the service runs must stay close to it and rank like it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,7 @@ from chatbot_sessions.replies.embeddings import (
 )
 from chatbot_sessions.replies.minilm_graph import build_graph
 from tests.support.minilm_reference import ReferenceEncoder
+from tests.support.processes import REPO_ROOT
 from tests.support.threads import run_in_threads
 
 # Lengths from one token to a few hundred words (truncated at 256 tokens), so one batch
@@ -187,3 +193,47 @@ def test_unwritable_cache_folder_only_costs_the_cache(tmp_path, caplog) -> None:
         session = load_session(str(blocker / "cache"))
     assert "could not write" in caplog.text
     assert Encoder(session, model_identity()).encode(["ttl"]).shape == (1, 384)
+
+
+def _builds(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() != str(pid):
+            continue
+        with contextlib.suppress(OSError):  # the build, not a helper an import may spawn
+            if b"minilm_graph" in (status.parent / "cmdline").read_bytes():
+                found.append(int(status.parent.name))
+    return found
+
+
+def test_a_build_whose_worker_is_killed_stops_too(tmp_path) -> None:
+    # A worker killed mid-build (gunicorn's timeout, a deploy) must not leave its 650 MB
+    # build running while the next worker starts another.
+    code = (
+        "import sys; from chatbot_sessions.replies import embeddings as e; "
+        f"e.load_session({str(tmp_path / 'cache')!r})"
+    )
+    scratch = tmp_path / "tmp"  # where the build writes (the worker's temporary folder)
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(scratch)}
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (builds := _builds(worker.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert builds, "the build never started"
+        worker.kill()
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in builds) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in builds), "the build outlived it"
+        # Nothing made was kept: not in the cache, not the 59 MB in the temporary folder.
+        assert not list((tmp_path / "cache").glob("*.onnx"))
+        assert not list(scratch.rglob("*.onnx"))
+    finally:
+        worker.kill()
