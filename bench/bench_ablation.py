@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -141,13 +140,10 @@ def main() -> None:
         )
     finally:
         server.stop()
-    rows = {}
-    for dump in workdir.glob("cg.out.*"):
-        text = dump.read_text(errors="replace")
-        name = re.search(r"^desc: Trigger: .*dump (\w+)", text, re.M)
-        total = re.search(r"^summary: (\d+)", text, re.M)
-        if name and total:
-            rows[name.group(1)] = int(total.group(1)) / args.requests
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_instructions import dumped_counts
+
+    rows = dumped_counts(workdir, args.requests)
     full, floor = rows["full"], rows["floor"]
     print(f"{args.endpoint}: instructions per request (callgrind, {args.requests} calls per row)")
     for name, value in sorted(rows.items(), key=lambda item: -item[1]):

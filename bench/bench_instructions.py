@@ -95,12 +95,18 @@ def measure(tree: Path, url: str, count: int, workdir: Path) -> dict[str, float]
         cwd=tree,
     ).stderr
     print(next(line for line in log.splitlines() if line.startswith("measuring")))
+    return {k: v for k, v in dumped_counts(out, count).items() if k in ENDPOINTS}
+
+
+def dumped_counts(folder: Path, count: int) -> dict[str, float]:
+    """Instructions per call of each dump callgrind wrote into ``folder`` (``callgrind_control
+    -d NAME``), by NAME: the dump's total over ``count`` calls."""
     result = {}
-    for dump in out.glob("cg.out.*"):
+    for dump in folder.glob("cg.out.*"):
         text = dump.read_text(errors="replace")
         name = re.search(r"^desc: Trigger: .*dump (\w+)", text, re.M)
         total = re.search(r"^summary: (\d+)", text, re.M)
-        if name and total and name.group(1) in ENDPOINTS:
+        if name and total:
             result[name.group(1)] = int(total.group(1)) / count
     return result
 

@@ -211,14 +211,20 @@ class Encoder:
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        length = max(len(ids) for ids in batch)
-        ids = np.zeros((len(batch), length), dtype=np.int64)
-        mask = np.zeros((len(batch), length), dtype=np.int64)
-        for row, token_ids in enumerate(batch):
-            ids[row, : len(token_ids)] = token_ids
-            mask[row, : len(token_ids)] = 1
+        ids, mask = padded(batch)
         (vectors,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
         return vectors
+
+
+def padded(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``batch`` padded to its longest row, and the mask saying which are real."""
+    length = max(len(ids) for ids in batch)
+    ids = np.zeros((len(batch), length), dtype=np.int64)
+    mask = np.zeros((len(batch), length), dtype=np.int64)
+    for row, token_ids in enumerate(batch):
+        ids[row, : len(token_ids)] = token_ids
+        mask[row, : len(token_ids)] = 1
+    return ids, mask
 
 
 _shared: Encoder | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot_sessions.replies.embeddings import DIMENSION, model_dir
+from chatbot_sessions.replies.embeddings import DIMENSION, Encoder, model_dir, padded
 
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 
@@ -43,22 +43,22 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     return centred / np.sqrt(var + eps) * weight + bias
 
 
-class ReferenceEncoder:
-    """all-MiniLM-L6-v2 in numpy: ``encode(texts)`` gives unit vectors, one row per text."""
+class ReferenceEncoder(Encoder):
+    """all-MiniLM-L6-v2 in numpy: ``encode(texts)`` gives unit vectors, one row per text.
+
+    The service's ``Encoder`` with its onnxruntime run replaced by the numpy forward pass:
+    same tokenizer, same batching (32 texts at a time by default: numpy's arithmetic is
+    exact whatever the batch, unlike dynamic quantisation's).
+    """
 
     def __init__(self, directory: Path | None = None) -> None:
         from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
 
         directory = directory or model_dir()
+        super().__init__(None, "numpy-reference", directory)
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        st_config = json.loads((directory / "sentence_bert_config.json").read_text("utf-8"))
-        self.max_length = int(st_config.get("max_seq_length", 256))
         self._heads = int(config["num_attention_heads"])
         self._eps = float(config["layer_norm_eps"])
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=self.max_length)
-        self._tokenizer.no_padding()
         w = load_file(str(directory / "model.safetensors"))
         self._word = w["embeddings.word_embeddings.weight"]
         self._position = w["embeddings.position_embeddings.weight"]
@@ -93,23 +93,12 @@ class ReferenceEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 embeddings of ``texts`` (shape ``(len(texts), 384)``)."""
-        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self._tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            out[rows] = self._forward([encodings[i].ids for i in rows])
-        return out
+        return super().encode(texts, batch_size)
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        length = max(len(ids) for ids in batch)
-        ids = np.zeros((len(batch), length), dtype=np.int64)
-        mask = np.zeros((len(batch), length), dtype=np.float32)
-        for row, token_ids in enumerate(batch):
-            ids[row, : len(token_ids)] = token_ids
-            mask[row, : len(token_ids)] = 1.0
+        ids, whole = padded(batch)
+        mask = whole.astype(np.float32)
+        length = ids.shape[1]
         x = self._word[ids] + self._position[:length] + self._token_type[0]
         x = _layer_norm(x, *self._emb_norm, self._eps)
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
