@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot_sessions.replies.disk_cache import build_lock, write_atomically
+from chatbot_sessions.replies.disk_cache import read_or_build, write_atomically
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, Encoder
 
@@ -97,19 +97,16 @@ class DenseIndex:
         started = time.perf_counter()
         texts = [embedded_text(c) for c in chunks]
         path = None
-        vectors = None
         if cache_dir and texts:
             path = Path(cache_dir) / f"dense-{corpus_key(encoder.identity, texts)[:32]}.npy"
-            vectors = _load(path, len(texts))
-        hit = vectors is not None
-        if vectors is None:
-            with build_lock(path):
-                vectors = _load(path, len(texts)) if path is not None else None  # made meanwhile?
-                hit = vectors is not None
-                if vectors is None:
-                    vectors = encoder.encode(texts)
-                    if path is not None:
-                        _save(path, vectors)
+
+        def embed() -> np.ndarray:
+            vectors = encoder.encode(texts)
+            if path is not None:
+                _save(path, vectors)
+            return vectors
+
+        vectors, hit = read_or_build(path, lambda found: _load(found, len(texts)), embed)
         seconds = time.perf_counter() - started
         stats = DenseStats(encoder.identity, str(path) if path else None, hit, seconds)
         log.info(

@@ -8,7 +8,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 
 def default_cache_dir() -> str:
@@ -56,3 +58,22 @@ def build_lock(path: Path | None) -> Iterator[None]:
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
         yield
+
+
+def read_or_build(
+    path: Path | None, read: Callable[[Path], T | None], build: Callable[[], T]
+) -> tuple[T, bool]:
+    """What ``read(path)`` finds there, else what ``build()`` makes (saving it is ``build``'s
+    job), and whether it was read. The build runs under ``build_lock``, after one more
+    read: another worker may have built the file while this one waited. Without a path,
+    nothing is read and nothing locked."""
+    if path is not None:
+        found = read(path)
+        if found is not None:
+            return found, True
+    with build_lock(path):
+        if path is not None:
+            found = read(path)  # made meanwhile?
+            if found is not None:
+                return found, True
+        return build(), False

@@ -29,7 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot_sessions.replies.disk_cache import build_lock, default_cache_dir, write_atomically
+from chatbot_sessions.replies.disk_cache import (
+    default_cache_dir,
+    read_or_build,
+    write_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +150,22 @@ def load_session(cache_dir: str | None):
     """The onnxruntime session of the quantised model: read from ``cache_dir``, else built
     (a few seconds) and saved there. None: build it for this process only."""
     path = model_cache_file(cache_dir) if cache_dir else None
-    session = _cached_session(path) if path is not None else None
-    if session is not None:
-        return session
-    with build_lock(path):
-        # Another worker may have built it while this one waited for the lock.
-        session = _cached_session(path) if path is not None else None
-        if session is not None:
-            return session
-        with tempfile.TemporaryDirectory(prefix="chatbot-sessions-model-") as tmp:
-            built = Path(tmp) / "model.onnx"
-            build_model(built)
-            session = _session(built)
-            if path is not None:
-                try:
-                    with built.open("rb") as source:
-                        write_atomically(path, lambda out: shutil.copyfileobj(source, out))
-                except OSError as exc:  # a read-only or full disk costs a rebuild next start
-                    log.warning("could not write the embedding model cache %s: %s", path, exc)
+    session, _ = read_or_build(path, _cached_session, lambda: _built_session(path))
+    return session
+
+
+def _built_session(path: Path | None):
+    """Build the model, save it at ``path`` (if any) and open a session over it."""
+    with tempfile.TemporaryDirectory(prefix="chatbot-sessions-model-") as tmp:
+        built = Path(tmp) / "model.onnx"
+        build_model(built)
+        session = _session(built)
+        if path is not None:
+            try:
+                with built.open("rb") as source:
+                    write_atomically(path, lambda out: shutil.copyfileobj(source, out))
+            except OSError as exc:  # a read-only or full disk costs a rebuild next start
+                log.warning("could not write the embedding model cache %s: %s", path, exc)
     return session
 
 
