@@ -35,7 +35,7 @@ PAGE_CSP = (
 RESOURCE_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 DOCS_ENDPOINT = "api-docs.openapi_redoc"
 
-_Defaults = tuple[frozenset[str], list[tuple[str, str]], tuple[tuple[str, str, str], ...]]
+_Defaults = tuple[frozenset[str], list[tuple[str, str]]]
 
 
 def docs_csp(script_url: str) -> str:
@@ -51,16 +51,14 @@ def docs_csp(script_url: str) -> str:
 
 
 def _defaults(policy: str, api: bool, secure: bool) -> _Defaults:
-    """The headers one kind of response gets: their lower-case names, the (name, value)
-    pairs, and both together as (lower-case name, name, value)."""
+    """The headers one kind of response gets: their lower-case names and (name, value) pairs."""
     headers = {**COMMON_HEADERS, "Content-Security-Policy": policy}
     if api:
         # Histories are private: no shared cache or browser back-button copy keeps them.
         headers["Cache-Control"] = "no-store"
     if secure:
         headers["Strict-Transport-Security"] = "max-age=31536000"
-    entries = tuple((name.lower(), name, value) for name, value in headers.items())
-    return frozenset(e[0] for e in entries), [e[1:] for e in entries], entries
+    return frozenset(name.lower() for name in headers), list(headers.items())
 
 
 class SecurityHeaders:
@@ -106,13 +104,11 @@ class SecurityHeaders:
             # Read now, not when the request came in: ProxyFix (inside this layer) sets the
             # scheme from X-Forwarded-Proto in this same environ before the app runs.
             secure = environ.get("wsgi.url_scheme") == "https"
-            names, pairs, entries = self.table[kind, path.startswith("/api/"), secure]
+            names, pairs = self.table[kind, path.startswith("/api/"), secure]
             if present.isdisjoint(names):  # the usual case: the view set none of them
                 headers.extend(pairs)
             else:
-                headers.extend(
-                    (name, value) for lower, name, value in entries if lower not in present
-                )
+                headers.extend(pair for pair in pairs if pair[0].lower() not in present)
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start)
