@@ -16,10 +16,7 @@ are instructions this code spends, not a supported configuration. About a minute
 from __future__ import annotations
 
 import argparse
-import gc
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -45,30 +42,19 @@ def drive(url: str, endpoint: str, count: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     import bench_layers as layers
     import redis
+    from bench_instructions import BUILT_CASES, counted, service_config, set_start_up_aside
     from flask import jsonify
 
     from chatbot_sessions import extensions
     from chatbot_sessions.ops import logs
 
-    pid = str(os.getpid())
-
     def measure(name: str, call: Callable[[], None]) -> None:
-        for _ in range(20):
-            call()
-        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
-        for _ in range(count):
-            call()
-        subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
+        counted(name, call, count)
 
     floor = layers.wsgi_caller(layers.floor_app(url), *layers.environ("/floor"))
-    config = {"RATE_LIMIT_ENABLED": "1", "RETRIEVAL": "bm25", **layers.HIGH_LIMITS}
-    app, cases = layers.build_cases(url, config)
-    built = {"send": "send-message"}.get(endpoint, endpoint)
-    call = layers.wsgi_caller(app, *cases[built])
-    # What start-up allocated is set aside: a full collection over it, landing in whichever
-    # row happens to trigger it, moved rows by 30,000 instructions per request.
-    gc.collect()
-    gc.freeze()
+    app, cases = layers.build_cases(url, service_config(layers))
+    call = layers.wsgi_caller(app, *cases[BUILT_CASES[endpoint]])
+    set_start_up_aside()
     measure("floor", floor)
     measure("full", call)
     metrics = extensions.resources(app).metrics
@@ -118,31 +104,17 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.support.processes import RedisServer
 
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_instructions import dumped_counts, under_callgrind
+
     workdir = Path(tempfile.mkdtemp(prefix="bench-ablation-"))
     server = RedisServer(workdir / "redis").start()
     try:
         server.client().set("bench:floor", "x" * 64)
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={workdir}/cg.out",
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--drive",
-                server.url,
-                args.endpoint,
-                str(args.requests),
-            ],
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
+        drive_args = [server.url, args.endpoint, str(args.requests)]
+        under_callgrind(Path(__file__).resolve(), drive_args, workdir, ROOT)
     finally:
         server.stop()
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_instructions import dumped_counts
-
     rows = dumped_counts(workdir, args.requests)
     full, floor = rows["full"], rows["floor"]
     print(f"{args.endpoint}: instructions per request (callgrind, {args.requests} calls per row)")

@@ -27,7 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("floor", "validate", "create", "history", "send")
@@ -50,50 +52,53 @@ def drive(tree: str, url: str, count: int) -> None:
     layers = importlib.import_module("bench_layers")  # floor view and request builder
     print("measuring", sys.modules["chatbot_sessions"].__file__, file=sys.stderr)
 
-    # RETRIEVAL=bm25, as the peers comparison: the request path, not the question encoder.
-    config = {"RATE_LIMIT_ENABLED": "1", "RETRIEVAL": "bm25", **layers.HIGH_LIMITS}
-    app, built = layers.build_cases(url, config)
+    app, built = layers.build_cases(url, service_config(layers))
     cases = {
         "floor": (layers.floor_app(url), *layers.environ("/floor")),
         **{name: (app, *built[case]) for name, case in BUILT_CASES.items()},
     }
+    set_start_up_aside()
+    for name, (wsgi, environ, body) in cases.items():
+        counted(name, layers.wsgi_caller(wsgi, environ, body), count)
 
-    # What start-up allocated is set aside: a full collection over it, landing in whichever
-    # endpoint happens to trigger it, moved a row by up to 30,000 instructions per request.
+
+def service_config(layers: Any) -> dict[str, str]:
+    """Production defaults with limits too high to trip, and RETRIEVAL=bm25, as the peers
+    comparison: the request path, not the question encoder."""
+    return {"RATE_LIMIT_ENABLED": "1", "RETRIEVAL": "bm25", **layers.HIGH_LIMITS}
+
+
+def set_start_up_aside() -> None:
+    """What start-up allocated is set aside: a full collection over it, landing in whichever
+    row happens to trigger it, moved a row by up to 30,000 instructions per request."""
     gc.collect()
     gc.freeze()
+
+
+def counted(name: str, call: Callable[[], None], count: int) -> None:
+    """Inside callgrind: ``count`` calls between a zeroing of the counters and a dump named
+    ``name``, after 20 warm-up calls (first calls fill caches and compile regexes)."""
     pid = str(os.getpid())
-    for name, (wsgi, environ, body) in cases.items():
-        call = layers.wsgi_caller(wsgi, environ, body)
-        for _ in range(20):  # warm: first calls fill caches and compile regexes
-            call()
-        subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
-        for _ in range(count):
-            call()
-        subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
+    for _ in range(20):
+        call()
+    subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+    for _ in range(count):
+        call()
+    subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
+
+
+def under_callgrind(script: Path, args: list[str], out: Path, cwd: Path) -> str:
+    """Run ``script --drive ARGS`` under callgrind, its dumps in ``out``; its stderr."""
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out"]
+    command += [sys.executable, str(script), "--drive", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True, cwd=cwd).stderr
 
 
 def measure(tree: Path, url: str, count: int, workdir: Path) -> dict[str, float]:
     """Instructions per request of each endpoint of the package in ``tree``."""
     out = workdir / f"cg-{abs(hash(str(tree)))}"
     out.mkdir()
-    log = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}/cg.out",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--drive",
-            str(tree),
-            url,
-            str(count),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=tree,
-    ).stderr
+    log = under_callgrind(Path(__file__).resolve(), [str(tree), url, str(count)], out, tree)
     print(next(line for line in log.splitlines() if line.startswith("measuring")))
     return {k: v for k, v in dumped_counts(out, count).items() if k in ENDPOINTS}
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from chatbot_sessions.replies import embeddings
@@ -59,10 +58,7 @@ def reference() -> np.ndarray:
 def fp32_encoder(tmp_path_factory) -> Encoder:
     path = tmp_path_factory.mktemp("fp32") / "fp32.onnx"
     path.write_bytes(build_graph(model_dir()).SerializeToString())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return Encoder(session, "fp32-under-test")
+    return Encoder(embeddings._session(path), "fp32-under-test")  # the service's session options
 
 
 @pytest.fixture(scope="module")
