@@ -112,6 +112,7 @@ def chunk_document(
             source=document.source,
             text=text,
             published=document.published,
+            asks=section.asks,
         )
         for section in document.sections
         for text in _pack(section.text, target_words, max_words)

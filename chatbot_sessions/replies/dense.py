@@ -80,22 +80,48 @@ def _save(path: Path, vectors: np.ndarray) -> None:
         log.warning("could not write the embedding cache %s: %s", path, exc)
 
 
-class DenseIndex:
-    """Unit vectors of the chunks; ``similarities(vector)`` is cosine to every chunk."""
+#: How much a chunk's best-matching ask counts in its cosine: (1 - share) x the chunk's
+#: own cosine + share x the better of the two. Measured on the blind question sets
+#: (docs/performance.md): asks lift paraphrases, and keeping part of the chunk's own
+#: cosine stops one loosely written ask from outranking the text that answers.
+ASK_SHARE = 0.5
 
-    def __init__(self, encoder: Encoder, vectors: np.ndarray, stats: DenseStats) -> None:
+
+class DenseIndex:
+    """Unit vectors of the chunks and of their asks; ``similarities(vector)`` is cosine to
+    every chunk (blended with its best ask's, ``ASK_SHARE``)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        vectors: np.ndarray,
+        stats: DenseStats,
+        ask_vectors: np.ndarray | None = None,
+        asks_of: Sequence[Sequence[int]] = (),
+    ) -> None:
+        """``asks_of[i]`` lists the rows of ``ask_vectors`` that are chunk ``i``'s asks."""
         self.encoder = encoder
         self.vectors = vectors
         self.stats = stats
+        self.ask_vectors = ask_vectors
+        # Flattened for one reduceat per query: the ask rows of every chunk that has asks,
+        # chunk by chunk; where each chunk's run starts; which chunks those are.
+        owners = [i for i, rows in enumerate(asks_of) if rows]
+        self._ask_chunks = np.array(owners, dtype=np.int64)
+        self._ask_rows = np.array([r for i in owners for r in asks_of[i]], dtype=np.int64)
+        self._ask_starts = np.cumsum([0] + [len(asks_of[i]) for i in owners[:-1]], dtype=np.int64)
         # Each question is embedded once per process: a follow-up's earlier turns were
         # usually asked here before. lru_cache is thread-safe.
         self._embed = lru_cache(maxsize=2048)(self._embed_uncached)
 
     @classmethod
     def build(cls, chunks: Sequence[Chunk], encoder: Encoder, cache_dir: str | None) -> DenseIndex:
-        """Embed ``chunks`` or read their vectors from ``cache_dir`` (None: no disk cache)."""
+        """Embed ``chunks`` and their asks, or read the vectors from ``cache_dir`` (None: no
+        disk cache). An ask shared by several chunks (a long section's) is embedded once."""
         started = time.perf_counter()
-        texts = [embedded_text(c) for c in chunks]
+        asks = list(dict.fromkeys(ask for c in chunks for ask in c.asks))
+        row_of = {ask: i for i, ask in enumerate(asks)}
+        texts = [embedded_text(c) for c in chunks] + asks
         path = None
         if cache_dir and texts:
             path = Path(cache_dir) / f"dense-{corpus_key(encoder.identity, texts)[:32]}.npy"
@@ -110,12 +136,15 @@ class DenseIndex:
         seconds = time.perf_counter() - started
         stats = DenseStats(encoder.identity, str(path) if path else None, hit, seconds)
         log.info(
-            "dense index: %d chunks %s in %.3fs",
-            len(texts),
+            "dense index: %d chunks and %d asks %s in %.3fs",
+            len(chunks),
+            len(asks),
             "read from cache" if hit else "embedded",
             seconds,
         )
-        return cls(encoder, vectors, stats)
+        chunk_vectors, ask_vectors = vectors[: len(chunks)], vectors[len(chunks) :]
+        asks_of = [[row_of[ask] for ask in c.asks] for c in chunks]
+        return cls(encoder, chunk_vectors, stats, ask_vectors if asks else None, asks_of)
 
     def clear_query_cache(self) -> None:
         """Forget the embedded questions (benchmarks time uncached queries)."""
@@ -138,5 +167,12 @@ class DenseIndex:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
     def similarities(self, vector: np.ndarray) -> np.ndarray:
-        """Cosine similarity of ``vector`` (unit length) to every chunk."""
-        return self.vectors @ vector
+        """Cosine similarity of ``vector`` (unit length) to every chunk, asks blended in."""
+        cosine = self.vectors @ vector
+        if self.ask_vectors is None or not self._ask_chunks.size:
+            return cosine
+        by_ask = (self.ask_vectors @ vector)[self._ask_rows]
+        best = np.maximum.reduceat(by_ask, self._ask_starts)
+        own = cosine[self._ask_chunks]
+        cosine[self._ask_chunks] = (1 - ASK_SHARE) * own + ASK_SHARE * np.maximum(own, best)
+        return cosine

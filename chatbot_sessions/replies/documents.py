@@ -11,10 +11,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Section:
-    """A run of text under one heading; ``heading`` is empty for text before any."""
+    """A run of text under one heading; ``heading`` is empty for text before any.
+
+    ``asks`` are questions the section answers, in its readers' words, written by whoever
+    keeps the knowledge base (``<!-- ask: ... -->`` lines in Markdown): the retriever
+    matches them as well as the text, so a reader who paraphrases finds the section.
+    They are never quoted in a reply.
+    """
 
     heading: str
     text: str
+    asks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class Chunk:
     source: str
     text: str
     published: str | None = None
+    #: Its section's ``asks`` (every chunk of a section shares them).
+    asks: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:

@@ -17,6 +17,8 @@ from chatbot_sessions.replies.documents import Document, Section
 
 _ATX_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+#: A question the section answers, hidden from rendered Markdown: ``<!-- ask: ... -->``.
+_ASK = re.compile(r"^\s*<!--\s*ask:\s*(.*?)\s*-->\s*$", re.IGNORECASE)
 
 
 def title_from_name(name: str) -> str:
@@ -30,12 +32,15 @@ def read_markdown(text: str, source: str) -> list[Document]:
     """Split Markdown at ATX headings (``#`` .. ``######``), ignoring ``#`` in code fences.
 
     A subsection's heading keeps its parents' (``Sending a message › The response``):
-    "The response" alone says little to a reader of a citation, or to BM25.
+    "The response" alone says little to a reader of a citation, or to BM25. A line
+    ``<!-- ask: question -->`` outside code fences is one of the section's ``asks``,
+    not part of its text.
     """
     title = ""
     sections: list[Section] = []
     trail: list[tuple[int, str]] = []  # (level, text) of the headings above the text
     lines: list[str] = []
+    asks: list[str] = []
     in_fence = False
 
     def flush() -> None:
@@ -44,12 +49,17 @@ def read_markdown(text: str, source: str) -> list[Document]:
             heading = " › ".join(h for level, h in trail if level > 1) or (
                 trail[-1][1] if trail else ""
             )
-            sections.append(Section(heading, body))
+            sections.append(Section(heading, body, tuple(dict.fromkeys(asks))))
         lines.clear()
+        asks.clear()
 
     for line in text.splitlines():
         if _FENCE.match(line):
             in_fence = not in_fence
+        if not in_fence and (ask := _ASK.match(line)):
+            if ask.group(1):
+                asks.append(ask.group(1))
+            continue
         match = None if in_fence else _ATX_HEADING.match(line)
         if match is None:
             lines.append(line)

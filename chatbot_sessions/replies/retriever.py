@@ -131,8 +131,10 @@ class IndexStats:
 
 def _index_text(chunk: Chunk) -> str:
     # The heading is repeated so a chunk whose section is *about* the query term
-    # outranks one that merely mentions it in passing.
-    return f"{chunk.doc_title}\n{chunk.heading}\n{chunk.heading}\n{chunk.text}"
+    # outranks one that merely mentions it in passing. Its section's asks bring the words
+    # readers use for what the text says in its own.
+    asks = "\n".join(chunk.asks)
+    return f"{chunk.doc_title}\n{chunk.heading}\n{chunk.heading}\n{chunk.text}\n{asks}"
 
 
 class Retriever:

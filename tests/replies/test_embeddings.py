@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from chatbot_sessions.replies import dense
 from chatbot_sessions.replies.dense import DenseIndex, corpus_key
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, shared_encoder
@@ -126,3 +128,33 @@ def test_query_vector_leans_on_earlier_turns() -> None:
     assert about_cats[0] - about_cats[1] > alone[0] - alone[1]
     vector = index.query_vector("q", ["a", "b"], [0.35, 0.2])
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+
+
+def test_an_ask_lifts_its_chunk_for_the_question_it_words() -> None:
+    question = "what should I feed my kitten?"
+    plain = DenseIndex.build(CHUNKS, shared_encoder(), None)
+    asked = [CHUNKS[0], Chunk("Pets", "Dogs", "dogs.md", CHUNKS[1].text, asks=(question,))]
+    index = DenseIndex.build(asked, shared_encoder(), None)
+    before = plain.similarities(plain.query_vector(question, (), ()))
+    after = index.similarities(index.query_vector(question, (), ()))
+    assert after[0] == pytest.approx(before[0])  # a chunk without asks keeps its cosine
+    # the ask matches exactly (cosine 1), so the dogs chunk gains half the gap to it
+    expected = (1 - dense.ASK_SHARE) * before[1] + dense.ASK_SHARE * 1.0
+    assert after[1] == pytest.approx(expected, abs=1e-4) and after[1] > before[1]
+    assert index.vectors.shape == (2, DIMENSION) and index.ask_vectors.shape == (1, DIMENSION)
+
+
+def test_asks_are_embedded_once_and_cached_with_the_chunks(tmp_path) -> None:
+    ask = "is it safe for dogs?"
+    asked = [replace(c, asks=(ask,)) for c in CHUNKS]  # one ask shared by two chunks
+    first = DenseIndex.build(asked, shared_encoder(), str(tmp_path))
+    again = DenseIndex.build(asked, shared_encoder(), str(tmp_path))
+    assert first.ask_vectors.shape == (1, DIMENSION) and again.stats.cache_hit
+    assert np.array_equal(first.ask_vectors, again.ask_vectors)
+    # an edited ask is a different corpus: a new cache file, embedded again
+    edited = DenseIndex.build(
+        [replace(c, asks=("is it safe for cats?",)) for c in CHUNKS],
+        shared_encoder(),
+        str(tmp_path),
+    )
+    assert not edited.stats.cache_hit and edited.stats.cache_file != first.stats.cache_file

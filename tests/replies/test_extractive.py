@@ -159,3 +159,15 @@ def test_close_ends_the_stream_and_can_be_repeated(make_kb) -> None:
     stream.close()
     assert list(deltas) == []
     assert first == "Redis keeps data in memory."
+
+
+def test_an_ask_finds_its_section_and_is_never_quoted(make_kb) -> None:
+    ask = "<!-- ask: how do I survive a crash? -->\n"
+    text = "# Backups\n\n## Snapshots\n{}\nRun the export command nightly and store it elsewhere.\n"
+    question = "surviving a crash"
+    reply = generator(make_kb, {**GUIDE, "backup.md": text.format(ask)}).generate(question, [])
+    assert reply.sources[0].source == "backup.md"
+    assert reply.text == "Run the export command nightly and store it elsewhere."
+    # the same section without its ask: none of the question's words are in the guide
+    without = generator(make_kb, {**GUIDE, "backup.md": text.format("")}).generate(question, [])
+    assert without.text == NO_INFORMATION

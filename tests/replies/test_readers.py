@@ -29,6 +29,22 @@ def test_markdown_sections_follow_headings_and_ignore_hashes_in_code() -> None:
     assert "# not a heading" in doc.sections[1].text
 
 
+def test_markdown_ask_lines_become_the_sections_asks_not_its_text() -> None:
+    text = (
+        "# Guide\n\n## Install\n<!-- ask: how do I set it up? -->\n"
+        "<!--ASK:   how do I set it up?   -->\n<!-- ask: -->\n\nRun it.\n"
+        "<!-- a plain comment -->\n"
+        "```html\n<!-- ask: inside a fence -->\n```\n\n## Last\nEnd.\n"
+    )
+    [doc] = read_markdown(text, "guide.md")
+    install, last = doc.sections
+    assert install.asks == ("how do I set it up?",)  # duplicates once, empty ones dropped
+    assert "ask:" not in install.text.replace("<!-- ask: inside a fence -->", "")
+    assert "<!-- ask: inside a fence -->" in install.text  # code stays code
+    assert "<!-- a plain comment -->" in install.text
+    assert last.asks == ()
+
+
 def test_markdown_without_h1_takes_title_from_file_name() -> None:
     [doc] = read_markdown("## Only\n\ntext\n", "ops/redis-down_notes.md")
     assert doc.title == "Redis down notes"
