@@ -18,6 +18,10 @@ the hybrid row (RETRIEVAL=hybrid) is what a request pays with both sides fused. 
 index itself holds random unit vectors, which cost the same per query (a matrix-vector
 product and the top-k) as real ones. Each query is embedded for real. A restart reads
 real indexes from the disk cache instead (dense.py).
+
+The "hybrid + asks" row gives every chunk ``--asks`` questions (words of its text, as an
+operator's ``<!-- ask: ... -->`` lines would be), indexed by BM25 and as extra vectors:
+what a knowledge base that ships asks pays per query.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -92,6 +97,20 @@ def synthetic_corpus(n_chunks: int, seed: int) -> KnowledgeBase:
     return KnowledgeBase(directory="<synthetic>", chunks=chunks, documents=(n_chunks + 9) // 10)
 
 
+def with_asks(kb: KnowledgeBase, per_chunk: int, seed: int) -> KnowledgeBase:
+    """``kb`` with ``per_chunk`` questions made of each chunk's words as its asks."""
+    rng = random.Random(seed + 2)
+    chunks = []
+    for chunk in kb.chunks:
+        words = chunk.text.replace(".", "").lower().split()
+        asks = tuple(
+            f"how can I {' '.join(rng.sample(words, k=min(len(words), 6)))}?"
+            for _ in range(per_chunk)
+        )
+        chunks.append(replace(chunk, asks=asks))
+    return replace(kb, chunks=chunks)
+
+
 def queries(kb: KnowledgeBase, n: int, seed: int) -> list[str]:
     """Questions made of words from one chunk (so they have an answer)."""
     rng = random.Random(seed + 1)
@@ -133,10 +152,20 @@ def synthetic_dense(kb: KnowledgeBase, sample: int, seed: int) -> tuple[DenseInd
     started = time.perf_counter()
     encoder.encode(texts)
     per_chunk = (time.perf_counter() - started) / len(texts)
-    vectors = np.random.default_rng(seed).standard_normal((len(kb.chunks), DIMENSION))
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    stats = DenseStats(encoder.identity, None, False, per_chunk * len(kb.chunks))
-    return DenseIndex(encoder, vectors, stats), per_chunk * len(kb.chunks)
+    rng = np.random.default_rng(seed)
+
+    def unit_vectors(rows: int) -> np.ndarray:
+        vectors = rng.standard_normal((rows, DIMENSION))
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    asks_of, rows = [], 0
+    for chunk in kb.chunks:
+        asks_of.append(list(range(rows, rows + len(chunk.asks))))
+        rows += len(chunk.asks)
+    embed_s = per_chunk * (len(kb.chunks) + rows)  # an ask is shorter: an upper bound
+    stats = DenseStats(encoder.identity, None, False, embed_s)
+    ask_vectors = unit_vectors(rows) if rows else None
+    return DenseIndex(encoder, unit_vectors(len(kb.chunks)), stats, ask_vectors, asks_of), embed_s
 
 
 def measure(retriever: Retriever, questions: Sequence[str], top_k: int) -> dict[str, float]:
@@ -186,6 +215,9 @@ def main() -> None:
     parser.add_argument(
         "--embed-sample", type=int, default=32, help="chunks embedded to time the dense build"
     )
+    parser.add_argument(
+        "--asks", type=int, default=4, help="asks per chunk in the 'hybrid + asks' row (0: none)"
+    )
     args = parser.parse_args()
 
     kb = synthetic_corpus(args.chunks, args.seed)
@@ -212,6 +244,16 @@ def main() -> None:
             **measure(hybrid, questions, args.top_k),
             "rss_mb": round(rss_mb() - rss_before, 1),
         }
+        if args.asks > 0:
+            asked = with_asks(kb, args.asks, args.seed)
+            rss_before = rss_mb()
+            dense, embed_s = synthetic_dense(asked, args.embed_sample, args.seed)
+            result["hybrid_asks"] = {
+                "asks_per_chunk": args.asks,
+                "embed_all_s_extrapolated": round(embed_s, 1),
+                **measure(Retriever(asked, dense), questions, args.top_k),
+                "rss_mb": round(rss_mb() - rss_before, 1),
+            }
     if args.json:
         print(json.dumps(result))
         return
@@ -220,6 +262,10 @@ def main() -> None:
     if "hybrid" in result:
         h = result["hybrid"]
         rows.append(("hybrid", h, f"~{h['embed_all_s_extrapolated']:.0f} s embed (extrapolated)"))
+    if "hybrid_asks" in result:
+        a = result["hybrid_asks"]
+        build = f"~{a['embed_all_s_extrapolated']:.0f} s embed (extrapolated)"
+        rows.append((f"hybrid + {a['asks_per_chunk']} asks per chunk", a, build))
     if "dense" in result:
         d = result["dense"]
         print(

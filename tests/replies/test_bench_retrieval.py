@@ -35,3 +35,6 @@ def test_main_prints_the_figures(monkeypatch, capsys) -> None:
     hybrid = result["hybrid"]
     assert hybrid["embed_all_s_extrapolated"] > 0 and hybrid["embed_sample"] == 32
     assert 0 < hybrid["search_p50_ms"] <= hybrid["search_p99_ms"]
+    asked = result["hybrid_asks"]
+    assert asked["asks_per_chunk"] == 4 and asked["embed_all_s_extrapolated"] > 0
+    assert 0 < asked["search_p50_ms"] <= asked["search_p99_ms"]
