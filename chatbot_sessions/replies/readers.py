@@ -81,7 +81,8 @@ def read_text(text: str, source: str) -> list[Document]:
 
 
 class _HTMLText(HTMLParser):
-    """Collects visible text by block, starting a section at every h1-h6."""
+    """Collects visible text by block, starting a section at every h1-h6; a
+    ``<!-- ask: ... -->`` comment is one of its section's asks, as in Markdown."""
 
     _SKIP: ClassVar[frozenset[str]] = frozenset(
         {"script", "style", "noscript", "template", "svg", "head"}
@@ -114,6 +115,12 @@ class _HTMLText(HTMLParser):
         self._in_title = False
         self._in_heading = False
         self._heading_text: list[str] = []
+        self._asks: list[str] = []
+
+    def handle_comment(self, data: str) -> None:
+        ask = _ASK.match(f"<!--{data}-->")
+        if ask and ask.group(1) and not self._skip_depth:
+            self._asks.append(ask.group(1))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
@@ -159,8 +166,10 @@ class _HTMLText(HTMLParser):
 
     def _flush_section(self) -> None:
         if self._blocks:
-            self.sections.append(Section(self._heading, "\n\n".join(self._blocks)))
+            asks = tuple(dict.fromkeys(self._asks))
+            self.sections.append(Section(self._heading, "\n\n".join(self._blocks), asks))
         self._blocks = []
+        self._asks = []
 
     def finish(self) -> None:
         """Flush whatever text is still open at the end of the document."""
@@ -204,12 +213,17 @@ def read_jsonl_records(text: str, source: str) -> Iterator[tuple[int, Document |
             continue
         url = record.get("url")
         published = record.get("published")
+        asks = record.get("asks", [])
+        if not isinstance(asks, list) or not all(isinstance(a, str) for a in asks):
+            yield number, "'asks' must be a list of strings"
+            continue
+        asks = tuple(dict.fromkeys(a.strip() for a in asks if a.strip()))
         yield (
             number,
             Document(
                 title=title.strip(),
                 source=url if isinstance(url, str) and url.strip() else f"{source}:{number}",
-                sections=(Section("", body.strip()),),
+                sections=(Section("", body.strip(), asks),),
                 published=str(published) if published is not None else None,
             ),
         )

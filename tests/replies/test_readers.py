@@ -93,3 +93,22 @@ def test_jsonl_reports_bad_lines_and_keeps_good_ones() -> None:
     assert docs[0][1].published == "2024-01-02"
     assert set(bad) == {2, 3, 4, 5}
     assert "invalid JSON" in bad[2] and "title" in bad[4] and "text" in bad[5]
+
+
+def test_html_ask_comments_and_jsonl_asks_are_asks_too() -> None:
+    html = (
+        "<h2>Install</h2><!-- ask: how do I set it up? --><p>Run it.</p><!-- note -->"
+        "<script><!-- ask: hidden --></script><h2>Next</h2><p>More.</p>"
+    )
+    [doc] = read_html(html, "p.html")
+    assert [(s.heading, s.asks) for s in doc.sections] == [
+        ("Install", ("how do I set it up?",)),
+        ("Next", ()),
+    ]
+    lines = [
+        '{"title": "A", "text": "alpha", "asks": ["what is alpha?", " ", "what is alpha?"]}',
+        '{"title": "B", "text": "beta", "asks": "what is beta?"}',
+    ]
+    [(_, good), (number, reason)] = read_jsonl_records("\n".join(lines), "kb.jsonl")
+    assert good.sections[0].asks == ("what is alpha?",)
+    assert number == 2 and "asks" in reason
