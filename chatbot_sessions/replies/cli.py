@@ -56,6 +56,7 @@ def stats_command() -> None:
     click.echo(f"Knowledge directory: {stats.directory}")
     click.echo(f"Documents:           {stats.documents}")
     click.echo(f"Chunks:              {stats.chunks}")
+    click.echo(f"Asks:                {stats.asks}")
     click.echo(f"Files skipped:       {stats.files_skipped}")
     for skipped in stats.skipped:
         click.echo(f"  - {skipped.path}: {skipped.reason}")

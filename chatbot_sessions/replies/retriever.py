@@ -122,6 +122,8 @@ class IndexStats:
     index_seconds: float
     retrieval: str = "bm25"
     dense: DenseStats | None = None
+    #: Distinct asks (questions a section answers, written by the knowledge base's keeper).
+    asks: int = 0
 
     @property
     def files_skipped(self) -> int:
@@ -168,6 +170,7 @@ class Retriever:
             index_seconds=index_seconds,
             retrieval="bm25" if dense is None else "hybrid",
             dense=None if dense is None else dense.stats,
+            asks=len({ask for chunk in self.chunks for ask in chunk.asks}),
         )
         log.info(
             "knowledge base: %d documents, %d chunks, %d files skipped, indexed in %.3fs",

@@ -23,7 +23,8 @@ def runner(make_kb):
     root = make_kb(
         {
             "redis.md": "# Redis\n\n## Persistence\n\nSnapshots go to disk.\n\n"
-            "## Memory\n\nSet maxmemory to cap memory.\n",
+            "## Memory\n<!-- ask: how do I stop it eating all my RAM? -->\n\n"
+            "Set maxmemory to cap memory.\n",
             "fish.md": "# Fish\n\nFish swim in water.\n",
             "broken.txt": b"\x00\x01\x02",
             "items.jsonl": '{"title": "Disk news", "text": "New disks are fast."}\n{oops\n',
@@ -49,6 +50,7 @@ def test_stats_reports_documents_chunks_skips_and_timing(runner) -> None:
     lines = dict(line.split(":", 1) for line in result.output.splitlines() if ": " in line)
     assert lines["Documents"].strip() == "3"
     assert lines["Chunks"].strip() == "4"
+    assert lines["Asks"].strip() == "1"
     assert lines["Files skipped"].strip() == "1"
     assert "  - broken.txt: binary file" in result.output
     assert lines["JSONL lines skipped"].strip() == "1"
