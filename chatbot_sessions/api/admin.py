@@ -20,7 +20,7 @@ from flask import abort, request
 from flask.views import MethodView
 from flask_smorest import Api
 
-from chatbot_sessions.api.parsing import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.exceptions import AdminTokenRequired
 from chatbot_sessions.extensions import get_admin, get_reload_control, get_settings

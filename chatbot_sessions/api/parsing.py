@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import flask
-import flask_smorest
 import marshmallow as ma
 from webargs.flaskparser import FlaskParser
 
@@ -33,9 +32,3 @@ class JsonBodyParser(FlaskParser):
             return super().load_json(req, schema)
         except (RecursionError, ValueError) as exc:  # JSONDecodeError is handled by super()
             self._handle_invalid_json_error(exc, req)
-
-
-class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint, parsing ``@blp.arguments`` with ``JsonBodyParser``."""
-
-    ARGUMENTS_PARSER = JsonBodyParser()

@@ -27,7 +27,7 @@ from typing import Any
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 
-from chatbot_sessions.api.parsing import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.chat import StreamTicket
 from chatbot_sessions.domain import Exchange
