@@ -100,19 +100,29 @@ def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> Non
 # (90.4 %); hybrid 96 (76.8 %) and 115 (92.0 %); over the corpus before the new sections,
 # 68/96 and 84/103. With the int8 encoder and results citing each page once (2026-12-02),
 # top-1 / top-3: v1 BM25 68/100, hybrid 84/102; v2 57/81, 67/86; v3 82/115, 96/122.
-# Issue #14 asks for 90 % and 100 %: not reached. These floors are the measured level minus
-# one question, a regression guard, not the target.
+# With the shipped pages' asks (430 example questions under their headings, written from the
+# pages alone by someone who saw no question set, 2026-12-02): v1 87/108, 105/108; v2 72/89,
+# 82/91; v3 98/122, 111/123. blind-v4 (226 cases, written before anything ran against it and
+# measured only after the asks were in; never tuned on): before the asks 140/194 and 166/209,
+# with them 164/210 and 193/216 (85.4 % / 95.6 %). Issue #14 asks for 90 % and 100 %: not
+# reached on v4. These floors are the measured level minus one question, a regression guard,
+# not the target.
 SETS = {
-    "blind-v1": (DEFAULT_SET, 110, {"bm25": (67, 99), "hybrid": (83, 101)}),
+    "blind-v1": (DEFAULT_SET, 110, {"bm25": (86, 107), "hybrid": (104, 107)}),
     "blind-v2": (
         DEFAULT_SET.with_name("blind-v2.jsonl"),
         94,
-        {"bm25": (56, 80), "hybrid": (66, 85)},
+        {"bm25": (71, 88), "hybrid": (81, 90)},
     ),
     "blind-v3": (
         DEFAULT_SET.with_name("blind-v3.jsonl"),
         125,
-        {"bm25": (81, 114), "hybrid": (95, 121)},
+        {"bm25": (97, 121), "hybrid": (110, 122)},
+    ),
+    "blind-v4": (
+        DEFAULT_SET.with_name("blind-v4.jsonl"),
+        226,
+        {"bm25": (163, 209), "hybrid": (192, 215)},
     ),
 }
 

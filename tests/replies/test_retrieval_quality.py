@@ -107,7 +107,10 @@ def test_top1_source_is_right_for_at_least_90_percent(corpus_retriever) -> None:
             top = results[0].chunk.source if results else None
             misses.append(f"{question!r}: got {top}, want {page}")
     hit_rate = 1 - len(misses) / len(QUESTIONS)
-    assert hit_rate >= 0.9, "\n".join(misses)
+    # 0.9 until the shipped pages gained their asks (2026-12-02): they cost this tuned set
+    # two or three questions (23 of 26 with BM25, 22 with hybrid) and gained 27 of the 226
+    # questions of blind-v4, which nobody tuned for (tests/replies/test_hybrid.py).
+    assert hit_rate >= 0.84, "\n".join(misses)
 
 
 def test_right_page_is_in_the_top3_but_for_one_question_at_most(corpus_retriever) -> None:
@@ -126,8 +129,10 @@ def test_right_page_is_in_the_top3_but_for_one_question_at_most(corpus_retriever
 FOLLOW_UPS = [
     (
         ["How do I put the service behind nginx?"],
-        "What timeout should it use?",
-        "Deployment › Behind nginx",
+        # Was "What timeout should it use?", until the nginx section's asks made "timeout"
+        # find it on its own (2026-12-02).
+        "And the buffering?",
+        "Deployment › Behind nginx › Streamed replies through nginx",
         1,
     ),
     (
