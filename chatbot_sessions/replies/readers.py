@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from html.parser import HTMLParser
 from typing import ClassVar
 
@@ -19,6 +19,11 @@ _ATX_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 #: A question the section answers, hidden from rendered Markdown: ``<!-- ask: ... -->``.
 _ASK = re.compile(r"^\s*<!--\s*ask:\s*(.*?)\s*-->\s*$", re.IGNORECASE)
+
+
+def distinct_asks(asks: Iterable[str]) -> tuple[str, ...]:
+    """A section's asks as every reader gives them: trimmed, empty ones dropped, each once."""
+    return tuple(dict.fromkeys(a.strip() for a in asks if a.strip()))
 
 
 def title_from_name(name: str) -> str:
@@ -49,7 +54,7 @@ def read_markdown(text: str, source: str) -> list[Document]:
             heading = " › ".join(h for level, h in trail if level > 1) or (
                 trail[-1][1] if trail else ""
             )
-            sections.append(Section(heading, body, tuple(dict.fromkeys(asks))))
+            sections.append(Section(heading, body, distinct_asks(asks)))
         lines.clear()
         asks.clear()
 
@@ -57,8 +62,7 @@ def read_markdown(text: str, source: str) -> list[Document]:
         if _FENCE.match(line):
             in_fence = not in_fence
         if not in_fence and (ask := _ASK.match(line)):
-            if ask.group(1):
-                asks.append(ask.group(1))
+            asks.append(ask.group(1))
             continue
         match = None if in_fence else _ATX_HEADING.match(line)
         if match is None:
@@ -119,7 +123,7 @@ class _HTMLText(HTMLParser):
 
     def handle_comment(self, data: str) -> None:
         ask = _ASK.match(f"<!--{data}-->")
-        if ask and ask.group(1) and not self._skip_depth:
+        if ask and not self._skip_depth:
             self._asks.append(ask.group(1))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -166,7 +170,7 @@ class _HTMLText(HTMLParser):
 
     def _flush_section(self) -> None:
         if self._blocks:
-            asks = tuple(dict.fromkeys(self._asks))
+            asks = distinct_asks(self._asks)
             self.sections.append(Section(self._heading, "\n\n".join(self._blocks), asks))
         self._blocks = []
         self._asks = []
@@ -217,13 +221,12 @@ def read_jsonl_records(text: str, source: str) -> Iterator[tuple[int, Document |
         if not isinstance(asks, list) or not all(isinstance(a, str) for a in asks):
             yield number, "'asks' must be a list of strings"
             continue
-        asks = tuple(dict.fromkeys(a.strip() for a in asks if a.strip()))
         yield (
             number,
             Document(
                 title=title.strip(),
                 source=url if isinstance(url, str) and url.strip() else f"{source}:{number}",
-                sections=(Section("", body.strip(), asks),),
+                sections=(Section("", body.strip(), distinct_asks(asks)),),
                 published=str(published) if published is not None else None,
             ),
         )
