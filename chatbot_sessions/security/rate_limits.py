@@ -70,6 +70,7 @@ from chatbot_sessions.domain import LimitCounter
 from chatbot_sessions.exceptions import RateLimited
 from chatbot_sessions.sessions import budget, scripts
 from chatbot_sessions.sessions.ids import parse_session_id
+from chatbot_sessions.sessions.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,13 @@ class RateLimiter:
             "session", settings.rate_limit_send_session, session_identity
         )
         self.feedback = Limit.from_setting("feedback", settings.rate_limit_feedback, ip_identity)
-        self._script = client.register_script(scripts.LIMITS)
+        self._script = LuaScript(client, scripts.LIMITS)
         self._by_slot = isinstance(client, RedisCluster)
         #: Counters may ride on the session access's script: one server, any key in reach.
         self.folds = not self._by_slot
         # Where a request is counted when Redis fails: the same script, in process memory.
         fallback = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-        self._script_in_memory = fallback.register_script(scripts.LIMITS)
+        self._script_in_memory = LuaScript(fallback, scripts.LIMITS)
 
     def check(self, limits: Iterable[Limit]) -> None:
         """Count one hit on every limit now; RateLimited if any of them is past its amount."""

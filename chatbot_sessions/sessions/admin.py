@@ -49,6 +49,7 @@ from chatbot_sessions.sessions.keys import (
     session_id_of_meta,
     session_keys,
 )
+from chatbot_sessions.sessions.lua import LuaScript
 from chatbot_sessions.sessions.store import SessionStore
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
@@ -134,10 +135,10 @@ class SessionAdmin:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self.client = store.client
-        self._snapshot = self.client.register_script(scripts.SNAPSHOT)
-        self._restore = self.client.register_script(scripts.RESTORE)
-        self._set_ttl = self.client.register_script(scripts.SET_TTL)
-        self._rated = self.client.register_script(scripts.RATED)
+        self._snapshot = LuaScript(self.client, scripts.SNAPSHOT)
+        self._restore = LuaScript(self.client, scripts.RESTORE)
+        self._set_ttl = LuaScript(self.client, scripts.SET_TTL)
+        self._rated = LuaScript(self.client, scripts.RATED)
 
     # -- scans -------------------------------------------------------------------------
 

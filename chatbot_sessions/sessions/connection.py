@@ -78,7 +78,7 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
     Each new connection asks the sentinels for the master's address, so after a failover
     the broken connections fail once (a 503, retried by the client) and the next ones
     reach the promoted replica; no restart is needed. Scripts are not in the new master's
-    cache, and redis-py's ``Script`` reloads them on the NOSCRIPT reply.
+    cache, and ``lua.LuaScript`` reloads them on the NOSCRIPT reply.
     """
     from redis.sentinel import Sentinel
 

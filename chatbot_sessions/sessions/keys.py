@@ -32,6 +32,7 @@ Lifetimes (the one TTL rule; the scripts in ``scripts.py`` apply it):
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from chatbot_sessions.exceptions import SessionNotFound
 from chatbot_sessions.sessions.ids import parse_session_id
@@ -66,14 +67,20 @@ def canonical_session_id(session_id: str) -> str:
 
 def meta_key(session_id: str) -> str:
     """The session's own hash: it exists exactly while the session does."""
-    return f"{KEY_PREFIX}{{{canonical_session_id(session_id)}}}"
+    return session_keys(session_id)[0]
 
 
-def session_keys(session_id: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def session_keys(session_id: str) -> tuple[str, str, str, str]:
     """Meta, messages, write log and feedback: the keys whose TTL every access re-arms, in
-    the order every script's KEYS[1..4] has them (``scripts.py``)."""
-    meta = meta_key(session_id)
-    return [meta, f"{meta}:messages", f"{meta}:writes", f"{meta}{_FEEDBACK_SUFFIX}"]
+    the order every script's KEYS[1..4] has them (``scripts.py``).
+
+    Remembered for the most recent ids: a request names its session in two to five store
+    calls, and each time the id was checked, made canonical and four names built (about
+    12,000 instructions). A malformed id raises, and an exception is never remembered.
+    """
+    meta = f"{KEY_PREFIX}{{{canonical_session_id(session_id)}}}"
+    return (meta, f"{meta}:messages", f"{meta}:writes", f"{meta}{_FEEDBACK_SUFFIX}")
 
 
 def messages_key(session_id: str) -> str:

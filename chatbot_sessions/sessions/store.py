@@ -75,6 +75,7 @@ from chatbot_sessions.sessions.keys import (
     session_keys,
     writes_key,
 )
+from chatbot_sessions.sessions.lua import LuaScript
 from chatbot_sessions.timestamps import iso_from_ms, now_ms
 
 #: Retries of a script after a connection error, and the pause before each (seconds). A
@@ -215,20 +216,20 @@ class SessionStore:
         # limiter (security/rate_limits.py) sets this on a single node, and the request's
         # first create, touch or context counts them in its own script (``_access``).
         self.owed_limits: Callable[[], Sequence[LimitCounter]] = tuple
-        self._touch = client.register_script(scripts.TOUCH)
-        self._create = client.register_script(scripts.CREATE)
-        self._read = client.register_script(scripts.READ)
-        self._append = client.register_script(scripts.APPEND)
-        self._rate = client.register_script(scripts.RATE)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._release = client.register_script(scripts.RELEASE)
-        self._finish = client.register_script(scripts.FINISH)
-        self._delete = client.register_script(scripts.DELETE)
-        self._publish = client.register_script(scripts.PUBLISH)
-        self._context = client.register_script(scripts.CONTEXT)
-        self._summary = client.register_script(scripts.SUMMARY)
-        self._stop = client.register_script(scripts.STOP)
-        self._reply_exists = client.register_script(scripts.REPLY_EXISTS)
+        self._touch = LuaScript(client, scripts.TOUCH)
+        self._create = LuaScript(client, scripts.CREATE)
+        self._read = LuaScript(client, scripts.READ)
+        self._append = LuaScript(client, scripts.APPEND)
+        self._rate = LuaScript(client, scripts.RATE)
+        self._claim = LuaScript(client, scripts.CLAIM)
+        self._release = LuaScript(client, scripts.RELEASE)
+        self._finish = LuaScript(client, scripts.FINISH)
+        self._delete = LuaScript(client, scripts.DELETE)
+        self._publish = LuaScript(client, scripts.PUBLISH)
+        self._context = LuaScript(client, scripts.CONTEXT)
+        self._summary = LuaScript(client, scripts.SUMMARY)
+        self._stop = LuaScript(client, scripts.STOP)
+        self._reply_exists = LuaScript(client, scripts.REPLY_EXISTS)
 
     @contextmanager
     def redis_errors(self) -> Iterator[None]:
@@ -249,7 +250,7 @@ class SessionStore:
         return StoreUnavailable(f"{type(exc).__name__}: {exc}")
 
     def _call(
-        self, script: Callable[..., Any], keys: list[str], args: list[Any]
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
     ) -> tuple[Any, bool]:
         """Run one script, again after a connection error; return (result, retried).
 
@@ -278,10 +279,10 @@ class SessionStore:
             raise self._unavailable(exc) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _session_call(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
+    def _session_call(self, script: LuaScript, session_id: str, *args: Any) -> Any:
         return self._call(script, session_keys(session_id), [self.ttl, *args])[0]
 
-    def _access(self, script: Callable[..., Any], session_id: str, *args: Any) -> Any:
+    def _access(self, script: LuaScript, session_id: str, *args: Any) -> Any:
         """A session access that also counts the request's rate limits (``owed_limits``),
         in the same script: RateLimited, with the session untouched, if one is used up.
 
@@ -303,7 +304,7 @@ class SessionStore:
             counted = limits if attempts == 1 else ()
             tail = [n for limit in counted for n in (limit.window, limit.amount)]
             return script(
-                keys=keys + [limit.key for limit in counted],
+                keys=[*keys, *(limit.key for limit in counted)],
                 args=[self.ttl, *args, *tail, len(counted)],
             )
 
@@ -378,7 +379,7 @@ class SessionStore:
         ``create`` or ``started_by_key``, does the key's session-less record (the one that
         reserved this id), so that deleting the session deletes both.
         """
-        keys = session_keys(session_id)
+        keys = [*session_keys(session_id)]
         at = now_ms()
         record_args: list[Any] = ["", "", "", "", ""]
         if record is not None:
