@@ -73,8 +73,15 @@ schema = schemathesis.pytest.from_fixture("live_schema")
 )
 def test_every_response_matches_the_document(case, case_counts):
     make_key_unique(case)
-    response = case.call_and_validate(timeout=10)
+    response = case.call(timeout=10)
     case_counts[case.operation.label] += 1  # the documented operation, whatever method probed it
+    if response.status_code == 414:
+        # gunicorn refuses a request line over 4094 bytes before any view sees it (serving.py
+        # answers it in our envelope). Negative cases sometimes repeat a query parameter
+        # that often; no operation documents 414, so only the envelope is checked then.
+        assert len(response.request.url) > 4000, response.request.url[:200]
+    else:
+        case.validate_response(response)
     assert response.status_code < 500
     if 400 <= response.status_code < 500:
         body = response.json()
