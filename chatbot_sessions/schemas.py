@@ -18,11 +18,12 @@ from marshmallow import (
 
 from chatbot_sessions.domain import RATINGS, SESSION_DOCUMENT_FORMAT
 from chatbot_sessions.extensions import get_settings
+from chatbot_sessions.lean_dump import LeanDumpSchema
 from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 
-class SourceSchema(Schema):
+class SourceSchema(LeanDumpSchema):
     """A knowledge-base passage an answer drew on."""
 
     title = fields.String(required=True)
@@ -30,14 +31,14 @@ class SourceSchema(Schema):
     score = fields.Float(required=True)
 
 
-class MessageFeedbackSchema(Schema):
+class MessageFeedbackSchema(LeanDumpSchema):
     """The latest rating of an answer, as history shows it."""
 
     rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
     comment = fields.String(required=True, allow_none=True)
 
 
-class MessageSchema(Schema):
+class MessageSchema(LeanDumpSchema):
     """One stored turn, in the API's original shape; assistant turns may carry their sources."""
 
     id = fields.Integer(
@@ -190,7 +191,7 @@ class HistoryQuerySchema(Schema):
     )
 
 
-class SuccessSchema(Schema):
+class SuccessSchema(LeanDumpSchema):
     """Fields every successful answer carries."""
 
     success = fields.Boolean(required=True, dump_default=True, metadata={"enum": [True]})
@@ -318,7 +319,7 @@ class StopAcceptedSchema(SuccessSchema):
     message = fields.String(required=True)
 
 
-class ErrorSchema(Schema):
+class ErrorSchema(LeanDumpSchema):
     """The one error envelope every failure uses."""
 
     success = fields.Boolean(required=True, dump_default=False, metadata={"enum": [False]})
@@ -329,7 +330,7 @@ class ErrorSchema(Schema):
     )
 
 
-class TtlBucketSchema(Schema):
+class TtlBucketSchema(LeanDumpSchema):
     """One bar of the TTL histogram."""
 
     le = fields.Integer(
@@ -371,7 +372,7 @@ def _iso_from_seconds(seconds: float | None) -> str | None:
     return None if seconds is None else iso_from_ms(round(seconds * 1000))
 
 
-class KnowledgeWorkerSchema(Schema):
+class KnowledgeWorkerSchema(LeanDumpSchema):
     """What one live worker serves, as it last reported it (``flask kb stats``'s row)."""
 
     worker = fields.String(required=True, metadata={"description": "host:pid"})
@@ -469,7 +470,7 @@ class _StoredMessageSchema(MessageSchema):
     timestamp = fields.String(required=True, validate=_check_iso)
 
 
-class SessionDocumentSchema(Schema):
+class SessionDocumentSchema(LeanDumpSchema):
     """A whole session as ``flask sessions export`` writes it and ``import`` reads it."""
 
     format = fields.String(required=True)

@@ -1,0 +1,117 @@
+"""LeanDumpSchema dumps exactly what marshmallow's Schema.dump does, for every answer we send."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import Schema, fields
+
+from chatbot_sessions import schemas
+from chatbot_sessions.lean_dump import LeanDumpSchema
+
+RESPONSE_SCHEMAS = sorted(
+    (
+        cls
+        for _, cls in inspect.getmembers(schemas, inspect.isclass)
+        if issubclass(cls, LeanDumpSchema) and cls is not LeanDumpSchema
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+# Right and wrong types alike: a value a field cannot convert must fail the same way.
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(["1", "true", "0", "up", "down", "2026-12-02T00:00:00Z"]),
+)
+
+
+def objects(schema: Schema, depth: int = 0) -> st.SearchStrategy[Any]:
+    """Objects to dump with ``schema``: each field's value present or not, as a dict item
+    or an attribute, nested along dotted attributes (``reply.text``)."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Any:
+        tree: dict[str, Any] = {}
+        for name, field in schema.dump_fields.items():
+            if draw(st.booleans()):
+                continue  # absent: a default, or the key left out
+            path = (field.attribute or name).split(".")
+            node = tree
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = draw(values(field, depth))
+        return draw(shaped(tree))
+
+    return build()
+
+
+def values(field: fields.Field, depth: int) -> st.SearchStrategy[Any]:
+    if isinstance(field, fields.Nested) and depth < 2:
+        return st.one_of(st.none(), objects(field.schema, depth + 1))
+    if isinstance(field, fields.List) and depth < 2:
+        return st.one_of(st.none(), st.lists(values(field.inner, depth + 1), max_size=3))
+    return SCALARS
+
+
+def shaped(tree: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """The tree as dicts, as objects with attributes, or a mix."""
+    if not isinstance(tree, dict):
+        return st.just(tree)
+    inner = {
+        key: shaped(value) if isinstance(value, dict) else st.just(value)
+        for key, value in tree.items()
+    }
+    fixed = st.fixed_dictionaries(inner)
+    return st.one_of(fixed, fixed.map(lambda d: SimpleNamespace(**d)))
+
+
+def outcome(schema: Schema, obj: Any) -> tuple[str, Any]:
+    try:
+        return "dumped", schema.dump(obj)
+    except Exception as exc:  # the same failure, type and message, is the same answer
+        return "raised", (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("schema_class", RESPONSE_SCHEMAS, ids=lambda cls: cls.__name__)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_every_response_schema_dumps_as_marshmallow_does(schema_class, data):
+    schema = schema_class()
+    obj = data.draw(objects(schema))
+    lean = outcome(schema, obj)
+    with mock.patch.object(LeanDumpSchema, "dump", Schema.dump):  # marshmallow's own, nested too
+        plain = outcome(schema_class(), obj)
+    assert lean == plain
+
+
+def test_the_answers_we_send_take_the_short_way():
+    # The schemas of our hot answers must not fall back field by field (else no gain).
+    for schema in (schemas.ValidSchema(), schemas.CreatedSchema(), schemas.HistorySchema()):
+        schema.dump({})
+        assert all(path is not None for *_, path in schema._lean_plan), type(schema).__name__
+
+
+def test_hooks_and_many_go_marshmallows_way():
+    class Hooked(LeanDumpSchema):
+        name = fields.String()
+
+        from marshmallow import post_dump
+
+        @post_dump
+        def shout(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+            return {key: value.upper() for key, value in data.items()}
+
+    assert Hooked().dump({"name": "ada"}) == {"name": "ADA"}
+    assert schemas.SourceSchema(many=True).dump([{"title": "t", "source": "s", "score": 1}]) == [
+        {"title": "t", "source": "s", "score": 1.0}
+    ]
