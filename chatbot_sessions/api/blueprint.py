@@ -5,21 +5,31 @@ flask-smorest still turns those declarations into the OpenAPI document. What cha
 work per request: flask-smorest's response wrapper is general (async views, ETags,
 pagination wrappers, a ``g`` entry for them), and on a cheap request it cost more than the
 view itself. Ours does only what our views use, with the same bytes on the wire.
+
+Arguments likewise: webargs' ``parse`` works out per request what never changes (the
+loader, the ``unknown`` rule, which fields take repeated values) and wraps the query or
+the headers in a proxy that marshmallow then reads through ``Mapping``'s generic methods.
+That was as much work again as the schema's ``load`` (about 55,000 instructions per
+location under callgrind). ``_ArgumentReader`` settles those questions once per view and
+hands ``load`` a plain dict of the declared keys; the schema, its messages and the error
+answer are webargs' own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any
 
 import flask_smorest
-from flask import current_app
+import marshmallow as ma
+from flask import current_app, request
 from flask_smorest.utils import (
     resolve_schema_instance,
     set_status_and_headers_in_response,
     unpack_tuple_response,
 )
+from webargs.core import _UNKNOWN_DEFAULT_PARAM, Parser
 from werkzeug.wrappers import Response
 
 from chatbot_sessions.api.parsing import JsonBodyParser
@@ -30,6 +40,34 @@ class Blueprint(flask_smorest.Blueprint):
     answering ``@blp.response`` views without flask-smorest's per-request wrapper."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
+
+    def arguments(
+        self, schema: Any, *, location: str = "json", as_kwargs: bool = False, **options: Any
+    ) -> Callable[[Callable], Callable]:
+        """``flask_smorest.Blueprint.arguments``: the same document, the same values and
+        errors, read by ``_ArgumentReader`` where it covers the case (else by webargs)."""
+        schema = resolve_schema_instance(schema)
+        document = super().arguments(schema, location=location, as_kwargs=as_kwargs, **options)
+        reader = _ArgumentReader.for_case(self.ARGUMENTS_PARSER, schema, location, options)
+
+        def decorator(view: Callable) -> Callable:
+            documented = document(view)
+            if reader is None:
+                return documented
+
+            @wraps(view)
+            def parsed(*args: Any, **kwargs: Any) -> Any:
+                values = reader.read()
+                if as_kwargs:
+                    kwargs.update(values)
+                else:  # after the other positional arguments, as webargs passes them
+                    args = (*args, values)
+                return view(*args, **kwargs)
+
+            parsed._apidoc = documented._apidoc  # type: ignore[attr-defined]
+            return parsed
+
+        return decorator
 
     def response(
         self, status_code: int, schema: Any = None, **options: Any
@@ -68,3 +106,96 @@ def _answer(returned: Any, default_status: int, dump: Callable[[Any], Any] | Non
     status = default_status if status is None else status
     set_status_and_headers_in_response(response, status, headers)
     return response
+
+
+#: Decorator options ``_ArgumentReader`` knows; any other (``unknown``, ``validate``...)
+#: leaves the view to webargs. The documentation-only ones are flask-smorest's.
+_READER_OPTIONS = frozenset(
+    {"error_status_code", "error_headers", "content_type", "required", "description",
+     "example", "examples"}
+)  # fmt: skip
+
+
+class _ArgumentReader:
+    """One view's ``webargs`` parse of one location, with its per-request questions settled.
+
+    Covered: a JSON body, and a query string or headers whose unknown keys are excluded
+    (``EXCLUDE``, webargs' rule for both), for which marshmallow reads only the declared
+    keys, so a dict of those keys loads exactly as webargs' proxy does.
+    """
+
+    def __init__(
+        self,
+        parser: JsonBodyParser,
+        schema: ma.Schema,
+        location: str,
+        options: Mapping[str, Any],
+        load_options: dict[str, Any],
+    ) -> None:
+        self.parser = parser
+        self.schema = schema
+        self.location = location
+        self.error_status_code = options.get("error_status_code")
+        self.error_headers = options.get("error_headers")
+        self.load_options = load_options
+        # (key in the request, whether it takes every repeated value), as MultiDictProxy
+        # decides it: a List or Tuple field, or one that says ``is_multiple``.
+        self.keys = [
+            (field.data_key if field.data_key is not None else name, _takes_repeats(field))
+            for name, field in schema.fields.items()
+        ]
+
+    @classmethod
+    def for_case(
+        cls, parser: JsonBodyParser, schema: ma.Schema, location: str, options: Mapping[str, Any]
+    ) -> _ArgumentReader | None:
+        """A reader for this declaration, or None when webargs should parse it."""
+        if not set(options) <= _READER_OPTIONS or parser.error_callback is not None:
+            return None
+        if type(parser).parse is not Parser.parse or type(parser).pre_load is not Parser.pre_load:
+            return None  # a parser that changes these would not be asked
+        # webargs' precedence: the parser's own setting, else its default for the location.
+        unknown = (
+            parser.unknown
+            if parser.unknown != _UNKNOWN_DEFAULT_PARAM
+            else parser.DEFAULT_UNKNOWN_BY_LOCATION.get(location)
+        )
+        if location == "json":
+            return cls(parser, schema, location, options, {"unknown": unknown} if unknown else {})
+        if location in ("query", "querystring", "headers") and unknown == ma.EXCLUDE:
+            return cls(parser, schema, location, options, {"unknown": unknown})
+        return None
+
+    def read(self) -> Any:
+        """The loaded values, or webargs' error answer (422, or 400 for a broken body)."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if self.location == "json":
+            data = self.parser.load_json(req, self.schema)
+            if data is ma.missing:
+                data = {}
+        else:
+            source = req.headers if self.location == "headers" else req.args
+            data = {}
+            for key, multiple in self.keys:
+                value = source.get(key, ma.missing)
+                if value is not ma.missing:
+                    data[key] = source.getlist(key) if multiple else value
+        try:
+            return self.schema.load(data, **self.load_options)
+        except ma.ValidationError as error:
+            # As webargs' _on_validation_error: the messages under the location's name.
+            error.messages = {self.location: error.messages}
+            self.parser.handle_error(
+                error,
+                req,
+                self.schema,
+                error_status_code=self.error_status_code,
+                error_headers=self.error_headers,
+            )
+            raise
+
+
+def _takes_repeats(field: ma.fields.Field) -> bool:
+    """Whether a query or header field gets every repeated value (webargs' MultiDictProxy)."""
+    flag = getattr(field, "is_multiple", None)
+    return flag if flag is not None else isinstance(field, ma.fields.List | ma.fields.Tuple)

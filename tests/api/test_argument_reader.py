@@ -1,0 +1,100 @@
+"""Our argument reader gives webargs' answer: the same values, the same errors, for any input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.exceptions import HTTPException
+
+from chatbot_sessions import schemas
+from chatbot_sessions.api.blueprint import Blueprint, _ArgumentReader
+
+PARSER = Blueprint.ARGUMENTS_PARSER
+
+# Every declaration our views make (api/*.py), by location.
+DECLARATIONS = {
+    "history query": (schemas.HistoryQuerySchema(), "query"),
+    "events query": (schemas.EventsQuerySchema(), "query"),
+    "reload query": (schemas.ReloadQuerySchema(), "query"),
+    "send headers": (schemas.SessionHeaderSchema(), "headers"),
+    "send body": (schemas.SendMessageSchema(), "json"),
+    "feedback body": (schemas.FeedbackSchema(), "json"),
+}
+
+# Values right and wrong: numbers in range and out, text, blanks, odd characters.
+TEXT = st.one_of(
+    st.sampled_from(["", " ", "0", "1", "10", "-1", "1e3", "abc", "null", "true", "up"]),
+    st.integers(min_value=-(10**13), max_value=10**13).map(str),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+)
+KEYS = st.sampled_from(
+    ["limit", "before", "after", "wait", "session-id", "Idempotency-Key", "idempotency-key",
+     "question", "rating", "comment", "other"]
+)  # fmt: skip
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=8,
+)
+BODIES = st.one_of(
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    st.dictionaries(KEYS, JSON_VALUES, max_size=4).map(lambda d: json.dumps(d).encode()),
+    st.sampled_from([b"", b"{", b"[[[", b"\xff\xfe", b'{"question": "\\ud800"}', b"1" * 5000]),
+)
+CONTENT_TYPES = st.sampled_from(
+    ["application/json", "application/json; charset=utf-8", "text/plain", None]
+)
+
+
+def outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "values", call()
+    except HTTPException as exc:  # webargs' answer: the status and the messages it carries
+        return "refused", (exc.code, getattr(exc, "data", None))
+
+
+def test_every_declaration_is_read_by_us():
+    for schema, location in DECLARATIONS.values():
+        assert _ArgumentReader.for_case(PARSER, schema, location, {}) is not None
+
+
+@pytest.mark.parametrize("name", sorted(DECLARATIONS))
+@settings(
+    max_examples=120,
+    deadline=None,
+    # the app is only read (a request context per example), never changed
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    pairs=st.lists(st.tuples(KEYS, TEXT), max_size=6),
+    body=BODIES,
+    content_type=CONTENT_TYPES,
+)
+def test_the_reader_answers_as_webargs(app, name, pairs, body, content_type):
+    schema, location = DECLARATIONS[name]
+    reader = _ArgumentReader.for_case(PARSER, schema, location, {})
+    headers = [(key, value) for key, value in pairs]
+    if content_type:
+        headers.append(("Content-Type", content_type))
+    with app.test_request_context(
+        "/?" + urlencode(pairs), method="POST", headers=headers, data=body
+    ):
+        ours = outcome(reader.read)
+        theirs = outcome(lambda: PARSER.parse(schema, location=location))
+    assert ours == theirs
+
+
+def test_a_view_gets_the_values_where_webargs_put_them(client):
+    # History takes its query as keyword arguments; a bad one is our 422 envelope.
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    assert client.get(f"/api/session/{sid}/history?limit=1").status_code == 200
+    refused = client.get(f"/api/session/{sid}/history?limit=0")
+    assert refused.status_code == 422
+    assert refused.get_json()["details"] == {
+        "fields": {"limit": ["Must be greater than or equal to 1."]}
+    }
