@@ -7,7 +7,6 @@ from typing import Any
 
 from marshmallow import (
     EXCLUDE,
-    Schema,
     ValidationError,
     fields,
     post_load,
@@ -18,12 +17,12 @@ from marshmallow import (
 
 from chatbot_sessions.domain import RATINGS, SESSION_DOCUMENT_FORMAT
 from chatbot_sessions.extensions import get_settings
-from chatbot_sessions.lean_dump import LeanDumpSchema
+from chatbot_sessions.lean_schema import LeanSchema
 from chatbot_sessions.sessions.ids import parse_session_id
 from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
 
 
-class SourceSchema(LeanDumpSchema):
+class SourceSchema(LeanSchema):
     """A knowledge-base passage an answer drew on."""
 
     title = fields.String(required=True)
@@ -31,14 +30,14 @@ class SourceSchema(LeanDumpSchema):
     score = fields.Float(required=True)
 
 
-class MessageFeedbackSchema(LeanDumpSchema):
+class MessageFeedbackSchema(LeanSchema):
     """The latest rating of an answer, as history shows it."""
 
     rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
     comment = fields.String(required=True, allow_none=True)
 
 
-class MessageSchema(LeanDumpSchema):
+class MessageSchema(LeanSchema):
     """One stored turn, in the API's original shape; assistant turns may carry their sources."""
 
     id = fields.Integer(
@@ -85,7 +84,7 @@ _BLANK_CLASS = r"\s\x1c-\x1f\x85\ufeff"
 _BLANK = re.compile(f"[{_BLANK_CLASS}]*")
 
 
-class SendMessageSchema(Schema):
+class SendMessageSchema(LeanSchema):
     """Body of POST /api/send-message."""
 
     class Meta:
@@ -119,7 +118,7 @@ def _check_text(value: str) -> None:
         raise ValidationError(f"must be at most {limit} characters (got {len(value)})")
 
 
-class FeedbackSchema(Schema):
+class FeedbackSchema(LeanSchema):
     """Body of POST /api/session/<id>/messages/<messageId>/feedback."""
 
     class Meta:
@@ -149,7 +148,7 @@ class FeedbackSchema(Schema):
         return data
 
 
-class SessionHeaderSchema(Schema):
+class SessionHeaderSchema(LeanSchema):
     """The optional ``session-id`` and ``Idempotency-Key`` request headers of send-message."""
 
     class Meta:
@@ -175,7 +174,7 @@ class SessionHeaderSchema(Schema):
     )
 
 
-class HistoryQuerySchema(Schema):
+class HistoryQuerySchema(LeanSchema):
     """Paging of GET /api/session/<id>/history."""
 
     class Meta:
@@ -191,7 +190,7 @@ class HistoryQuerySchema(Schema):
     )
 
 
-class SuccessSchema(LeanDumpSchema):
+class SuccessSchema(LeanSchema):
     """Fields every successful answer carries."""
 
     success = fields.Boolean(required=True, dump_default=True, metadata={"enum": [True]})
@@ -299,7 +298,7 @@ class ReplySchema(SuccessSchema):
     )
 
 
-class EventsQuerySchema(Schema):
+class EventsQuerySchema(LeanSchema):
     """Query of GET …/replies/<replyId>/events."""
 
     class Meta:
@@ -319,7 +318,7 @@ class StopAcceptedSchema(SuccessSchema):
     message = fields.String(required=True)
 
 
-class ErrorSchema(LeanDumpSchema):
+class ErrorSchema(LeanSchema):
     """The one error envelope every failure uses."""
 
     success = fields.Boolean(required=True, dump_default=False, metadata={"enum": [False]})
@@ -330,7 +329,7 @@ class ErrorSchema(LeanDumpSchema):
     )
 
 
-class TtlBucketSchema(LeanDumpSchema):
+class TtlBucketSchema(LeanSchema):
     """One bar of the TTL histogram."""
 
     le = fields.Integer(
@@ -372,7 +371,7 @@ def _iso_from_seconds(seconds: float | None) -> str | None:
     return None if seconds is None else iso_from_ms(round(seconds * 1000))
 
 
-class KnowledgeWorkerSchema(LeanDumpSchema):
+class KnowledgeWorkerSchema(LeanSchema):
     """What one live worker serves, as it last reported it (``flask kb stats``'s row)."""
 
     worker = fields.String(required=True, metadata={"description": "host:pid"})
@@ -441,7 +440,7 @@ class KnowledgeReloadSchema(KnowledgeStateSchema):
     )
 
 
-class ReloadQuerySchema(Schema):
+class ReloadQuerySchema(LeanSchema):
     """Query of POST /api/admin/kb/reload."""
 
     class Meta:
@@ -470,7 +469,7 @@ class _StoredMessageSchema(MessageSchema):
     timestamp = fields.String(required=True, validate=_check_iso)
 
 
-class SessionDocumentSchema(LeanDumpSchema):
+class SessionDocumentSchema(LeanSchema):
     """A whole session as ``flask sessions export`` writes it and ``import`` reads it."""
 
     format = fields.String(required=True)
