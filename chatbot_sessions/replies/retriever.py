@@ -139,6 +139,23 @@ def _index_text(chunk: Chunk) -> str:
     return f"{chunk.doc_title}\n{chunk.heading}\n{chunk.heading}\n{chunk.text}\n{asks}"
 
 
+def _idf(chunks: int, df: int) -> float:
+    # BM25's idf of a term found in ``df`` of ``chunks`` chunks.
+    return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
+
+
+def _postings(bm25: bm25s.BM25) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each indexed term's chunks and its BM25 score in each, as views of bm25s's index."""
+    scores = bm25.scores
+    indptr, indices, data = scores["indptr"].tolist(), scores["indices"], scores["data"]
+    return {
+        # "" is bm25s's placeholder token, not a word, and has no postings of its own.
+        term: (indices[indptr[row] : indptr[row + 1]], data[indptr[row] : indptr[row + 1]])
+        for term, row in bm25.vocab_dict.items()
+        if term and row < len(indptr) - 1
+    }
+
+
 class Retriever:
     """Ranks the chunks of a knowledge base against a question. Thread-safe after construction."""
 
@@ -151,14 +168,19 @@ class Retriever:
         sources = [c.source for c in self.chunks]
         page_of = {source: i for i, source in enumerate(dict.fromkeys(sources))}
         self._page = np.array([page_of[s] for s in sources], dtype=np.int64)
+        # The same as a list: picking one chunk per page indexes it an int at a time.
+        self._pages: list[int] = self._page.tolist()
         started = time.perf_counter()
         self._bm25: bm25s.BM25 | None = None
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
         # Document frequencies, for weighting sentences when answers are extracted.
         self._df: Counter[str] = Counter(t for chunk in corpus_terms for t in set(chunk))
+        self._idf = {term: _idf(len(self.chunks), df) for term, df in self._df.items()}
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.chunks:
             self._bm25 = bm25s.BM25()
             self._bm25.index(corpus_terms, show_progress=False)
+            self._postings = _postings(self._bm25)
         index_seconds = time.perf_counter() - started
         self.stats = IndexStats(
             directory=knowledge.directory,
@@ -182,11 +204,7 @@ class Retriever:
 
     def idf(self, term: str) -> float:
         """How rare ``term`` is in the corpus (BM25's idf; 0 for unknown terms)."""
-        df = self._df.get(term, 0)
-        if not df:
-            return 0.0
-        n = len(self.chunks)
-        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+        return self._idf.get(term, 0.0)
 
     def knows(self, term: str) -> bool:
         """Whether ``term`` occurs anywhere in the knowledge base."""
@@ -210,18 +228,27 @@ class Retriever:
         the previous topic that do not address the new question at all.
         """
         total = np.zeros(len(self.chunks), dtype=np.float32)
-        if self._bm25 is None:
-            return total
-        vocab = self._bm25.vocab_dict
+        postings = self._postings
         by_weight: dict[float, list[str]] = {}
         for term, weight in query.weights.items():
-            if term and term in vocab:  # "" is bm25s's placeholder token, not a word
+            if term in postings:
                 by_weight.setdefault(weight, []).append(term)
-        own = [t for t in query.question_terms if t in vocab]
+        own = [t for t in query.question_terms if t in postings]
         for weight, group in by_weight.items():
-            total += np.float32(weight) * self._bm25.get_scores(group)
+            total += np.float32(weight) * self._summed(group)
         if own and len(by_weight) > 1:
-            total[self._bm25.get_scores(own) == 0] = 0
+            total[self._summed(own) == 0] = 0
+        return total
+
+    def _summed(self, group: list[str]) -> np.ndarray:
+        # bm25s's get_scores for ``group``, in one ``np.add.at`` over all its terms' postings
+        # instead of one per term: ``at`` adds in the order given, so every chunk's float32
+        # sum still takes its terms in query order, and comes out the same to the last bit.
+        # (Its method, lucene, gives no score where a term is absent: nothing else to add.)
+        postings = [self._postings[t] for t in group]
+        total = np.zeros(len(self.chunks), dtype=np.float32)
+        where = np.concatenate([chunk_ids for chunk_ids, _ in postings])
+        np.add.at(total, where, np.concatenate([scores for _, scores in postings]))
         return total
 
     def dense_similarities(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +345,10 @@ class Retriever:
             keep = np.argpartition(-scores[candidates], shortlist - 1)[:shortlist]
             candidates = candidates[keep]
         # Ties are broken by corpus order, so results are deterministic.
-        ranked = candidates[np.lexsort((candidates, -scores[candidates]))]
-        _, first = np.unique(self._page[ranked], return_index=True)
-        return ranked[np.sort(first)].tolist()
+        ranked = candidates[np.lexsort((candidates, -scores[candidates]))].tolist()
+        pages, seen, best = self._pages, set(), []
+        for i in ranked:
+            if pages[i] not in seen:
+                seen.add(pages[i])
+                best.append(i)
+        return best
