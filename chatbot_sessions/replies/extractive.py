@@ -99,12 +99,6 @@ class ExtractiveAnswerer:
         # about something else and would only pad the answer.
         self.relative_cutoff = relative_cutoff
 
-    def _unit_score(self, unit: _Unit, query: Query) -> float:
-        found = unit.terms
-        if query.question_terms and not (found & query.question_terms):
-            return 0.0  # earlier turns pick the passage; the sentence must address the question
-        return sum(w * self.retriever.idf(t) for t, w in query.weights.items() if t in found)
-
     def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
         """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
         return collect(self.stream(query, passages))
@@ -116,28 +110,35 @@ class ExtractiveAnswerer:
         best = passages[0].score
         used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
 
-        candidates: list[tuple[float, _Unit]] = []
+        # A unit's match: the weight times the idf of each query term it contains, summed in
+        # query order. Units are scored as the analysed tuples; only those quoted become _Units.
+        idf = self.retriever.idf
+        weighted = [(t, w * idf(t)) for t, w in query.weights.items()]
+        own = query.question_terms
+        candidates: list[tuple[float, int, int, str, str]] = []
         for index, passage in enumerate(used):
             # A sentence is as good as its own match times its passage's relevance.
             passage_weight = 0.5 + 0.5 * passage.score / best
-            for unit in _units(index, passage.chunk.text):
-                score = self._unit_score(unit, query) * passage_weight
+            for position, (text, kind, found) in enumerate(_analyse(passage.chunk.text)):
+                if own and found.isdisjoint(own):
+                    continue  # earlier turns pick the passage; the unit must address the question
+                score = sum(v for t, v in weighted if t in found) * passage_weight
                 if score > 0:
-                    candidates.append((score, unit))
-        candidates.sort(key=lambda c: (-c[0], c[1].passage, c[1].position))
+                    candidates.append((score, index, position, text, kind))
+        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
         if candidates:
             floor = candidates[0][0] * self.relative_cutoff
             candidates = [c for c in candidates if c[0] >= floor]
 
         chosen: list[_Unit] = []
         size = 0
-        for _, unit in candidates:
+        for _, index, position, text, kind in candidates:
             if len(chosen) == self.max_units:
                 break
-            if chosen and size + len(unit.text) > self.max_chars:
+            if chosen and size + len(text) > self.max_chars:
                 continue
-            chosen.append(unit)
-            size += len(unit.text)
+            chosen.append(_Unit(index, position, text, kind))
+            size += len(text)
         if not chosen:
             # The passage matched through its heading only: quote its opening instead.
             chosen = _units(0, used[0].chunk.text)[:2]
