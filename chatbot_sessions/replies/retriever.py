@@ -227,15 +227,21 @@ class Retriever:
         they say which "timeout" the user means, but must not pull in passages about
         the previous topic that do not address the new question at all.
         """
-        total = np.zeros(len(self.chunks), dtype=np.float32)
         postings = self._postings
         by_weight: dict[float, list[str]] = {}
         for term, weight in query.weights.items():
             if term in postings:
                 by_weight.setdefault(weight, []).append(term)
         own = [t for t in query.question_terms if t in postings]
+        total = None
         for weight, group in by_weight.items():
-            total += np.float32(weight) * self._summed(group)
+            part = self._summed(group)
+            if weight != 1.0:  # (times 1 is the same float32; the question's terms weigh 1)
+                part *= np.float32(weight)
+            # Scores are never negative, so 0 + part is part: the first group needs no sum.
+            total = part if total is None else total + part
+        if total is None:
+            return np.zeros(len(self.chunks), dtype=np.float32)
         if own and len(by_weight) > 1:
             total[self._summed(own) == 0] = 0
         return total
@@ -325,16 +331,19 @@ class Retriever:
         if query.question_terms and not any(self.knows(t) for t in query.question_terms):
             return []
         scores = self.scores(query)
-        candidates = np.flatnonzero(scores > 0)
+        candidates = (scores > 0).nonzero()[0]
         # Partial selection first (sorting all of a large corpus per query is waste): a few
         # times top_k is nearly always enough to find top_k different pages.
         best = self._one_per_page(candidates, scores, top_k * PAGE_SHORTLIST)
         if len(best) < top_k and candidates.size > top_k * PAGE_SHORTLIST:
             best = self._one_per_page(candidates, scores, candidates.size)
-        return [Passage(self.chunks[i], float(scores[i])) for i in best[:top_k]]
+        return [Passage(self.chunks[i], score) for i, score in best[:top_k]]
 
-    def _one_per_page(self, candidates: np.ndarray, scores: np.ndarray, shortlist: int) -> list:
-        """The best ``shortlist`` candidates, best first, keeping each page's best chunk only.
+    def _one_per_page(
+        self, candidates: np.ndarray, scores: np.ndarray, shortlist: int
+    ) -> list[tuple[int, float]]:
+        """The best ``shortlist`` candidates as (chunk, score), best first, keeping each page's
+        best chunk only.
 
         A reply cites the pages of its passages: two passages of one page would spend a
         source on a page already cited, where the next page may be the one the reader
@@ -344,11 +353,12 @@ class Retriever:
         if candidates.size > shortlist:
             keep = np.argpartition(-scores[candidates], shortlist - 1)[:shortlist]
             candidates = candidates[keep]
-        # Ties are broken by corpus order, so results are deterministic.
-        ranked = candidates[np.lexsort((candidates, -scores[candidates]))].tolist()
+        # Ties are broken by corpus order, so results are deterministic. A shortlist is a few
+        # dozen chunks: sorting them as Python pairs costs less than numpy's calls would.
+        ranked = sorted(zip((-scores[candidates]).tolist(), candidates.tolist(), strict=True))
         pages, seen, best = self._pages, set(), []
-        for i in ranked:
+        for minus_score, i in ranked:
             if pages[i] not in seen:
                 seen.add(pages[i])
-                best.append(i)
+                best.append((i, -minus_score))
         return best
