@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.replies.base import TextStream, collect
@@ -28,9 +28,12 @@ NO_INFORMATION = (
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 
 
-@dataclass(frozen=True)
-class _Unit:
-    """A quotable piece of a passage: a sentence, a list item or a code block."""
+class _Unit(NamedTuple):
+    """A quotable piece of a passage: a sentence, a list item or a code block.
+
+    A named tuple, not a frozen dataclass: a request makes a few, and a frozen dataclass
+    costs a call of ``object.__setattr__`` per field to build.
+    """
 
     passage: int
     position: int
@@ -112,9 +115,11 @@ class ExtractiveAnswerer:
 
         # A unit's match: the weight times the idf of each query term it contains, summed in
         # query order. Units are scored as the analysed tuples; only those quoted become _Units.
-        idf = self.retriever.idf
-        weighted = [(t, w * idf(t)) for t, w in query.weights.items()]
+        idfs = self.retriever.idfs
+        weighted = [(t, w * idfs.get(t, 0.0)) for t, w in query.weights.items()]
         own = query.question_terms
+        # (minus score, passage, position, text, kind): sorted as they are, best first, ties
+        # in passage order; (passage, position) is unique, so text is never compared.
         candidates: list[tuple[float, int, int, str, str]] = []
         for index, passage in enumerate(used):
             # A sentence is as good as its own match times its passage's relevance.
@@ -122,13 +127,17 @@ class ExtractiveAnswerer:
             for position, (text, kind, found) in enumerate(_analyse(passage.chunk.text)):
                 if own and found.isdisjoint(own):
                     continue  # earlier turns pick the passage; the unit must address the question
-                score = sum(v for t, v in weighted if t in found) * passage_weight
+                match = 0.0
+                for term, value in weighted:  # a loop, not sum(): no generator per unit
+                    if term in found:
+                        match += value
+                score = match * passage_weight
                 if score > 0:
-                    candidates.append((score, index, position, text, kind))
-        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+                    candidates.append((-score, index, position, text, kind))
+        candidates.sort()
         if candidates:
-            floor = candidates[0][0] * self.relative_cutoff
-            candidates = [c for c in candidates if c[0] >= floor]
+            floor = -candidates[0][0] * self.relative_cutoff
+            candidates = [c for c in candidates if -c[0] >= floor]
 
         chosen: list[_Unit] = []
         size = 0
@@ -143,7 +152,7 @@ class ExtractiveAnswerer:
             # The passage matched through its heading only: quote its opening instead.
             chosen = _units(0, used[0].chunk.text)[:2]
 
-        chosen.sort(key=lambda u: (u.passage, u.position))
+        chosen.sort()  # by passage, then position: the order they are quoted in
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
         return TextStream(_deltas(chosen), tuple(p.as_source() for p in quoted))
 

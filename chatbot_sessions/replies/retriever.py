@@ -175,7 +175,10 @@ class Retriever:
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
         # Document frequencies, for weighting sentences when answers are extracted.
         self._df: Counter[str] = Counter(t for chunk in corpus_terms for t in set(chunk))
-        self._idf = {term: _idf(len(self.chunks), df) for term, df in self._df.items()}
+        #: BM25's idf of every term of the corpus (``idf`` looks one up).
+        self.idfs: Mapping[str, float] = {
+            term: _idf(len(self.chunks), df) for term, df in self._df.items()
+        }
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.chunks:
             self._bm25 = bm25s.BM25()
@@ -204,7 +207,7 @@ class Retriever:
 
     def idf(self, term: str) -> float:
         """How rare ``term`` is in the corpus (BM25's idf; 0 for unknown terms)."""
-        return self._idf.get(term, 0.0)
+        return self.idfs.get(term, 0.0)
 
     def knows(self, term: str) -> bool:
         """Whether ``term`` occurs anywhere in the knowledge base."""
