@@ -354,7 +354,8 @@ class Retriever:
         went from 115 to 122 of 125 questions on blind-v3, 81 to 86 of 94 on v2).
         """
         if candidates.size > shortlist:
-            keep = np.argpartition(-scores[candidates], shortlist - 1)[:shortlist]
+            # (The method, not np.argpartition: the same call without its Python wrappers.)
+            keep = (-scores[candidates]).argpartition(shortlist - 1)[:shortlist]
             candidates = candidates[keep]
         # Ties are broken by corpus order, so results are deterministic. A shortlist is a few
         # dozen chunks: sorting them as Python pairs costs less than numpy's calls would.
