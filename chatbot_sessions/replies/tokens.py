@@ -62,6 +62,8 @@ def words(text: str) -> list[str]:
         pieces = lowered.encode("ascii").translate(_NOT_IN_WORDS).decode("ascii").split()
     else:
         pieces = _WORD.findall(lowered)
+    if "_" not in lowered and "-" not in lowered:  # no compound identifiers: every piece a word
+        return [word for word in pieces if word not in _DROPPED]
     out: list[str] = []
     for piece in pieces:
         if "_" not in piece and "-" not in piece:
