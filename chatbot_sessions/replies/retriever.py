@@ -67,7 +67,8 @@ class Query:
         weights: dict[str, float] = {}
         for text, weight in zip(context, CONTEXT_WEIGHTS, strict=False):
             for term in terms(text):
-                weights[term] = max(weights.get(term, 0.0), weight)
+                if weights.get(term, 0.0) < weight:  # its highest weight (max() costs more)
+                    weights[term] = weight
         own = terms(question)
         for term in own:
             weights[term] = 1.0
