@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from chatbot_sessions.domain import Message, Reply
 from chatbot_sessions.replies.base import TextStream, collect
@@ -28,9 +28,12 @@ NO_INFORMATION = (
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 
 
-@dataclass(frozen=True)
-class _Unit:
-    """A quotable piece of a passage: a sentence, a list item or a code block."""
+class _Unit(NamedTuple):
+    """A quotable piece of a passage: a sentence, a list item or a code block.
+
+    A named tuple, not a frozen dataclass: a request makes a few, and a frozen dataclass
+    costs a call of ``object.__setattr__`` per field to build.
+    """
 
     passage: int
     position: int
@@ -99,12 +102,6 @@ class ExtractiveAnswerer:
         # about something else and would only pad the answer.
         self.relative_cutoff = relative_cutoff
 
-    def _unit_score(self, unit: _Unit, query: Query) -> float:
-        found = unit.terms
-        if query.question_terms and not (found & query.question_terms):
-            return 0.0  # earlier turns pick the passage; the sentence must address the question
-        return sum(w * self.retriever.idf(t) for t, w in query.weights.items() if t in found)
-
     def answer(self, query: Query, passages: Sequence[Passage]) -> Reply:
         """The reply quoting ``passages`` (best first); the honest refusal when there are none."""
         return collect(self.stream(query, passages))
@@ -116,33 +113,46 @@ class ExtractiveAnswerer:
         best = passages[0].score
         used = [p for p in passages[: self.max_passages] if p.score >= best * self.relative_cutoff]
 
-        candidates: list[tuple[float, _Unit]] = []
+        # A unit's match: the weight times the idf of each query term it contains, summed in
+        # query order. Units are scored as the analysed tuples; only those quoted become _Units.
+        idfs = self.retriever.idfs
+        weighted = [(t, w * idfs.get(t, 0.0)) for t, w in query.weights.items()]
+        own = query.question_terms
+        # (minus score, passage, position, text, kind): sorted as they are, best first, ties
+        # in passage order; (passage, position) is unique, so text is never compared.
+        candidates: list[tuple[float, int, int, str, str]] = []
         for index, passage in enumerate(used):
             # A sentence is as good as its own match times its passage's relevance.
             passage_weight = 0.5 + 0.5 * passage.score / best
-            for unit in _units(index, passage.chunk.text):
-                score = self._unit_score(unit, query) * passage_weight
+            for position, (text, kind, found) in enumerate(_analyse(passage.chunk.text)):
+                if own and found.isdisjoint(own):
+                    continue  # earlier turns pick the passage; the unit must address the question
+                match = 0.0
+                for term, value in weighted:  # a loop, not sum(): no generator per unit
+                    if term in found:
+                        match += value
+                score = match * passage_weight
                 if score > 0:
-                    candidates.append((score, unit))
-        candidates.sort(key=lambda c: (-c[0], c[1].passage, c[1].position))
+                    candidates.append((-score, index, position, text, kind))
+        candidates.sort()
         if candidates:
-            floor = candidates[0][0] * self.relative_cutoff
-            candidates = [c for c in candidates if c[0] >= floor]
+            floor = -candidates[0][0] * self.relative_cutoff
+            candidates = [c for c in candidates if -c[0] >= floor]
 
         chosen: list[_Unit] = []
         size = 0
-        for _, unit in candidates:
+        for _, index, position, text, kind in candidates:
             if len(chosen) == self.max_units:
                 break
-            if chosen and size + len(unit.text) > self.max_chars:
+            if chosen and size + len(text) > self.max_chars:
                 continue
-            chosen.append(unit)
-            size += len(unit.text)
+            chosen.append(_Unit(index, position, text, kind))
+            size += len(text)
         if not chosen:
             # The passage matched through its heading only: quote its opening instead.
             chosen = _units(0, used[0].chunk.text)[:2]
 
-        chosen.sort(key=lambda u: (u.passage, u.position))
+        chosen.sort()  # by passage, then position: the order they are quoted in
         quoted = [used[i] for i in sorted({u.passage for u in chosen})]
         return TextStream(_deltas(chosen), tuple(p.as_source() for p in quoted))
 

@@ -67,7 +67,8 @@ class Query:
         weights: dict[str, float] = {}
         for text, weight in zip(context, CONTEXT_WEIGHTS, strict=False):
             for term in terms(text):
-                weights[term] = max(weights.get(term, 0.0), weight)
+                if weights.get(term, 0.0) < weight:  # its highest weight (max() costs more)
+                    weights[term] = weight
         own = terms(question)
         for term in own:
             weights[term] = 1.0
@@ -139,6 +140,23 @@ def _index_text(chunk: Chunk) -> str:
     return f"{chunk.doc_title}\n{chunk.heading}\n{chunk.heading}\n{chunk.text}\n{asks}"
 
 
+def _idf(chunks: int, df: int) -> float:
+    # BM25's idf of a term found in ``df`` of ``chunks`` chunks.
+    return math.log(1 + (chunks - df + 0.5) / (df + 0.5))
+
+
+def _postings(bm25: bm25s.BM25) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each indexed term's chunks and its BM25 score in each, as views of bm25s's index."""
+    scores = bm25.scores
+    indptr, indices, data = scores["indptr"].tolist(), scores["indices"], scores["data"]
+    return {
+        # "" is bm25s's placeholder token, not a word, and has no postings of its own.
+        term: (indices[indptr[row] : indptr[row + 1]], data[indptr[row] : indptr[row + 1]])
+        for term, row in bm25.vocab_dict.items()
+        if term and row < len(indptr) - 1
+    }
+
+
 class Retriever:
     """Ranks the chunks of a knowledge base against a question. Thread-safe after construction."""
 
@@ -151,14 +169,22 @@ class Retriever:
         sources = [c.source for c in self.chunks]
         page_of = {source: i for i, source in enumerate(dict.fromkeys(sources))}
         self._page = np.array([page_of[s] for s in sources], dtype=np.int64)
+        # The same as a list: picking one chunk per page indexes it an int at a time.
+        self._pages: list[int] = self._page.tolist()
         started = time.perf_counter()
         self._bm25: bm25s.BM25 | None = None
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
         # Document frequencies, for weighting sentences when answers are extracted.
         self._df: Counter[str] = Counter(t for chunk in corpus_terms for t in set(chunk))
+        #: BM25's idf of every term of the corpus (``idf`` looks one up).
+        self.idfs: Mapping[str, float] = {
+            term: _idf(len(self.chunks), df) for term, df in self._df.items()
+        }
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.chunks:
             self._bm25 = bm25s.BM25()
             self._bm25.index(corpus_terms, show_progress=False)
+            self._postings = _postings(self._bm25)
         index_seconds = time.perf_counter() - started
         self.stats = IndexStats(
             directory=knowledge.directory,
@@ -182,11 +208,7 @@ class Retriever:
 
     def idf(self, term: str) -> float:
         """How rare ``term`` is in the corpus (BM25's idf; 0 for unknown terms)."""
-        df = self._df.get(term, 0)
-        if not df:
-            return 0.0
-        n = len(self.chunks)
-        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+        return self.idfs.get(term, 0.0)
 
     def knows(self, term: str) -> bool:
         """Whether ``term`` occurs anywhere in the knowledge base."""
@@ -209,19 +231,34 @@ class Retriever:
         they say which "timeout" the user means, but must not pull in passages about
         the previous topic that do not address the new question at all.
         """
-        total = np.zeros(len(self.chunks), dtype=np.float32)
-        if self._bm25 is None:
-            return total
-        vocab = self._bm25.vocab_dict
+        postings = self._postings
         by_weight: dict[float, list[str]] = {}
         for term, weight in query.weights.items():
-            if term and term in vocab:  # "" is bm25s's placeholder token, not a word
+            if term in postings:
                 by_weight.setdefault(weight, []).append(term)
-        own = [t for t in query.question_terms if t in vocab]
+        own = [t for t in query.question_terms if t in postings]
+        total = None
         for weight, group in by_weight.items():
-            total += np.float32(weight) * self._bm25.get_scores(group)
+            part = self._summed(group)
+            if weight != 1.0:  # (times 1 is the same float32; the question's terms weigh 1)
+                part *= np.float32(weight)
+            # Scores are never negative, so 0 + part is part: the first group needs no sum.
+            total = part if total is None else total + part
+        if total is None:
+            return np.zeros(len(self.chunks), dtype=np.float32)
         if own and len(by_weight) > 1:
-            total[self._bm25.get_scores(own) == 0] = 0
+            total[self._summed(own) == 0] = 0
+        return total
+
+    def _summed(self, group: list[str]) -> np.ndarray:
+        # bm25s's get_scores for ``group``, in one ``np.add.at`` over all its terms' postings
+        # instead of one per term: ``at`` adds in the order given, so every chunk's float32
+        # sum still takes its terms in query order, and comes out the same to the last bit.
+        # (Its method, lucene, gives no score where a term is absent: nothing else to add.)
+        postings = [self._postings[t] for t in group]
+        total = np.zeros(len(self.chunks), dtype=np.float32)
+        where = np.concatenate([chunk_ids for chunk_ids, _ in postings])
+        np.add.at(total, where, np.concatenate([scores for _, scores in postings]))
         return total
 
     def dense_similarities(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
@@ -298,16 +335,19 @@ class Retriever:
         if query.question_terms and not any(self.knows(t) for t in query.question_terms):
             return []
         scores = self.scores(query)
-        candidates = np.flatnonzero(scores > 0)
+        candidates = (scores > 0).nonzero()[0]
         # Partial selection first (sorting all of a large corpus per query is waste): a few
         # times top_k is nearly always enough to find top_k different pages.
         best = self._one_per_page(candidates, scores, top_k * PAGE_SHORTLIST)
         if len(best) < top_k and candidates.size > top_k * PAGE_SHORTLIST:
             best = self._one_per_page(candidates, scores, candidates.size)
-        return [Passage(self.chunks[i], float(scores[i])) for i in best[:top_k]]
+        return [Passage(self.chunks[i], score) for i, score in best[:top_k]]
 
-    def _one_per_page(self, candidates: np.ndarray, scores: np.ndarray, shortlist: int) -> list:
-        """The best ``shortlist`` candidates, best first, keeping each page's best chunk only.
+    def _one_per_page(
+        self, candidates: np.ndarray, scores: np.ndarray, shortlist: int
+    ) -> list[tuple[int, float]]:
+        """The best ``shortlist`` candidates as (chunk, score), best first, keeping each page's
+        best chunk only.
 
         A reply cites the pages of its passages: two passages of one page would spend a
         source on a page already cited, where the next page may be the one the reader
@@ -315,9 +355,15 @@ class Retriever:
         went from 115 to 122 of 125 questions on blind-v3, 81 to 86 of 94 on v2).
         """
         if candidates.size > shortlist:
-            keep = np.argpartition(-scores[candidates], shortlist - 1)[:shortlist]
+            # (The method, not np.argpartition: the same call without its Python wrappers.)
+            keep = (-scores[candidates]).argpartition(shortlist - 1)[:shortlist]
             candidates = candidates[keep]
-        # Ties are broken by corpus order, so results are deterministic.
-        ranked = candidates[np.lexsort((candidates, -scores[candidates]))]
-        _, first = np.unique(self._page[ranked], return_index=True)
-        return ranked[np.sort(first)].tolist()
+        # Ties are broken by corpus order, so results are deterministic. A shortlist is a few
+        # dozen chunks: sorting them as Python pairs costs less than numpy's calls would.
+        ranked = sorted(zip((-scores[candidates]).tolist(), candidates.tolist(), strict=True))
+        pages, seen, best = self._pages, set(), []
+        for minus_score, i in ranked:
+            if pages[i] not in seen:
+                seen.add(pages[i])
+                best.append((i, -minus_score))
+        return best
