@@ -17,10 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import abort, request
-from flask.views import MethodView
 from flask_smorest import Api
 
-from chatbot_sessions.api.blueprint import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint, MethodView
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.exceptions import AdminTokenRequired
 from chatbot_sessions.extensions import get_admin, get_reload_control, get_settings

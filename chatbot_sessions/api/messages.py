@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from flask.views import MethodView
 
-from chatbot_sessions.api.blueprint import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint, MethodView
 from chatbot_sessions.api.responses import REPLAYED_HEADER, SESSION_ID_HEADER, errors
 from chatbot_sessions.api.streams import stream_ticket, wants_stream
 from chatbot_sessions.domain import Exchange

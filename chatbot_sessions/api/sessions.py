@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
-
-from chatbot_sessions.api.blueprint import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint, MethodView
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.context import Context
 from chatbot_sessions.domain import Feedback, SessionPage

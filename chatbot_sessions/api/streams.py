@@ -25,9 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request, stream_with_context
-from flask.views import MethodView
 
-from chatbot_sessions.api.blueprint import Blueprint
+from chatbot_sessions.api.blueprint import Blueprint, MethodView
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.chat import StreamTicket
 from chatbot_sessions.domain import Exchange
