@@ -188,7 +188,12 @@ class _ArgumentReader:
     def for_case(
         cls, parser: JsonBodyParser, schema: ma.Schema, location: str, options: Mapping[str, Any]
     ) -> _ArgumentReader | None:
-        """A reader for this declaration, or None when webargs should parse it."""
+        """A reader for this declaration, or None when webargs should parse it.
+
+        The parser's settings (``unknown``, an ``error_callback``) are read here, when the
+        route is declared, where webargs reads them per request: set them before the views
+        are imported, as ``JsonBodyParser`` does in its class.
+        """
         if not set(options) <= _READER_OPTIONS or parser.error_callback is not None:
             return None
         if type(parser).parse is not Parser.parse or type(parser).pre_load is not Parser.pre_load:

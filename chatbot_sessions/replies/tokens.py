@@ -39,9 +39,12 @@ _DROPPED = STOPWORDS | frozenset(string.ascii_lowercase)
 _local = threading.local()
 #: Stems by word, shared by all threads (a word's stem never changes): a dict lookup costs
 #: a fraction of PyStemmer's call per word. Bounded, as PyStemmer's own cache is: words
-#: met once it is full are stemmed every time.
+#: met once it is full are stemmed every time. Only words up to ``_STEM_WORD_MAX``
+#: characters are kept (English words are shorter): a client's question is one 4,000-
+#: character "word" if it likes, and 100,000 of those would hold a gigabyte.
 _stems: dict[str, str] = {}
 _STEMS_KEPT = 100_000
+_STEM_WORD_MAX = 32
 
 
 def _stemmer() -> Stemmer.Stemmer:
@@ -90,5 +93,9 @@ def terms(text: str) -> list[str]:
         return stems  # type: ignore[return-value]
     stemmed = _stemmer().stemWords(found)
     if len(_stems) < _STEMS_KEPT:
-        _stems.update(zip(found, stemmed, strict=True))
+        _stems.update(
+            (word, stem)
+            for word, stem in zip(found, stemmed, strict=True)
+            if len(word) <= _STEM_WORD_MAX
+        )
     return stemmed

@@ -45,3 +45,22 @@ def test_terms_is_consistent_across_threads() -> None:
 
 def test_single_letters_from_contractions_are_dropped() -> None:
     assert words("What's up? Don't 2 x") == ["up", "don", "2"]
+
+
+def test_the_shared_stem_table_keeps_only_short_words_and_stays_bounded(monkeypatch) -> None:
+    import Stemmer
+
+    from chatbot_sessions.replies import tokens
+
+    monkeypatch.setattr(tokens, "_stems", {})
+    monkeypatch.setattr(tokens, "_STEMS_KEPT", 5)
+    long_word = "x" * 4000  # a client can send a question that is one long "word"
+    assert terms(f"deploying {long_word}") == Stemmer.Stemmer("english").stemWords(
+        ["deploying", long_word]
+    )
+    assert set(tokens._stems) == {"deploying"}  # the long one is stemmed, not kept
+    terms("alpha beta gamma delta epsilon zeta eta theta")
+    assert len(tokens._stems) <= 5 + 8  # full after one batch: nothing more is added
+    before = dict(tokens._stems)
+    assert terms("iota kappa") == Stemmer.Stemmer("english").stemWords(["iota", "kappa"])
+    assert tokens._stems == before
