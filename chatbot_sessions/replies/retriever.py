@@ -175,11 +175,10 @@ class Retriever:
         self._bm25: bm25s.BM25 | None = None
         corpus_terms = [terms(_index_text(c)) for c in self.chunks]
         # Document frequencies, for weighting sentences when answers are extracted.
-        self._df: Counter[str] = Counter(t for chunk in corpus_terms for t in set(chunk))
-        #: BM25's idf of every term of the corpus (``idf`` looks one up).
-        self.idfs: Mapping[str, float] = {
-            term: _idf(len(self.chunks), df) for term, df in self._df.items()
-        }
+        df = Counter(t for chunk in corpus_terms for t in set(chunk))
+        #: BM25's idf of every term of the corpus (``idf`` looks one up, ``knows`` asks
+        #: whether a term has one).
+        self.idfs: Mapping[str, float] = {term: _idf(len(self.chunks), n) for term, n in df.items()}
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.chunks:
             self._bm25 = bm25s.BM25()
@@ -212,7 +211,7 @@ class Retriever:
 
     def knows(self, term: str) -> bool:
         """Whether ``term`` occurs anywhere in the knowledge base."""
-        return term in self._df
+        return term in self.idfs
 
     def scores(self, query: Query) -> np.ndarray:
         """Score of every chunk for ``query`` (zeros for chunks not worth returning).
