@@ -15,8 +15,10 @@ import pytest
 import redis
 
 from chatbot_sessions import create_app
+from chatbot_sessions.config import load_settings
 from chatbot_sessions.domain import Message, Reply, Source
 from chatbot_sessions.extensions import close_app
+from chatbot_sessions.sessions.connection import connect
 from tests.support.fake_llm import FakeLLM, start_fake_llm
 from tests.support.processes import GunicornServer, RedisServer
 
@@ -127,8 +129,11 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def real_redis(redis_server) -> redis.Redis:
-    """A client of the real Redis; our own server is flushed first, an external one never."""
-    client = redis.Redis.from_url(redis_server, decode_responses=True, socket_timeout=5)
+    """The client the service builds for the real Redis (``sessions.connection.connect``);
+    our own server is flushed first, an external one never."""
+    client = connect(
+        load_settings(environ={"REDIS_URL": redis_server, "REDIS_SOCKET_TIMEOUT": "5"})
+    )
     if not os.environ.get("REDIS_URL"):
         client.flushdb()
     yield client

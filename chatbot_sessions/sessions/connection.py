@@ -1,5 +1,9 @@
 """Builds the one redis-py client a process shares, from the validated settings.
 
+A single server or a Sentinel master is reached through ``lean_client``'s client and pools,
+which run script calls without redis-py 8's unused per-command hooks; a cluster uses
+redis-py's ``RedisCluster`` as it is.
+
 A single client owns a connection pool that every thread borrows from; redis-py resets
 the pool when it notices it is running in a forked child, so the client is safe to
 create before or after gunicorn forks its workers.
@@ -15,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chatbot_sessions.config import Settings, parse_host_port
+from chatbot_sessions.sessions.lean_client import LeanRedis, LeanSentinelConnectionPool, lean
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +51,21 @@ def connect(settings: Settings) -> redis.Redis:
     if settings.redis_cluster:
         return _cluster_client(settings, options)
     if settings.redis_url:
-        return redis.Redis.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, **options
+        return lean(
+            redis.Redis.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, **options
+            )
         )
     if settings.redis_host:
-        return redis.Redis(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            password=settings.redis_password,
-            db=settings.redis_db,
-            max_connections=settings.redis_max_connections,
-            **options,
+        return lean(
+            redis.Redis(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                password=settings.redis_password,
+                db=settings.redis_db,
+                max_connections=settings.redis_max_connections,
+                **options,
+            )
         )
     return _embedded_client()
 
@@ -98,7 +107,10 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
     )
     # validated in config: REDIS_SENTINELS is never set without REDIS_SENTINEL_MASTER
     return sentinel.master_for(
-        settings.redis_sentinel_master, max_connections=settings.redis_max_connections
+        settings.redis_sentinel_master,
+        redis_class=LeanRedis,
+        connection_pool_class=LeanSentinelConnectionPool,
+        max_connections=settings.redis_max_connections,
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import redis
 from redis.exceptions import RedisClusterException
 from redis.sentinel import SentinelConnectionPool
 
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.sessions.connection import connect
+from chatbot_sessions.sessions.lean_client import LeanRedis, LeanSentinelConnectionPool
 
 
 def test_sentinel_client_asks_the_named_master_of_every_sentinel():
@@ -23,7 +23,8 @@ def test_sentinel_client_asks_the_named_master_of_every_sentinel():
     )
     client = connect(settings)  # lazy: nothing is contacted yet
     pool = client.connection_pool
-    assert isinstance(client, redis.Redis) and isinstance(pool, SentinelConnectionPool)
+    assert isinstance(client, LeanRedis) and isinstance(pool, LeanSentinelConnectionPool)
+    assert isinstance(pool, SentinelConnectionPool)  # redis-py's, with a leaner borrow
     assert pool.service_name == "chat" and pool.max_connections == 7
     assert pool.connection_kwargs["password"] == "rp"
     sentinels = pool.sentinel_manager.sentinels
