@@ -19,18 +19,23 @@ def now_ms() -> int:
 
 
 @lru_cache(maxsize=4096)
-def _iso_second(seconds: int) -> str:
+def iso_second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of epoch ``seconds`` in UTC (recent ones remembered)."""
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+#: ``.000Z`` to ``.999Z``: a lookup costs a seventh of formatting ``{millis:03d}``.
+MILLIS_SUFFIX = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def iso_from_ms(ms: int | str) -> str:
     """Render epoch milliseconds as ISO 8601 UTC with a ``Z``, as JavaScript's toISOString.
 
-    Whole seconds are cached: a history page renders many stamps from the same minutes,
-    and this runs for every message of every history read.
+    This runs for every message of every history read. Whole seconds are cached (a page
+    renders many stamps from the same minutes) and the milliseconds come from a table.
     """
     seconds, millis = divmod(int(ms), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+    return iso_second(seconds) + MILLIS_SUFFIX[millis]
 
 
 def ms_from_iso(text: str) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from chatbot_sessions.domain import Message, MessageFeedback, NewMessage, Reply, Source
-from chatbot_sessions.timestamps import iso_from_ms, ms_from_iso
+from chatbot_sessions.timestamps import MILLIS_SUFFIX, iso_second, ms_from_iso
 
 _TYPE_CODES = {"user": "u", "assistant": "a"}
 _TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
@@ -64,25 +64,48 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
+#: An entry's first letter: its type, and whether a line of sources follows the ``|``.
+_KINDS = {code: (name, False) for code, name in _TYPE_NAMES.items()} | {
+    code.upper(): (name, True) for code, name in _TYPE_NAMES.items()
+}
+
+
 def decode_message(raw: str, position: int, feedback: MessageFeedback | None = None) -> Message:
     """Turn the stored entry at absolute ``position`` back into the wire shape
-    ``{id, type, content, timestamp[, sources][, feedback]}``."""
+    ``{id, type, content, timestamp[, sources][, feedback]}``.
+
+    This runs for every message of every history page, so the usual entry (no marks) takes
+    the fewest steps; the keys come out in the same order on every path.
+    """
     head, _, rest = raw.partition("|")
-    code, stamp = head[0], head[1:].rstrip(_FLAGS)
-    flags = head[1 + len(stamp) :]
-    message: dict[str, Any] = {"id": position, "type": _TYPE_NAMES[code.lower()]}
-    if code.isupper():
+    kind, has_sources = _KINDS[head[0]]
+    stamp = head[1:]
+    flags = ""
+    if not stamp[-1].isalnum():  # marks follow the base-36 digits
+        digits = stamp.rstrip(_FLAGS)
+        stamp, flags = digits, stamp[len(digits) :]
+    seconds, millis = divmod(int(stamp, 36), 1000)
+    timestamp = iso_second(seconds) + MILLIS_SUFFIX[millis]
+    message: dict[str, Any]
+    if has_sources:
         sources, _, rest = rest.partition("\n")
-        message["sources"] = [
-            {"title": title, "source": source, "score": score}
-            for title, source, score in _loads(sources)
-        ]
-    message["content"] = rest
-    message["timestamp"] = iso_from_ms(int(stamp, 36))
-    if "~" in flags:
-        message["stopped"] = True
-    if _DEGRADED in flags:
-        message["degraded"] = True
+        message = {
+            "id": position,
+            "type": kind,
+            "sources": [
+                {"title": title, "source": source, "score": score}
+                for title, source, score in _loads(sources)
+            ],
+            "content": rest,
+            "timestamp": timestamp,
+        }
+    else:
+        message = {"id": position, "type": kind, "content": rest, "timestamp": timestamp}
+    if flags:
+        if "~" in flags:
+            message["stopped"] = True
+        if _DEGRADED in flags:
+            message["degraded"] = True
     if feedback is not None:
         message["feedback"] = feedback
     return message  # type: ignore[return-value]
