@@ -38,14 +38,26 @@ class ChatApi(Api):
 
 
 class SessionSegment(BaseConverter):
-    """A session id in a path: any one segment except ``create``.
+    """A session id in a path: any one segment.
 
     The id itself is checked by ``session_ids.parse_session_id`` (a malformed one is simply
-    not found); this only keeps ``/api/session/create`` from also matching
-    ``DELETE /api/session/<session_id>``, which made OPTIONS advertise a DELETE there.
+    not found). ``part_isolating`` is said outright because werkzeug reads a ``/`` in the
+    regex (here inside ``[^/]``) as "may span segments", and for such a converter its
+    matcher tried each session route's whole remaining path in turn, one regex per route:
+    about 40,000 instructions a request, now one regex per segment.
     """
 
+    regex = r"[^/]+"
+    part_isolating = True
+
+
+class LoneSessionSegment(SessionSegment):
+    """The session id of ``/api/session/<id>`` (DELETE): any one segment except ``create``,
+    so that ``/api/session/create`` does not also match the DELETE route (OPTIONS there
+    would advertise a DELETE). Deeper paths take ``create`` as an id like any other."""
+
     regex = r"(?!create$)[^/]+"
+    part_isolating = True
 
 
 class MessageSegment(BaseConverter):
@@ -53,6 +65,7 @@ class MessageSegment(BaseConverter):
     malformed one is simply not found, as the JSON envelope says, not an unknown route)."""
 
     regex = r"[^/]+"
+    part_isolating = True  # as SessionSegment
 
 
 #: How the document shows a message id: what ``ids.parse_message_id`` accepts.
@@ -84,9 +97,11 @@ def init_api(app: Flask) -> ChatApi:
     app.config.setdefault("OPENAPI_REDOC_PATH", "docs")
     app.config.setdefault("OPENAPI_REDOC_URL", REDOC_URL)
     app.url_map.converters["session"] = SessionSegment
+    app.url_map.converters["lone_session"] = LoneSessionSegment
     app.url_map.converters["message"] = MessageSegment
     api = ChatApi(app)
-    api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
+    for segment in (SessionSegment, LoneSessionSegment):
+        api.register_converter(segment, lambda converter: {"type": "string", "minLength": 1})
     api.register_converter(MessageSegment, lambda converter: dict(MESSAGE_ID_SCHEMA))
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(resources(app).settings))
     api.register_blueprint(sessions_blp)

@@ -76,7 +76,7 @@ class ValidateSession(MethodView):
         return {"valid": get_store().touch(session_id), "session_id": shown}
 
 
-@blp.route("/<session:session_id>")
+@blp.route("/<lone_session:session_id>")
 class DeleteSession(MethodView):
     """DELETE /api/session/<id>: the session, its messages and its idempotency records."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from chatbot_sessions import create_app
@@ -24,6 +25,19 @@ def test_wrong_method_is_json_405_with_allow(client):
     response = client.get("/api/send-message")
     assert_envelope(response, 405, "method_not_allowed")
     assert "POST" in response.headers["Allow"]
+
+
+def test_the_create_route_and_session_routes_do_not_shadow_each_other(client):
+    """``create`` is the create route's at the end of the path and a session id deeper in."""
+    options = client.options("/api/session/create")
+    assert set(options.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert_envelope(client.delete("/api/session/create"), 405, "method_not_allowed")
+    assert_envelope(client.get("/api/session/create/history"), 404, "session_not_found")
+    assert client.get("/api/session/create/validate").get_json()["valid"] is False
+    sid = client.post("/api/session/create").get_json()["sessionId"]
+    assert client.get(f"/api/session/{sid}/history").status_code == 200
+    assert_envelope(client.get(f"/api/session/{sid}/x/history"), 404, "not_found")
+    assert client.delete(f"/api/session/{sid}").status_code == 200
 
 
 def test_unexpected_exception_is_json_500_without_trace(make_app, generator):
@@ -60,7 +74,7 @@ def test_no_url_under_api_redirects_or_answers_html(app, client):
     rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/api/")]
     assert rules
     for rule in rules:
-        path = rule.rule.replace("<session:session_id>", sid)
+        path = re.sub(r"<(?:lone_)?session:session_id>", sid, rule.rule)
         variants = {path + "/", path.rstrip("/"), "/" + path}
         variants |= {path[:i] + "/" + path[i:] for i, char in enumerate(path) if char == "/"}
         for variant in variants - {path}:
