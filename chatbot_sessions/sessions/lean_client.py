@@ -18,7 +18,11 @@ What is kept is everything a broken or stale connection needs:
   the next borrower reconnects; health checks (a ``PING`` after an idle spell) and the
   socket timeouts are the connection's own and unchanged.
 - Fork safety, ``max_connections`` and, for Sentinel, giving up connections to a master the
-  sentinels no longer name, are redis-py's own code, called as it calls them.
+  sentinels no longer name, are redis-py's own checks, asked in its order and under its
+  lock (``_checkpid``, ``make_connection``, ``owns_connection``).
+- Anything that cuts a call short, not only a connection error (a ``KeyboardInterrupt``,
+  a gevent ``Timeout``), drops the socket, so a reply that arrives later is never read as
+  the next caller's; a Sentinel connection does not drop itself in that case.
 
 Only ``EVALSHA`` sent with no options takes the short path, and only on pools with no
 client-side cache or credential provider (whose re-authentication hangs on the release
@@ -26,6 +30,8 @@ event); everything else is redis-py's own path. The short path follows what redi
 does (``Redis._execute_command``, ``ConnectionPool.get_connection`` and ``release``) and
 leans on the pool's private lists, so requirements.txt keeps redis below 9 and
 ``tests/sessions/test_lean_client.py`` holds it to redis-py's behaviour on a real server.
+redis-py's OpenTelemetry metrics, which nothing here turns on, would not see script calls,
+and their pool gauges would drift (the borrow and return on the short path record nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 from redis.sentinel import SentinelConnectionPool
 
 #: The commands that take the short path: every store access and limit is one script.
@@ -82,20 +88,27 @@ class _LeanPoolMixin:
         return connection
 
     def release(self, connection: Any) -> None:
-        """Put a connection back for the next borrower (redis-py's own release otherwise)."""
+        """Put a connection back for the next borrower, in redis-py's order (the ownership
+        question inside the lock, after the connection left the in-use set: a Sentinel
+        failover that drops idle connections then cannot miss this one)."""
         self._checkpid()
-        if not self._short_path_allowed() or not self.owns_connection(connection):
-            # From before a fork, or to a master the sentinels no longer name: redis-py
-            # disconnects it and gives its slot back.
+        if not self._short_path_allowed():
             return super().release(connection)
         with self._lock:
             try:
                 self._in_use_connections.remove(connection)
             except KeyError:
                 return  # not borrowed from this pool (or the pool was reset since)
-            if connection.should_reconnect():
-                connection.disconnect()
-            self._available_connections.append(connection)
+            if self.owns_connection(connection):
+                if connection.should_reconnect():
+                    connection.disconnect()
+                self._available_connections.append(connection)
+                return
+            # From before a fork, or to a master the sentinels no longer name: as redis-py,
+            # closed, and its slot given back.
+            connection.disconnect()
+            if connection.pid == self.pid:
+                self._created_connections -= 1
 
 
 class LeanConnectionPool(_LeanPoolMixin, redis.ConnectionPool):
@@ -138,8 +151,12 @@ class LeanRedis(redis.Redis):
         try:
             connection.send_command(*args)
             response = connection.read_response()
-        except (ConnectionError, TimeoutError):
-            # What redis-py's retry does with no retries left: drop the socket, re-raise.
+        except ResponseError:
+            raise  # the server's answer to this call: the connection is in step
+        except BaseException:
+            # A connection error or timeout: what redis-py's retry does with no retries left.
+            # Anything else cut the call short too (KeyboardInterrupt, a gevent Timeout), and
+            # its reply may still arrive; a Sentinel connection does not drop itself then.
             connection.disconnect()
             raise
         finally:

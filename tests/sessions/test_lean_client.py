@@ -15,7 +15,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot_sessions.config import load_settings
 from chatbot_sessions.sessions.connection import connect
-from chatbot_sessions.sessions.lean_client import LeanConnectionPool, LeanRedis
+from chatbot_sessions.sessions.lean_client import (
+    LeanConnectionPool,
+    LeanRedis,
+    LeanSentinelConnectionPool,
+)
 from chatbot_sessions.sessions.lua import LuaScript
 from tests.support.processes import RedisServer, wait_until
 
@@ -23,6 +27,13 @@ pytestmark = pytest.mark.redis
 
 # Every kind of reply a script can give, and an error.
 ECHO = "return ARGV"
+# A script that keeps the server busy for 300 ms before it answers.
+SLOW = """
+local start = redis.call('TIME')
+repeat local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 300000
+return 'slow reply'
+"""
 KINDS = """
 local kind = ARGV[1]
 if kind == 'int' then return 42 end
@@ -228,3 +239,73 @@ def test_a_forked_child_opens_its_own_connection(lean_client, server):
     # The parent's pooled socket was not shared with the child: it still answers in order.
     assert echo(args=["parent again"]) == ["parent again"]
     wait_until(lambda: connected_clients(server) == 1, 5, what="the child's connection closed")
+
+
+class _OneMaster:
+    """A Sentinel manager naming one master (the real server) until told of a failover."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.master = address
+
+    def discover_master(self, _name: str) -> tuple[str, int]:
+        return self.master
+
+
+def _sentinel_client(server: RedisServer) -> tuple[LeanRedis, _OneMaster]:
+    sentinel = _OneMaster(("127.0.0.1", server.port))
+    pool = LeanSentinelConnectionPool("mymaster", sentinel, socket_timeout=2, decode_responses=True)
+    return LeanRedis(connection_pool=pool), sentinel
+
+
+class _CutShort(BaseException):
+    """What a KeyboardInterrupt or a gevent Timeout is to the client: not an Exception."""
+
+
+def test_a_call_cut_short_leaves_no_reply_for_the_next_caller(server):
+    """A Sentinel connection does not drop itself when a read is interrupted, and with
+    RESP3 the borrow does not look for unread data: the client must drop it."""
+    client, _ = _sentinel_client(server)
+    slow = LuaScript(client, SLOW)
+    echo = LuaScript(client, ECHO)
+    assert echo(args=["warm"]) == ["warm"]
+
+    def cut_short(*_args) -> None:
+        raise _CutShort
+
+    previous = signal.signal(signal.SIGALRM, cut_short)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(_CutShort):
+            slow(args=[])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    threading.Event().wait(0.4)  # the slow reply has been sent by now
+    assert echo(args=["mine"]) == ["mine"]
+    client.close()
+
+
+def test_a_failover_during_a_release_leaves_no_connection_to_the_old_master(server):
+    """A release and a failover (the sentinels name a new master, idle connections are
+    dropped) race; whichever goes first, no idle connection to the old master survives."""
+    client, sentinel = _sentinel_client(server)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    connection.connect()
+    decided = type(pool).owns_connection
+    failover = threading.Thread(target=pool.proxy.get_master_address)
+
+    def owns_then_failover(self, conn) -> bool:
+        answer = decided(self, conn)  # "still the master's", and then the master changes
+        sentinel.master = ("localhost", server.port)
+        failover.start()
+        failover.join(0.2)
+        return answer
+
+    pool.owns_connection = owns_then_failover.__get__(pool)
+    pool.release(connection)
+    failover.join(5)
+    assert pool.master_address == ("localhost", server.port)
+    old = [c for c in pool._available_connections if c._sock is not None and c.host != "localhost"]
+    assert old == []
+    client.close()
