@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
+from flask import Flask
 
+from chatbot_sessions import current
 from chatbot_sessions.config import Settings
 
 if TYPE_CHECKING:  # types only: the parts import this module, not the other way round
@@ -88,7 +89,7 @@ def install(app: Flask, settings: Settings) -> Resources:
 
 def resources(app: Flask | None = None) -> Resources:
     """The resources of ``app``, or of the current app."""
-    return (app or current_app).extensions[_KEY]
+    return (app or current.app()).extensions[_KEY]
 
 
 def is_service_app(app: object) -> bool:

@@ -25,7 +25,6 @@ from typing import Any
 import flask.views
 import flask_smorest
 import marshmallow as ma
-from flask import current_app, request
 from flask_smorest.utils import (
     resolve_schema_instance,
     set_status_and_headers_in_response,
@@ -34,6 +33,7 @@ from flask_smorest.utils import (
 from webargs.core import _UNKNOWN_DEFAULT_PARAM, Parser
 from werkzeug.wrappers import Response
 
+from chatbot_sessions import current
 from chatbot_sessions.api.parsing import JsonBodyParser
 
 
@@ -62,7 +62,7 @@ class MethodView(flask.views.MethodView):
             handlers.setdefault("HEAD", handlers["GET"])
 
         def view(**kwargs: Any) -> Any:
-            return handlers[request.method](**kwargs)
+            return handlers[current.request().method](**kwargs)
 
         # What Flask's as_view sets, which routing and flask-smorest's documentation read.
         view.view_class = cls  # type: ignore[attr-defined]
@@ -141,7 +141,7 @@ def _answer(returned: Any, default_status: int, dump: Callable[[Any], Any] | Non
     if isinstance(body, Response):
         set_status_and_headers_in_response(body, status, headers)
         return body
-    response = current_app.json.response(body if dump is None else dump(body))
+    response = current.app().json.response(body if dump is None else dump(body))
     status = default_status if status is None else status
     set_status_and_headers_in_response(response, status, headers)
     return response
@@ -212,7 +212,7 @@ class _ArgumentReader:
 
     def read(self) -> Any:
         """The loaded values, or webargs' error answer (422, or 400 for a broken body)."""
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        req = current.request()
         if self.location == "json":
             data = self.parser.load_json(req, self.schema)
             if data is ma.missing:
