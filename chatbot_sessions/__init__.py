@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import NullSession, SecureCookieSessionInterface
 
 from chatbot_sessions import chat, extensions, replies, sessions
 from chatbot_sessions.api import init_api
@@ -22,10 +23,30 @@ from chatbot_sessions.widget import init_widget
 __all__ = ["create_app"]
 
 
+class _SharedNullSession(SecureCookieSessionInterface):
+    """Flask's cookie sessions, with one null session for every request while there is no
+    ``SECRET_KEY``.
+
+    The service keeps nothing in Flask's cookie session (its sessions live in Redis, named
+    by a header or the path) and sets no secret key, so Flask gives every request a null
+    session: one that refuses every write. Flask makes a new one per request (about 9,000
+    instructions); since it can hold nothing, one serves them all. With a secret key
+    set, sessions are Flask's own.
+    """
+
+    _null = NullSession()
+
+    def open_session(self, app: Flask, request: Request) -> NullSession | None:
+        if app.secret_key:
+            return super().open_session(app, request)
+        return self._null
+
+
 class ServiceFlask(Flask):
-    """Flask with orjson for JSON and without a per-call question nothing here needs asked."""
+    """Flask with orjson for JSON and without per-request steps nothing here needs."""
 
     json_provider_class = OrjsonProvider
+    session_interface = _SharedNullSession()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -35,3 +35,34 @@ def test_a_client_handed_in_belongs_to_its_maker(make_app, fake_redis):
     fake_redis.close = lambda: (_ for _ in ()).throw(AssertionError("must not be closed"))
     close_app(app)
     assert resources(app).redis is fake_redis
+
+
+def test_without_a_secret_key_every_request_gets_a_null_session_that_refuses_writes(app):
+    """The service keeps nothing in Flask's cookie session; writing to it fails loudly."""
+    from flask import session
+
+    seen = []
+    for _ in range(2):
+        with app.test_request_context("/"):
+            app.preprocess_request()
+            seen.append(session._get_current_object())
+            assert dict(session) == {}
+            with pytest.raises(RuntimeError, match="session is unavailable"):
+                session["user"] = "someone"
+    assert seen[0] is seen[1]  # one shared, empty, write-refusing session
+    assert dict(seen[0]) == {}
+
+
+def test_with_a_secret_key_flask_sessions_work_as_usual(make_app):
+    from flask import session
+
+    app = make_app()
+    app.secret_key = "for this test"
+
+    @app.get("/count")
+    def count() -> dict:
+        session["n"] = session.get("n", 0) + 1
+        return {"n": session["n"]}
+
+    client = app.test_client()
+    assert [client.get("/count").get_json()["n"] for _ in range(3)] == [1, 2, 3]
