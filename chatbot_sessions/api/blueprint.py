@@ -31,7 +31,7 @@ from flask_smorest.utils import (
     unpack_tuple_response,
 )
 from webargs.core import _UNKNOWN_DEFAULT_PARAM, Parser
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from chatbot_sessions import current
 from chatbot_sessions.api.parsing import JsonBodyParser
@@ -218,12 +218,18 @@ class _ArgumentReader:
             if data is ma.missing:
                 data = {}
         else:
-            source = req.headers if self.location == "headers" else req.args
+            plain = None if self.location == "headers" else _plain_query(req)
             data = {}
-            for key, multiple in self.keys:
-                value = source.get(key, ma.missing)
-                if value is not ma.missing:
-                    data[key] = source.getlist(key) if multiple else value
+            if plain is not None:
+                for key, multiple in self.keys:
+                    if key in plain:
+                        data[key] = plain[key] if multiple else plain[key][0]
+            else:
+                source = req.headers if self.location == "headers" else req.args
+                for key, multiple in self.keys:
+                    value = source.get(key, ma.missing)
+                    if value is not ma.missing:
+                        data[key] = source.getlist(key) if multiple else value
         try:
             return self.schema.load(data, **self.load_options)
         except ma.ValidationError as error:
@@ -237,6 +243,25 @@ class _ArgumentReader:
                 error_headers=self.error_headers,
             )
             raise
+
+
+def _plain_query(req: Request) -> dict[str, list[str]] | None:
+    """The query string's values by key, as ``request.args`` would hold them, when it is
+    plain (ASCII, no ``%`` escapes, no ``+``); None otherwise, for werkzeug to parse.
+
+    For a plain query werkzeug's parse (``urllib.parse.parse_qsl`` with blank values kept,
+    into a ``MultiDict``) comes down to these splits, at a third of the cost (about 20,000
+    instructions for ``?limit=10``).
+    """
+    query = req.environ.get("QUERY_STRING", "")
+    if not query.isascii() or "%" in query or "+" in query:
+        return None
+    values: dict[str, list[str]] = {}
+    for pair in query.split("&"):
+        if pair:  # parse_qsl skips empty pairs ("a=1&&b=2")
+            key, _, value = pair.partition("=")
+            values.setdefault(key, []).append(value)
+    return values
 
 
 def _takes_repeats(field: ma.fields.Field) -> bool:

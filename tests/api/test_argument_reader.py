@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from werkzeug.exceptions import HTTPException
 
 from chatbot_sessions import schemas
-from chatbot_sessions.api.blueprint import Blueprint, _ArgumentReader
+from chatbot_sessions.api.blueprint import Blueprint, _ArgumentReader, _plain_query
 
 PARSER = Blueprint.ARGUMENTS_PARSER
 
@@ -51,6 +51,18 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
+# Query strings as clients write them, raw: separators doubled or missing, escapes, "+",
+# "=" in values, keys without values, non-ASCII.
+RAW_QUERIES = st.lists(
+    st.one_of(
+        KEYS,
+        TEXT,
+        st.sampled_from(["&", "&&", "=", "==", "+", "%20", "%", "%zz", "%C3%A9", "é", ";"]),
+    ),
+    max_size=8,
+).map("".join)
+
+
 def outcome(call: Any) -> tuple[str, Any]:
     try:
         return "values", call()
@@ -84,6 +96,37 @@ def test_the_reader_answers_as_webargs(app, name, pairs, body, content_type):
     with app.test_request_context(
         "/?" + urlencode(pairs), method="POST", headers=headers, data=body
     ):
+        ours = outcome(reader.read)
+        theirs = outcome(lambda: PARSER.parse(schema, location=location))
+    assert ours == theirs
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(query=RAW_QUERIES)
+def test_a_plain_query_is_split_as_werkzeug_parses_it(app, query):
+    with app.test_request_context("/", query_string=query) as ctx:
+        plain = _plain_query(ctx.request)
+        parsed = ctx.request.args.to_dict(flat=False)
+    if plain is not None:  # else werkzeug parses it
+        assert plain == parsed
+    assert (plain is None) == (not query.isascii() or "%" in query or "+" in query)
+
+
+@pytest.mark.parametrize("name", ["history query", "events query", "reload query"])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(query=RAW_QUERIES)
+def test_the_reader_answers_raw_queries_as_webargs(app, name, query):
+    schema, location = DECLARATIONS[name]
+    reader = _ArgumentReader.for_case(PARSER, schema, location, {})
+    with app.test_request_context("/", query_string=query):
         ours = outcome(reader.read)
         theirs = outcome(lambda: PARSER.parse(schema, location=location))
     assert ours == theirs
