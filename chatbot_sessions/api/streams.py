@@ -26,6 +26,7 @@ from typing import Any
 
 from flask import Response, request, stream_with_context
 
+from chatbot_sessions import current
 from chatbot_sessions.api.blueprint import Blueprint, MethodView
 from chatbot_sessions.api.responses import errors
 from chatbot_sessions.chat import StreamTicket
@@ -56,7 +57,12 @@ blp = Blueprint(
 def wants_stream() -> bool:
     """Whether the client asked for Server-Sent Events by name (``*/*`` or no Accept header
     keeps the JSON answer every existing client expects)."""
-    return any(value == EVENT_STREAM and q > 0 for value, q in request.accept_mimetypes)
+    req = current.request()
+    # Parsing Accept (werkzeug's accept_mimetypes) is the dear part; a header that does not
+    # even spell the type cannot ask for it.
+    if EVENT_STREAM not in req.environ.get("HTTP_ACCEPT", "").lower():
+        return False
+    return any(value == EVENT_STREAM and q > 0 for value, q in req.accept_mimetypes)
 
 
 def _frame(event_id: int, name: str, data: dict[str, Any]) -> str:

@@ -53,18 +53,18 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
 import redis
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context
 from limits import RateLimitItem, parse_many
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from chatbot_sessions import extensions
+from chatbot_sessions import current, extensions
 from chatbot_sessions.config import Settings
 from chatbot_sessions.domain import LimitCounter
 from chatbot_sessions.exceptions import RateLimited
@@ -81,7 +81,7 @@ _OWED = "rate_limits_owed"
 
 def client_ip() -> str:
     """The caller's address as the WSGI server (or a trusted proxy, see proxy.py) saw it."""
-    return request.remote_addr or "unknown"
+    return current.request().remote_addr or "unknown"
 
 
 def _digest(text: str) -> str:
@@ -101,7 +101,7 @@ def session_identity() -> str:
     Only a canonical UUID v4 counts as a session, and only its digest reaches the key; a
     missing or malformed header (which starts a new session) is counted against the IP.
     """
-    session_id = parse_session_id(request.headers.get("session-id"))
+    session_id = parse_session_id(current.request().headers.get("session-id"))
     if session_id is None:
         return ip_identity()
     return "session:" + _digest(session_id)
@@ -114,6 +114,17 @@ class Limit:
     name: str
     rates: tuple[RateLimitItem, ...]
     identity: Callable[[], str]
+    #: Per rate, what its counters share whoever is counted: the key's ending, the window,
+    #: the amount and the rate's text (``limits`` works the window out per call).
+    _shapes: tuple[tuple[str, int, int, str], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shapes = tuple(
+            (f":{self.name}:{rate.amount}/{rate.get_expiry()}s", rate.get_expiry(), rate.amount,
+             str(rate))
+            for rate in self.rates
+        )  # fmt: skip
+        object.__setattr__(self, "_shapes", shapes)
 
     @classmethod
     def from_setting(cls, name: str, value: str, identity: Callable[[], str]) -> Limit:
@@ -122,15 +133,10 @@ class Limit:
 
     def counters(self) -> list[LimitCounter]:
         """One counter per rate of this limit, for the current request's identity."""
-        tag = f"{KEY_PREFIX}{{{self.identity()}}}:{self.name}"
+        tag = f"{KEY_PREFIX}{{{self.identity()}}}"
         return [
-            LimitCounter(
-                f"{tag}:{rate.amount}/{rate.get_expiry()}s",
-                rate.get_expiry(),
-                rate.amount,
-                str(rate),
-            )
-            for rate in self.rates
+            LimitCounter(tag + ending, window, amount, text)
+            for ending, window, amount, text in self._shapes
         ]
 
 
@@ -172,14 +178,14 @@ class RateLimiter:
 
     def owe(self, limits: Iterable[Limit]) -> None:
         """Leave this request's counters for its first session access to count."""
-        setattr(g, _OWED, [counter for limit in limits for counter in limit.counters()])
+        setattr(current.g(), _OWED, [counter for limit in limits for counter in limit.counters()])
 
     def take_owed(self) -> list[LimitCounter]:
         """The counters this request still owes, now the caller's to count (the store's
         ``owed_limits`` hook); none outside a request, as for a background thread."""
         if not has_request_context():
             return []
-        return g.pop(_OWED, None) or []
+        return current.g().pop(_OWED, None) or []
 
     def check_new_session(self) -> None:
         """The chat service's hook: a send about to start a session counts as a create.
@@ -254,7 +260,7 @@ def _never() -> bool:
 
 def _names_a_session() -> bool:
     """Whether the send names a session (a well-formed id): its context read comes first."""
-    return parse_session_id(request.headers.get("session-id")) is not None
+    return parse_session_id(current.request().headers.get("session-id")) is not None
 
 
 def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:

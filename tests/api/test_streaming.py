@@ -301,3 +301,19 @@ def test_a_session_deleted_mid_stream_keeps_nothing_of_the_turn(make, slow, redi
     ]  # fmt: skip
     assert leftovers == [] and stored == []
     assert list(redis_client.scan_iter(match=f"*{sid}*")) == []
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [None, "", "*/*", "application/json", "text/*", "text/event-stream",
+     "TEXT/EVENT-STREAM", "text/event-stream;q=0", "text/event-stream; q=0.5",
+     "application/json, text/event-stream;q=0.1", " text/event-stream ", "text/event-streams",
+     '"text/event-stream"', "text/event-stream;q=abc"],
+)  # fmt: skip
+def test_a_stream_is_wanted_exactly_when_werkzeugs_parse_of_accept_says_so(app, accept):
+    from chatbot_sessions.api.streams import EVENT_STREAM, wants_stream
+
+    headers = {} if accept is None else {"Accept": accept}
+    with app.test_request_context("/", headers=headers) as ctx:
+        parsed = any(v == EVENT_STREAM and q > 0 for v, q in ctx.request.accept_mimetypes)
+        assert wants_stream() is parsed
