@@ -412,3 +412,19 @@ def test_ratings_are_limited_per_ip_before_anything_is_written(make_app, fake_re
 def test_a_bad_feedback_limit_stops_start_up_naming_the_variable():
     with pytest.raises(ConfigError, match="RATE_LIMIT_FEEDBACK"):
         load_settings({"RATE_LIMIT_FEEDBACK": "often"})
+
+
+def test_counter_keys_windows_and_texts_are_as_documented(make_app):
+    import hashlib
+
+    app = limited_app(make_app, RATE_LIMIT_SEND_SESSION="5/second;100/hour")
+    limiter = resources(app).limiter
+    sid = new_session_id()
+    digest = hashlib.sha256(sid.encode()).hexdigest()[:32]
+    with app.test_request_context("/", headers={"session-id": sid.upper()}):
+        counters = limiter.send_session.counters()
+    assert [(c.key, c.window, c.amount, c.rate) for c in counters] == [
+        (f"chatbot_sessions:rate:{{session:{digest}}}:session:5/1s", 1, 5, "5 per 1 second"),
+        (f"chatbot_sessions:rate:{{session:{digest}}}:session:100/3600s", 3600, 100,
+         "100 per 1 hour"),
+    ]  # fmt: skip
