@@ -141,3 +141,23 @@ def test_a_view_gets_the_values_where_webargs_put_them(client):
     assert refused.get_json()["details"] == {
         "fields": {"limit": ["Must be greater than or equal to 1."]}
     }
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(body=BODIES, content_type=CONTENT_TYPES)
+def test_the_body_is_read_as_webargs_reads_it_whatever_the_content_type(app, body, content_type):
+    from webargs.flaskparser import FlaskParser
+
+    def read(method):
+        headers = {"Content-Type": content_type} if content_type else {}
+        with app.test_request_context("/", method="POST", headers=headers, data=body) as ctx:
+            try:
+                return "read", method(PARSER, ctx.request)
+            except Exception as exc:  # the comparison is the point: type and text
+                return "raised", type(exc), str(exc)
+
+    assert read(type(PARSER)._raw_load_json) == read(FlaskParser._raw_load_json)
