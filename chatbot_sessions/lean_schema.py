@@ -7,7 +7,10 @@ conversion: dumping the three fields of a validate answer took about 37,000 inst
 under callgrind, a twentieth of the whole request. ``LeanSchema`` works out once per
 schema instance where each field's value lives, reads it the way ``utils.get_value``
 does, and hands it to the field's own ``_serialize``: the conversion, defaults and
-skipping of missing values stay marshmallow's. Anything the shortcut does not cover goes
+skipping of missing values stay marshmallow's. A value that conversion would return
+unchanged is not handed over: a ``str`` for a ``String``, an ``int`` for an ``Integer``,
+a ``float`` for a ``Float`` (unless ``as_string``), anything for a field that keeps
+``Field._serialize`` (``Boolean``, ``Raw``). Anything the shortcut does not cover goes
 the usual way: a schema with ``pre_dump`` or ``post_dump`` hooks or dumping ``many``, a
 schema that overrides ``get_attribute``, and a field class that overrides ``serialize``
 or ``get_value`` (``fields.Function`` reads no attribute: it is asked through
@@ -41,9 +44,14 @@ from marshmallow.decorators import (
 )
 from marshmallow.utils import set_value
 
-#: One field's way to its value: the key in the answer, the field's name, the field, and
-#: the attribute path (None when the field must be asked through ``serialize``).
-_Step = tuple[str, str, fields.Field, tuple[str, ...] | None]
+#: One field's way to its value: the key in the answer, the field's name, the field, the
+#: attribute path (None when the field must be asked through ``serialize``), and the type
+#: of value its ``_serialize`` would hand back unchanged (``object``: any; None: no such).
+_Step = tuple[str, str, fields.Field, tuple[str, ...] | None, type | None]
+
+#: Field classes whose ``_serialize`` returns a value of this exact type as it is: ``str(s)``,
+#: ``int(n)`` and ``float(x)`` of one give it back (numbers only when not ``as_string``).
+_KEEPS = {fields.String: str, fields.Integer: int, fields.Float: float}
 
 
 def _value_for_key(obj: Any, key: str) -> Any:
@@ -57,6 +65,17 @@ def _value_for_key(obj: Any, key: str) -> Any:
         return obj[key]
     except (KeyError, IndexError, TypeError, AttributeError):
         return getattr(obj, key, missing)
+
+
+def _kept_type(field: fields.Field) -> type | None:
+    """The type of value ``field._serialize`` returns unchanged, if there is one: any value
+    for a field class that keeps marshmallow's own ``_serialize`` (``Boolean``, ``Raw``)."""
+    kind = type(field)
+    if kind._serialize is fields.Field._serialize:
+        return object
+    if getattr(field, "as_string", False):
+        return None
+    return _KEEPS.get(kind)
 
 
 def _reads_its_attribute(field: fields.Field) -> bool:
@@ -83,7 +102,7 @@ class LeanSchema(Schema):
         if plan is None:
             plan = self._lean_plan = self._plan()
         result = self.dict_class()
-        for key, name, field, path in plan:
+        for key, name, field, path, kept in plan:
             if path is None:
                 value = field.serialize(name, obj, accessor=self.get_attribute)
             else:
@@ -95,6 +114,9 @@ class LeanSchema(Schema):
                     value = default() if callable(default) else default
                     if value is missing:
                         continue
+                if kept is object or type(value) is kept:
+                    result[key] = value  # what _serialize would give back
+                    continue
                 value = field._serialize(value, name, obj)
             if value is not missing:
                 result[key] = value
@@ -108,7 +130,8 @@ class LeanSchema(Schema):
             key = field.data_key if field.data_key is not None else name
             attribute = name if field.attribute is None else field.attribute
             readable = own_access and _reads_its_attribute(field)
-            plan.append((key, name, field, tuple(attribute.split(".")) if readable else None))
+            path = tuple(attribute.split(".")) if readable else None
+            plan.append((key, name, field, path, _kept_type(field)))
         return plan
 
     def load(
