@@ -183,6 +183,9 @@ class _ArgumentReader:
             (field.data_key if field.data_key is not None else name, _takes_repeats(field))
             for name, field in schema.fields.items()
         ]
+        # Headers: each one's name in the WSGI environ, as werkzeug's EnvironHeaders
+        # spells it on every lookup ("session-id" -> HTTP_SESSION_ID).
+        self.environ_keys = [(key, _environ_name(key), many) for key, many in self.keys]
 
     @classmethod
     def for_case(
@@ -217,15 +220,22 @@ class _ArgumentReader:
             data = self.parser.load_json(req, self.schema)
             if data is ma.missing:
                 data = {}
+        elif self.location == "headers":
+            environ = req.environ
+            data = {}
+            for key, name, multiple in self.environ_keys:
+                value = environ.get(name)
+                if value is not None:  # the server joined repeats into one value
+                    data[key] = [value] if multiple else value
         else:
-            plain = None if self.location == "headers" else _plain_query(req)
+            plain = _plain_query(req)
             data = {}
             if plain is not None:
                 for key, multiple in self.keys:
                     if key in plain:
                         data[key] = plain[key] if multiple else plain[key][0]
             else:
-                source = req.headers if self.location == "headers" else req.args
+                source = req.args
                 for key, multiple in self.keys:
                     value = source.get(key, ma.missing)
                     if value is not ma.missing:
@@ -243,6 +253,12 @@ class _ArgumentReader:
                 error_headers=self.error_headers,
             )
             raise
+
+
+def _environ_name(header: str) -> str:
+    """Where WSGI puts request header ``header`` (werkzeug's ``EnvironHeaders`` lookup)."""
+    name = header.upper().replace("-", "_")
+    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
 
 
 def _plain_query(req: Request) -> dict[str, list[str]] | None:
