@@ -13,7 +13,8 @@ Every app holds the same content: each history/validate session got five questio
 through that app's own send-message, and send-message runs over 200 sessions started the
 same way; replies come from the same extractive generator everywhere. wrk drives each
 (target, endpoint) for ``--duration`` seconds, in ``--rounds`` interleaved rounds; figures
-are medians, ratios are medians of per-round ratios to the floor. Redis CPU per request
+are medians, ratios are medians of per-run ratios to the floor measured just before that
+app's endpoints in the same round (with their range over the rounds). Redis CPU per request
 is the CPU time of Redis's main thread (``INFO cpu``) during a run over the requests served.
 Then the scaling table: floor, history and send with each ``--workers`` count.
 
@@ -158,28 +159,43 @@ def compare(args, client, redis_url, workdir, python) -> dict:
         }
         for url, script in targets.values():  # warm-up: first requests pay imports
             wrk(url, 1, args.connections, script, workdir)
+        floor_key = ("floor", "floor")
+        floor_url, floor_script = targets[floor_key]
         runs: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
+        # Each run's floor: the one measured just before its app's endpoints. A round
+        # takes about a minute, and this machine's speed drifts within one; a ratio to a
+        # floor measured a minute apart moved by a tenth from round to round.
+        floors: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
         for _ in range(args.rounds):
-            for key, (url, script) in targets.items():
-                runs[key].append(
-                    measured(client, url, args.duration, args.connections, script, workdir)
+            for name in [name for name in servers if name != "floor"]:
+                floor = measured(
+                    client, floor_url, args.duration, args.connections, floor_script, workdir
                 )
+                runs[floor_key].append(floor)
+                for key in [key for key in targets if key[0] == name and key != floor_key]:
+                    url, script = targets[key]
+                    runs[key].append(
+                        measured(client, url, args.duration, args.connections, script, workdir)
+                    )
+                    floors[key].append(floor)
+            floors[floor_key] = runs[floor_key]
     finally:
         for server in servers.values():
             server.stop()
-    return summarise(runs, runs[("floor", "floor")])
+    return summarise(runs, floors)
 
 
-def summarise(runs: dict, floor_runs: list[dict]) -> dict:
+def summarise(runs: dict, floors: dict) -> dict:
+    """Medians of each target's runs, and of its per-run ratios to the floor run before it
+    (with their lowest and highest, the spread one run of this script can show)."""
     out = {}
     for (name, endpoint), rounds in runs.items():
         row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-        row["x_floor"] = statistics.median(
-            r["rps"] / f["rps"] for r, f in zip(rounds, floor_runs, strict=True)
-        )
-        row["p99_x_floor"] = statistics.median(
-            r["p99_ms"] / f["p99_ms"] for r, f in zip(rounds, floor_runs, strict=True)
-        )
+        pairs = list(zip(rounds, floors[name, endpoint], strict=True))
+        ratios = [r["rps"] / f["rps"] for r, f in pairs]
+        row["x_floor"] = statistics.median(ratios)
+        row["x_floor_range"] = (min(ratios), max(ratios))
+        row["p99_x_floor"] = statistics.median(r["p99_ms"] / f["p99_ms"] for r, f in pairs)
         out[f"{name}/{endpoint}"] = row
     return out
 
@@ -213,12 +229,14 @@ def report(results: dict, setup: str) -> None:
     print(f"\n{setup}")
     print(
         f"{'app/endpoint':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x floor':>9}"
-        f"{'p99 x fl':>10}{'redis us':>10}{'non-2xx':>9}"
+        f"{'(rounds)':>12}{'p99 x fl':>10}{'redis us':>10}{'non-2xx':>9}"
     )
     for key, r in results["compare"].items():
+        low, high = r["x_floor_range"]
         print(
             f"{key:<20}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['x_floor']:>9.2f}"
-            f"{r['p99_x_floor']:>10.2f}{r['redis_us']:>10.1f}{r['non_2xx']:>9.0f}"
+            f"{f'{low:.2f}-{high:.2f}':>12}{r['p99_x_floor']:>10.2f}{r['redis_us']:>10.1f}"
+            f"{r['non_2xx']:>9.0f}"
         )
     print("\nservice ahead of peers (req/s ratio, same run):")
     compare = results["compare"]
