@@ -23,6 +23,14 @@ from chatbot_sessions.widget import init_widget
 __all__ = ["create_app"]
 
 
+class _SealedNullSession(NullSession):
+    """Flask's null session, refusing ``|=`` too: werkzeug's ``UpdateDictMixin`` gained
+    ``__ior__`` after Flask listed the writes its null session refuses, and a write to
+    the one shared instance would reach every later request (found in review)."""
+
+    __ior__ = NullSession.__setitem__
+
+
 class _SharedNullSession(SecureCookieSessionInterface):
     """Flask's cookie sessions, with one null session for every request while there is no
     ``SECRET_KEY``.
@@ -34,7 +42,7 @@ class _SharedNullSession(SecureCookieSessionInterface):
     set, sessions are Flask's own.
     """
 
-    _null = NullSession()
+    _null = _SealedNullSession()
 
     def open_session(self, app: Flask, request: Request) -> NullSession | None:
         if app.secret_key:

@@ -49,6 +49,9 @@ def test_without_a_secret_key_every_request_gets_a_null_session_that_refuses_wri
             assert dict(session) == {}
             with pytest.raises(RuntimeError, match="session is unavailable"):
                 session["user"] = "someone"
+            shared = session._get_current_object()
+            with pytest.raises(RuntimeError, match="session is unavailable"):
+                shared |= {"user": "someone"}
     assert seen[0] is seen[1]  # one shared, empty, write-refusing session
     assert dict(seen[0]) == {}
 

@@ -224,9 +224,13 @@ class _ArgumentReader:
             environ = req.environ
             data = {}
             for key, name, multiple in self.environ_keys:
+                if multiple:  # rare: werkzeug's own lookups (getlist's walk has its corners)
+                    if req.headers.get(key, ma.missing) is not ma.missing:
+                        data[key] = req.headers.getlist(key)
+                    continue
                 value = environ.get(name)
-                if value is not None:  # the server joined repeats into one value
-                    data[key] = [value] if multiple else value
+                if value is not None:
+                    data[key] = value
         else:
             plain = _plain_query(req)
             data = {}

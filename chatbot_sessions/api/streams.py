@@ -59,8 +59,10 @@ def wants_stream() -> bool:
     keeps the JSON answer every existing client expects)."""
     req = current.request()
     # Parsing Accept (werkzeug's accept_mimetypes) is the dear part; a header that does not
-    # even spell the type cannot ask for it.
-    if EVENT_STREAM not in req.environ.get("HTTP_ACCEPT", "").lower():
+    # even spell the type cannot ask for it (unless a backslash escapes part of a quoted
+    # value, which werkzeug's parse drops).
+    raw = req.environ.get("HTTP_ACCEPT", "")
+    if EVENT_STREAM not in raw.lower() and "\\" not in raw:
         return False
     return any(value == EVENT_STREAM and q > 0 for value, q in req.accept_mimetypes)
 

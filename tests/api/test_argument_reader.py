@@ -9,10 +9,12 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from marshmallow import fields
 from werkzeug.exceptions import HTTPException
 
 from chatbot_sessions import schemas
 from chatbot_sessions.api.blueprint import Blueprint, _ArgumentReader, _plain_query
+from chatbot_sessions.lean_schema import LeanSchema
 
 PARSER = Blueprint.ARGUMENTS_PARSER
 
@@ -161,3 +163,29 @@ def test_the_body_is_read_as_webargs_reads_it_whatever_the_content_type(app, bod
                 return "raised", type(exc), str(exc)
 
     assert read(type(PARSER)._raw_load_json) == read(FlaskParser._raw_load_json)
+
+
+class _RepeatedHeaders(LeanSchema):
+    """Headers no view reads today: repeatable ones, an underscore, Content-Type."""
+
+    class Meta:
+        unknown = "exclude"
+
+    tokens = fields.List(fields.String(), data_key="x_token")
+    types = fields.List(fields.String(), data_key="content-type")
+    one = fields.String(data_key="x_one")
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"HTTP_X_TOKEN": "t1", "HTTP_X_ONE": "o"}, {"CONTENT_TYPE": ""},
+     {"CONTENT_TYPE": "text/plain"}, {}],
+)  # fmt: skip
+def test_any_header_declaration_is_read_as_webargs_reads_it(app, environ):
+    schema = _RepeatedHeaders()
+    reader = _ArgumentReader.for_case(PARSER, schema, "headers", {})
+    with app.test_request_context("/") as ctx:
+        ctx.request.environ.update(environ)
+        ours = outcome(reader.read)
+        theirs = outcome(lambda: PARSER.parse(schema, location="headers"))
+    assert ours == theirs

@@ -308,7 +308,8 @@ def test_a_session_deleted_mid_stream_keeps_nothing_of_the_turn(make, slow, redi
     [None, "", "*/*", "application/json", "text/*", "text/event-stream",
      "TEXT/EVENT-STREAM", "text/event-stream;q=0", "text/event-stream; q=0.5",
      "application/json, text/event-stream;q=0.1", " text/event-stream ", "text/event-streams",
-     '"text/event-stream"', "text/event-stream;q=abc"],
+     '"text/event-stream"', "text/event-stream;q=abc", '"text/event\\-stream"',
+     '"text\\/event-stream"'],
 )  # fmt: skip
 def test_a_stream_is_wanted_exactly_when_werkzeugs_parse_of_accept_says_so(app, accept):
     from chatbot_sessions.api.streams import EVENT_STREAM, wants_stream
