@@ -14,7 +14,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chatbot_sessions"
 
 # Lowest first. A name is a module or a package (all its modules).
 LAYERS: list[set[str]] = [
-    {"domain", "exceptions", "timestamps", "config", "signals", "extensions", "lean_schema"},
+    {
+        "domain",
+        "exceptions",
+        "timestamps",
+        "config",
+        "signals",
+        "extensions",
+        "lean_schema",
+        "current",
+    },
     {"sessions", "replies"},
     {"chat", "generation", "context"},
     {"api", "security", "ops", "widget", "schemas", "http_errors", "serving", "json_provider"},
