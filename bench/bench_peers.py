@@ -13,9 +13,10 @@ Every app holds the same content: each history/validate session got five questio
 through that app's own send-message, and send-message runs over 200 sessions started the
 same way; replies come from the same extractive generator everywhere. wrk drives each
 (target, endpoint) for ``--duration`` seconds, in ``--rounds`` interleaved rounds; figures
-are medians, ratios are medians of per-run ratios to the floor measured just before that
-app's endpoints in the same round (with their range over the rounds). Redis CPU per request
-is the CPU time of Redis's main thread (``INFO cpu``) during a run over the requests served.
+are medians, ratios are medians of per-run ratios to their round's floor (the median of
+the floor runs measured before each app's endpoints), with their range over the rounds.
+Redis CPU per request is the CPU time of Redis's main thread (``INFO cpu``) during a run
+over the requests served.
 Then the scaling table: floor, history and send with each ``--workers`` count.
 
 The peers need langchain-community, which is never a project dependency: the first run
@@ -162,23 +163,30 @@ def compare(args, client, redis_url, workdir, python) -> dict:
         floor_key = ("floor", "floor")
         floor_url, floor_script = targets[floor_key]
         runs: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
-        # Each run's floor: the one measured just before its app's endpoints. A round
-        # takes about a minute, and this machine's speed drifts within one; a ratio to a
-        # floor measured a minute apart moved by a tenth from round to round.
+        # Each run's floor: the median of its round's floor runs, one measured before each
+        # app's endpoints. A round takes over a minute and this machine's speed drifts
+        # within one (a ratio to one floor run a minute away moved by a tenth), and one
+        # floor run now and then is slowed by half: a median of three survives it.
         floors: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
         for _ in range(args.rounds):
+            round_floors = []
+            measured_now = []
             for name in [name for name in servers if name != "floor"]:
-                floor = measured(
-                    client, floor_url, args.duration, args.connections, floor_script, workdir
+                round_floors.append(
+                    measured(
+                        client, floor_url, args.duration, args.connections, floor_script, workdir
+                    )
                 )
-                runs[floor_key].append(floor)
-                for key in [key for key in targets if key[0] == name and key != floor_key]:
+                for key in [key for key in targets if key[0] == name]:
                     url, script = targets[key]
                     runs[key].append(
                         measured(client, url, args.duration, args.connections, script, workdir)
                     )
-                    floors[key].append(floor)
-            floors[floor_key] = runs[floor_key]
+                    measured_now.append(key)
+            floor = sorted(round_floors, key=lambda run: run["rps"])[len(round_floors) // 2]
+            runs[floor_key].append(floor)
+            for key in [*measured_now, floor_key]:
+                floors[key].append(floor)
     finally:
         for server in servers.values():
             server.stop()
