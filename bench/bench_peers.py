@@ -163,14 +163,12 @@ def compare(args, client, redis_url, workdir, python) -> dict:
         floor_key = ("floor", "floor")
         floor_url, floor_script = targets[floor_key]
         runs: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
-        # Each run's floor: the median of its round's floor runs, one measured before each
-        # app's endpoints. A round takes over a minute and this machine's speed drifts
-        # within one (a ratio to one floor run a minute away moved by a tenth), and one
-        # floor run now and then is slowed by half: a median of three survives it.
-        floors: dict[tuple[str, str], list[dict]] = {key: [] for key in targets}
+        # A round's floor: the median of its floor runs, one measured before each app's
+        # endpoints. A round takes over a minute and this machine's speed drifts within
+        # one (a ratio to one floor run a minute away moved by a tenth), and one floor run
+        # now and then is slowed by half: a median of three survives it.
         for _ in range(args.rounds):
             round_floors = []
-            measured_now = []
             for name in [name for name in servers if name != "floor"]:
                 round_floors.append(
                     measured(
@@ -182,24 +180,21 @@ def compare(args, client, redis_url, workdir, python) -> dict:
                     runs[key].append(
                         measured(client, url, args.duration, args.connections, script, workdir)
                     )
-                    measured_now.append(key)
             floor = sorted(round_floors, key=lambda run: run["rps"])[len(round_floors) // 2]
             runs[floor_key].append(floor)
-            for key in [*measured_now, floor_key]:
-                floors[key].append(floor)
     finally:
         for server in servers.values():
             server.stop()
-    return summarise(runs, floors)
+    return summarise(runs, runs[floor_key])
 
 
-def summarise(runs: dict, floors: dict) -> dict:
-    """Medians of each target's runs, and of its per-run ratios to the floor run before it
+def summarise(runs: dict, floor_runs: list[dict]) -> dict:
+    """Medians of each target's runs, and of its per-round ratios to that round's floor
     (with their lowest and highest, the spread one run of this script can show)."""
     out = {}
     for (name, endpoint), rounds in runs.items():
         row = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-        pairs = list(zip(rounds, floors[name, endpoint], strict=True))
+        pairs = list(zip(rounds, floor_runs, strict=True))
         ratios = [r["rps"] / f["rps"] for r, f in pairs]
         row["x_floor"] = statistics.median(ratios)
         row["x_floor_range"] = (min(ratios), max(ratios))
