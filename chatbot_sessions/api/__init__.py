@@ -100,8 +100,8 @@ def init_api(app: Flask) -> ChatApi:
     app.url_map.converters["lone_session"] = LoneSessionSegment
     app.url_map.converters["message"] = MessageSegment
     api = ChatApi(app)
-    for segment in (SessionSegment, LoneSessionSegment):
-        api.register_converter(segment, lambda converter: {"type": "string", "minLength": 1})
+    # LoneSessionSegment too: flask-smorest looks a converter up along its class's MRO.
+    api.register_converter(SessionSegment, lambda converter: {"type": "string", "minLength": 1})
     api.register_converter(MessageSegment, lambda converter: dict(MESSAGE_ID_SCHEMA))
     api.ma_plugin.converter.add_attribute_function(_limits_from_settings(resources(app).settings))
     api.register_blueprint(sessions_blp)

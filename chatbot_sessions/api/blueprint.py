@@ -185,7 +185,11 @@ class _ArgumentReader:
         ]
         # Headers: each one's name in the WSGI environ, as werkzeug's EnvironHeaders
         # spells it on every lookup ("session-id" -> HTTP_SESSION_ID).
-        self.environ_keys = [(key, _environ_name(key), many) for key, many in self.keys]
+        self.environ_keys = (
+            [(key, _environ_name(key), many) for key, many in self.keys]
+            if location == "headers"
+            else []
+        )
 
     @classmethod
     def for_case(
@@ -232,18 +236,13 @@ class _ArgumentReader:
                 if value is not None:
                     data[key] = value
         else:
-            plain = _plain_query(req)
+            values = _plain_query(req)
+            if values is None:  # escapes, "+", non-ASCII: werkzeug's parse
+                values = req.args.to_dict(flat=False)
             data = {}
-            if plain is not None:
-                for key, multiple in self.keys:
-                    if key in plain:
-                        data[key] = plain[key] if multiple else plain[key][0]
-            else:
-                source = req.args
-                for key, multiple in self.keys:
-                    value = source.get(key, ma.missing)
-                    if value is not ma.missing:
-                        data[key] = source.getlist(key) if multiple else value
+            for key, multiple in self.keys:
+                if key in values:
+                    data[key] = values[key] if multiple else values[key][0]
         try:
             return self.schema.load(data, **self.load_options)
         except ma.ValidationError as error:

@@ -95,13 +95,18 @@ def ip_identity() -> str:
     return "ip:" + _digest(client_ip())
 
 
+def _named_session() -> str | None:
+    """The canonical session id the request's ``session-id`` header names, if well formed."""
+    return parse_session_id(current.request().headers.get("session-id"))
+
+
 def session_identity() -> str:
     """Whose counter a per-session limit increments: the session, else the caller's IP.
 
     Only a canonical UUID v4 counts as a session, and only its digest reaches the key; a
     missing or malformed header (which starts a new session) is counted against the IP.
     """
-    session_id = parse_session_id(current.request().headers.get("session-id"))
+    session_id = _named_session()
     if session_id is None:
         return ip_identity()
     return "session:" + _digest(session_id)
@@ -260,7 +265,7 @@ def _never() -> bool:
 
 def _names_a_session() -> bool:
     """Whether the send names a session (a well-formed id): its context read comes first."""
-    return parse_session_id(current.request().headers.get("session-id")) is not None
+    return _named_session() is not None
 
 
 def _limited(view: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:
