@@ -105,26 +105,39 @@ def test_hybrid_without_the_model_stops_start_up(monkeypatch, fake_redis) -> Non
 # 82/91; v3 98/122, 111/123. blind-v4 (226 cases, written before anything ran against it and
 # measured only after the asks were in; never tuned on): before the asks 140/194 and 166/209,
 # with them 164/210 and 193/216 (85.4 % / 95.6 %). Issue #14 asks for 90 % and 100 %: not
-# reached on v4. These floors are the measured level minus one question, a regression guard,
-# not the target.
+# reached on v4. blind-v5 (223 cases, written 2026-12-03 by someone who saw only the pages,
+# their asks removed; measured once before and once after the pages gained 349 more asks,
+# written from the pages alone; never tuned on, v1-v4 being the development sets from then
+# on): BM25 186/214 -> 187/219, hybrid 199/219 -> 202/219 (90.6 % / 98.2 %). With those
+# asks, v1 95/110 and 105/109, v2 80/91 and 85/94, v3 102/123 and 113/124, v4 180/214 and
+# 195/222. The floors are the measured level minus one question, a regression guard; on
+# v5, the fair set, hybrid must also keep the issue's top-1 target (TOP1_TARGET). Its top-3
+# target (100 %) is not reached: four questions miss, three of them follow-ups.
 SETS = {
-    "blind-v1": (DEFAULT_SET, 110, {"bm25": (86, 107), "hybrid": (104, 107)}),
+    "blind-v1": (DEFAULT_SET, 110, {"bm25": (94, 109), "hybrid": (104, 108)}),
     "blind-v2": (
         DEFAULT_SET.with_name("blind-v2.jsonl"),
         94,
-        {"bm25": (71, 88), "hybrid": (81, 90)},
+        {"bm25": (79, 90), "hybrid": (84, 93)},
     ),
     "blind-v3": (
         DEFAULT_SET.with_name("blind-v3.jsonl"),
         125,
-        {"bm25": (97, 121), "hybrid": (110, 122)},
+        {"bm25": (101, 122), "hybrid": (112, 123)},
     ),
     "blind-v4": (
         DEFAULT_SET.with_name("blind-v4.jsonl"),
         226,
-        {"bm25": (163, 209), "hybrid": (192, 215)},
+        {"bm25": (179, 213), "hybrid": (194, 221)},
+    ),
+    "blind-v5": (
+        DEFAULT_SET.with_name("blind-v5.jsonl"),
+        223,
+        {"bm25": (186, 218), "hybrid": (201, 218)},
     ),
 }
+#: Issue #14's top-1 target for the default (hybrid), asserted on the set nobody tuned for.
+TOP1_TARGET = ("blind-v5", 0.90)
 
 
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
@@ -145,3 +158,5 @@ def test_blind_set_quality_per_retrieval_mode(name, mode, hybrid_corpus_retrieve
     assert len(cases) == size
     assert sum(o.hit1 for o in outcomes) >= top1_floor, report
     assert sum(o.hit3 for o in outcomes) >= top3_floor, report
+    if (name, mode) == (TOP1_TARGET[0], "hybrid"):
+        assert sum(o.hit1 for o in outcomes) >= TOP1_TARGET[1] * len(cases), report
