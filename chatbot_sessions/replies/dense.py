@@ -22,6 +22,7 @@ import numpy as np
 from chatbot_sessions.replies.disk_cache import read_or_build, write_atomically
 from chatbot_sessions.replies.documents import Chunk
 from chatbot_sessions.replies.embeddings import DIMENSION, Encoder
+from chatbot_sessions.replies.int8_cosine import Int8Cosines
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,19 @@ class DenseIndex:
         self.encoder = encoder
         self.vectors = vectors
         self.stats = stats
-        self.ask_vectors = ask_vectors
-        # Flattened for one reduceat per query: the ask rows of every chunk that has asks,
-        # chunk by chunk; where each chunk's run starts; which chunks those are.
+        # The ask vectors of every chunk that has asks, chunk by chunk (an ask shared by
+        # several chunks once per chunk), as int8 (int8_cosine.py): a query's cosines to
+        # them come out in one run per chunk, for one reduceat; where each run starts;
+        # which chunks those are.
         owners = [i for i, rows in enumerate(asks_of) if rows]
+        rows = [r for i in owners for r in asks_of[i]]
         self._ask_chunks = np.array(owners, dtype=np.int64)
-        self._ask_rows = np.array([r for i in owners for r in asks_of[i]], dtype=np.int64)
         self._ask_starts = np.cumsum([0] + [len(asks_of[i]) for i in owners[:-1]], dtype=np.int64)
+        self._asks = None
+        if ask_vectors is not None and rows:
+            self._asks = Int8Cosines(ask_vectors[np.array(rows, dtype=np.int64)])
+        #: How many distinct asks were embedded (the rows of ``ask_vectors``).
+        self.ask_count = 0 if ask_vectors is None else len(ask_vectors)
         # Each question is embedded once per process: a follow-up's earlier turns were
         # usually asked here before. lru_cache is thread-safe.
         self._embed = lru_cache(maxsize=2048)(self._embed_uncached)
@@ -142,7 +149,8 @@ class DenseIndex:
             "read from cache" if hit else "embedded",
             seconds,
         )
-        chunk_vectors, ask_vectors = vectors[: len(chunks)], vectors[len(chunks) :]
+        # A copy: a view would keep the float32 asks alive beside their int8 copy.
+        chunk_vectors, ask_vectors = vectors[: len(chunks)].copy(), vectors[len(chunks) :]
         asks_of = [[row_of[ask] for ask in c.asks] for c in chunks]
         return cls(encoder, chunk_vectors, stats, ask_vectors if asks else None, asks_of)
 
@@ -169,10 +177,9 @@ class DenseIndex:
     def similarities(self, vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``vector`` (unit length) to every chunk, asks blended in."""
         cosine = self.vectors @ vector
-        if self.ask_vectors is None or not self._ask_chunks.size:
+        if self._asks is None:
             return cosine
-        by_ask = (self.ask_vectors @ vector)[self._ask_rows]
-        best = np.maximum.reduceat(by_ask, self._ask_starts)
+        best = np.maximum.reduceat(self._asks(vector), self._ask_starts)
         own = cosine[self._ask_chunks]
         cosine[self._ask_chunks] = (1 - ASK_SHARE) * own + ASK_SHARE * np.maximum(own, best)
         return cosine

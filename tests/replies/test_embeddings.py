@@ -138,10 +138,11 @@ def test_an_ask_lifts_its_chunk_for_the_question_it_words() -> None:
     before = plain.similarities(plain.query_vector(question, (), ()))
     after = index.similarities(index.query_vector(question, (), ()))
     assert after[0] == pytest.approx(before[0])  # a chunk without asks keeps its cosine
-    # the ask matches exactly (cosine 1), so the dogs chunk gains half the gap to it
+    # the ask matches exactly (cosine 1), so the dogs chunk gains half the gap to it (asks'
+    # cosines are int8 products, within 0.003 of float32's: int8_cosine.py)
     expected = (1 - dense.ASK_SHARE) * before[1] + dense.ASK_SHARE * 1.0
-    assert after[1] == pytest.approx(expected, abs=1e-4) and after[1] > before[1]
-    assert index.vectors.shape == (2, DIMENSION) and index.ask_vectors.shape == (1, DIMENSION)
+    assert after[1] == pytest.approx(expected, abs=2e-3) and after[1] > before[1]
+    assert index.vectors.shape == (2, DIMENSION) and index.ask_count == 1
 
 
 def test_asks_are_embedded_once_and_cached_with_the_chunks(tmp_path) -> None:
@@ -149,8 +150,9 @@ def test_asks_are_embedded_once_and_cached_with_the_chunks(tmp_path) -> None:
     asked = [replace(c, asks=(ask,)) for c in CHUNKS]  # one ask shared by two chunks
     first = DenseIndex.build(asked, shared_encoder(), str(tmp_path))
     again = DenseIndex.build(asked, shared_encoder(), str(tmp_path))
-    assert first.ask_vectors.shape == (1, DIMENSION) and again.stats.cache_hit
-    assert np.array_equal(first.ask_vectors, again.ask_vectors)
+    assert first.ask_count == 1 and again.stats.cache_hit
+    vector = first.query_vector(ask, (), ())
+    assert np.array_equal(first.similarities(vector), again.similarities(vector))
     # an edited ask is a different corpus: a new cache file, embedded again
     edited = DenseIndex.build(
         [replace(c, asks=("is it safe for cats?",)) for c in CHUNKS],
