@@ -160,3 +160,30 @@ def test_blind_set_quality_per_retrieval_mode(name, mode, hybrid_corpus_retrieve
     assert sum(o.hit3 for o in outcomes) >= top3_floor, report
     if (name, mode) == (TOP1_TARGET[0], "hybrid"):
         assert sum(o.hit1 for o in outcomes) >= TOP1_TARGET[1] * len(cases), report
+
+
+# follow-ups-v1 (100 conversations, written 2026-12-03 from the pages alone, their asks
+# removed, by someone who saw no retriever output; a development set: 36 continue a topic,
+# 33 move to a neighbouring page, 31 start a new topic mid-chat). Top-1 / top-3 with the
+# earlier turns and with them ignored: BM25 82/94 and 65/88, dense alone 82/94 and 72/87,
+# hybrid 90/97 and 77/93. Floors one question under the measured figures; the gap is the
+# point: earlier turns must keep carrying the topic, on the dense side too.
+FOLLOW_UPS = DEFAULT_SET.with_name("follow-ups-v1.jsonl")
+
+
+def test_follow_ups_find_their_page_through_the_earlier_turns(hybrid_corpus_retriever) -> None:
+    cases = load_cases(FOLLOW_UPS)
+    assert len(cases) == 100 and all(c.history for c in cases)
+    with_history = run(cases, retriever_mode(hybrid_corpus_retriever))
+    search = retriever_mode(hybrid_corpus_retriever)
+    without = run(cases, lambda question, _turns: search(question, ()))
+    report = summary_row("with history", with_history) + "\n" + summary_row("without", without)
+    print(report)
+    assert sum(o.hit1 for o in with_history) >= 89, report
+    assert sum(o.hit3 for o in with_history) >= 96, report
+    # History wins questions and loses few: measured, 15 found at top-1 only with it, 2
+    # only without it (a new topic the earlier turn pulled aside).
+    pairs = list(zip(with_history, without, strict=True))
+    gained = sum(o.hit1 and not w.hit1 for o, w in pairs)
+    lost = sum(w.hit1 and not o.hit1 for o, w in pairs)
+    assert gained >= 12 and lost <= 3, report
