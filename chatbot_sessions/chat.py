@@ -204,7 +204,7 @@ class ChatService:
         if self.context_messages == 0:
             if not self.store.touch(session_id):
                 raise SessionNotFound(session_id)
-            return Context(session_id, "", 0, [], 0, self.context_tokens, 0)
+            return Context(session_id, "", 0, [], self.context_tokens, 0)
         stored = self.store.context(session_id, cap=self.context_messages)
         return build_context(session_id, stored, self.context_tokens)
 

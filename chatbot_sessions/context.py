@@ -20,11 +20,17 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 from chatbot_sessions.domain import Message
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.summary import Summariser, SummaryFailed
-from chatbot_sessions.replies.token_count import count_message_tokens, count_tokens
+from chatbot_sessions.replies.token_count import (
+    ESTIMATE_MARGIN,
+    MESSAGE_OVERHEAD,
+    count_message_tokens,
+    count_tokens,
+)
 from chatbot_sessions.sessions.store import SessionStore, StoredContext
 
 log = logging.getLogger(__name__)
@@ -44,10 +50,28 @@ class Context:
     summary: str
     summary_through: int
     messages: list[Message]
-    tokens: int
     budget: int
     #: Position of the oldest verbatim message: everything before it is the summary's job.
     window_start: int
+
+    @cached_property
+    def tokens(self) -> int:
+        """Tokens of the summary and the messages, counted when first asked for (GET
+        …/context): a reply needs what fits the budget, which ``build_context`` mostly
+        decides from bounds, not the sum (a fifth of the CPU of reading a context)."""
+        summary = count_tokens(self.summary) if self.summary else 0
+        return summary + sum(count_message_tokens(m) for m in self.messages)
+
+
+def most_tokens(message: Message) -> int:
+    """At least ``count_message_tokens(message)``, without tokenising: a token is at least one
+    byte of UTF-8, and the fallback estimate gives at most ``ESTIMATE_MARGIN`` tokens a byte
+    (each of its pieces at most one token a byte, before the margin)."""
+    total = MESSAGE_OVERHEAD
+    for text in (message["type"], message["content"]):
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        total += int(size * ESTIMATE_MARGIN + 0.5)
+    return total
 
 
 def _pairs(messages: Sequence[Message]) -> list[list[Message]]:
@@ -66,23 +90,39 @@ def _pairs(messages: Sequence[Message]) -> list[list[Message]]:
 
 
 def build_context(session_id: str, stored: StoredContext, budget: int) -> Context:
-    """Fit the stored summary and messages into ``budget`` tokens (see the module doc)."""
+    """Fit the stored summary and messages into ``budget`` tokens (see the module doc).
+
+    Turns are taken on their ``most_tokens`` bound while that fits: a turn whose bound fits
+    fits. From the first that might not, the turns taken are counted and the rest decided on
+    exact counts, so the messages chosen are the ones exact counting alone would choose.
+    """
     summary = stored.summary
     used = count_tokens(summary) if summary else 0
+    turns = _pairs(stored.messages)
     chosen: list[Message] = []
-    for turn in _pairs(stored.messages):
-        cost = sum(count_message_tokens(m) for m in turn)
-        if chosen and used + cost > budget:
+    bounded = used
+    undecided = len(turns)
+    for index, turn in enumerate(turns):
+        most = sum(most_tokens(m) for m in turn)
+        if chosen and bounded + most > budget:
+            undecided = index
             break
         chosen[:0] = turn
-        used += cost
+        bounded += most
+    if undecided < len(turns):
+        used += sum(count_message_tokens(m) for m in chosen)
+        for turn in turns[undecided:]:
+            cost = sum(count_message_tokens(m) for m in turn)
+            if used + cost > budget:
+                break
+            chosen[:0] = turn
+            used += cost
     window_start = chosen[0]["id"] if chosen else stored.start + len(stored.messages)
     return Context(
         session_id=session_id,
         summary=summary,
         summary_through=stored.summary_through,
         messages=chosen,
-        tokens=used,
         budget=budget,
         window_start=window_start,
     )

@@ -15,10 +15,12 @@ import time
 import pytest
 
 from chatbot_sessions import create_app
+from chatbot_sessions.context import _pairs, build_context, most_tokens
 from chatbot_sessions.extensions import close_app
 from chatbot_sessions.replies.retriever import HISTORY_MESSAGES
 from chatbot_sessions.replies.summary import SUMMARY_PROMPT
 from chatbot_sessions.replies.token_count import count_message_tokens, count_tokens
+from chatbot_sessions.sessions.store import StoredContext
 from tests.support.api import send
 from tests.support.fake_llm import Answer, completion
 
@@ -198,3 +200,52 @@ def test_context_of_an_unknown_session_is_404(make_app):
     client = make_app().test_client()
     response = client.get("/api/session/00000000-0000-4000-8000-000000000000/context")
     assert response.status_code == 404 and response.get_json()["error"] == "session_not_found"
+
+
+def exact_build(stored, budget: int) -> tuple[list, int]:
+    """build_context as it was, counting every turn: the messages chosen and their tokens."""
+    used = count_tokens(stored.summary) if stored.summary else 0
+    chosen: list = []
+    for turn in _pairs(stored.messages):
+        cost = sum(count_message_tokens(m) for m in turn)
+        if chosen and used + cost > budget:
+            break
+        chosen[:0] = turn
+        used += cost
+    return chosen, used
+
+
+TEXTS = [
+    "ok",
+    "How do I set SESSION_TTL?",
+    "Grüße aus Köln, wie geht's?",
+    "会话在哪里存储",
+    "👍🏽 thanks!!",
+    ".a.b.c.d",
+]
+
+
+@pytest.mark.parametrize("counter", ["quicktok", "estimate"])
+def test_bounded_context_chooses_what_exact_counting_chooses(counter, monkeypatch) -> None:
+    import random
+
+    from chatbot_sessions.replies import token_count
+
+    if counter == "estimate":
+        monkeypatch.setattr(token_count, "_counter", token_count.estimate_tokens)
+    rng = random.Random(20261203)
+    for case in range(300):
+        messages = []
+        for position in range(rng.randrange(0, 12)):
+            kind = "user" if position % 2 == 0 or rng.random() < 0.1 else "assistant"
+            content = " ".join(rng.choice(TEXTS) for _ in range(rng.randrange(1, 40)))
+            messages.append({"id": position, "type": kind, "content": content, "timestamp": ""})
+        summary = rng.choice(["", "Facts so far: fact-1 fact-2"])
+        stored = StoredContext(summary, 0, 0, 0, messages)
+        budget = rng.choice([0, 10, 50, 120, 400, 3000])
+        context = build_context("s", stored, budget)
+        chosen, used = exact_build(stored, budget)
+        assert context.messages == chosen, case
+        assert context.tokens == used, case
+    for message in messages:  # the bound bounds
+        assert most_tokens(message) >= count_message_tokens(message)
