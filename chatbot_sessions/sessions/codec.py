@@ -14,7 +14,7 @@ stored in the entry, since the list's position and the session's ``seq`` give it
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -47,12 +47,21 @@ def encode_message(message: NewMessage) -> str:
     stamp = _base36(message.at_ms) + flags
     if not message.sources:
         return f"{code}{stamp}|{message.content}"
-    sources = json.dumps(
-        [[s.title, s.source, round(s.score, 4)] for s in message.sources],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return f"{code.upper()}{stamp}|{sources}\n{message.content}"
+    return f"{code.upper()}{stamp}|{_dumps(_rounded(message.sources))}\n{message.content}"
+
+
+def _rounded(sources: Sequence[Source]) -> list[list[Any]]:
+    return [[s.title, s.source, round(s.score, 4)] for s in sources]
+
+
+def _dumps(value: Any) -> str:
+    # orjson in C, as compact as the standard library's with these separators and
+    # ensure_ascii off (the same text for the same value: tested); a title with a lone
+    # surrogate, which orjson refuses, takes the standard library.
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _loads(text: str) -> Any:

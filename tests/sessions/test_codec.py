@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatbot_sessions.domain import NewMessage, Source
@@ -63,3 +64,34 @@ def test_every_entry_reads_back_as_it_was_written(message, position, rating):
         expected["feedback"] = rating
     assert decoded == expected
     assert list(decoded) == list(expected)  # the order the JSON answer shows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(),
+            st.text(),
+            st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+            | st.integers(-(10**6), 10**6),
+        ),
+        max_size=5,
+    )
+)
+def test_sources_are_stored_as_the_standard_library_would_write_them(rows) -> None:
+    # Entries written before orjson wrote them must compare equal to new ones (exports,
+    # replays): the same text for the same sources, lone surrogates included.
+    sources = [Source(title=t, source=s, score=score) for t, s, score in rows]
+    entry = encode_message(NewMessage("assistant", "answer", 1_700_000_000_000, tuple(sources)))
+    expected = json.dumps(
+        [[s.title, s.source, round(s.score, 4)] for s in sources],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    if sources:
+        assert entry.split("|", 1)[1] == f"{expected}\nanswer"
+    decoded = decode_message(entry, 0)
+    assert decoded["content"] == "answer"
+    assert [tuple(s.values()) for s in decoded.get("sources", [])] == [
+        (s.title, s.source, round(s.score, 4)) for s in sources
+    ]

@@ -126,6 +126,29 @@ def test_every_reply_and_error_is_the_one_redis_py_gives(lean_client, server, ki
     )
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["text", b"bytes", 7, 2.5, "\u00e9t\u00e9 \U0001f600"],  # what the store sends
+        [bytearray(b"array"), memoryview(b"view")],  # redis-py's pack turns these to bytes
+        [None],  # refused before anything is sent
+        ["lone \udc80 surrogate"],  # refused by UTF-8
+        [object()],
+    ],
+)
+def test_arguments_are_packed_as_redis_pys_own_client_packs_them(
+    lean_client, server, arguments, request
+) -> None:
+    lean = lean_client(server)
+    stock = stock_client(lean)
+    request.addfinalizer(stock.close)
+    sha = stock.script_load(ECHO)
+    assert outcome(lambda: lean.evalsha(sha, 0, *arguments)) == outcome(
+        lambda: stock.evalsha(sha, 0, *arguments)
+    )
+    assert lean.evalsha(sha, 0, "after") == ["after"]  # the client goes on working
+
+
 def test_an_unknown_script_raises_noscript_and_leaves_the_connection_usable(lean_client, server):
     client = lean_client(server)
     with pytest.raises(NoScriptError):
