@@ -20,7 +20,6 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 
 from chatbot_sessions.domain import Message
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
@@ -54,23 +53,28 @@ class Context:
     #: Position of the oldest verbatim message: everything before it is the summary's job.
     window_start: int
 
-    @cached_property
+    @property
     def tokens(self) -> int:
-        """Tokens of the summary and the messages, counted when first asked for (GET
-        …/context): a reply needs what fits the budget, which ``build_context`` mostly
-        decides from bounds, not the sum (a fifth of the CPU of reading a context)."""
+        """Tokens of the summary and the messages, counted when asked for (GET …/context,
+        once per answer): a reply needs what fits the budget, which ``build_context`` mostly
+        decides from bounds, not the sum (a fifth of the CPU of reading a context). Not a
+        ``cached_property``: on Python 3.11 that takes one lock for every instance."""
         summary = count_tokens(self.summary) if self.summary else 0
         return summary + sum(count_message_tokens(m) for m in self.messages)
+
+
+_PER_BYTE = max(1.0, ESTIMATE_MARGIN)
 
 
 def most_tokens(message: Message) -> int:
     """At least ``count_message_tokens(message)``, without tokenising: a token is at least one
     byte of UTF-8, and the fallback estimate gives at most ``ESTIMATE_MARGIN`` tokens a byte
-    (each of its pieces at most one token a byte, before the margin)."""
+    (each of its pieces at most one token a byte, before the margin; a margin under 1 would
+    not bound quicktok's counts, hence the max)."""
     total = MESSAGE_OVERHEAD
     for text in (message["type"], message["content"]):
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        total += int(size * ESTIMATE_MARGIN + 0.5)
+        total += int(size * _PER_BYTE + 0.5)
     return total
 
 

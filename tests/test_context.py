@@ -247,5 +247,5 @@ def test_bounded_context_chooses_what_exact_counting_chooses(counter, monkeypatc
         chosen, used = exact_build(stored, budget)
         assert context.messages == chosen, case
         assert context.tokens == used, case
-    for message in messages:  # the bound bounds
-        assert most_tokens(message) >= count_message_tokens(message)
+        for message in messages:  # the bound bounds
+            assert most_tokens(message) >= count_message_tokens(message), case

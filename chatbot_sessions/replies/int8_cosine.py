@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The ONNX opset of the little graph (DynamicQuantizeLinear and MatMulInteger need 10+).
+#: The ONNX opset of the little graph (DynamicQuantizeLinear needs 11 or later).
 OPSET = 17
 
 
@@ -42,7 +42,7 @@ class Int8Cosines:
         # once, at load (fed per call it is repacked every time: 7 ms for 70,000 rows, not
         # 1). It is handed over as an OrtValue, not written into the model: serialising it
         # through protobuf left three more copies in the heap (165 MB for those rows
-        # against 61).
+        # against 63).
         transposed = np.ascontiguousarray(matrix.T)
         placeholder = TensorProto(
             name="rows_t",
@@ -65,16 +65,19 @@ class Int8Cosines:
             [placeholder, numpy_helper.from_array(scale, "row_scale")],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = 8  # what onnxruntime releases since 1.10 all read
+        model.ir_version = 8  # read by every onnxruntime that runs opset 17 (1.12 on)
         options = ort.SessionOptions()
         # One thread: each request thread runs its own search (as the encoder's session).
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False
-        # onnxruntime copies it, so ours is freed when this returns.
+        # The OrtValue wraps our array without a copy, and the session's options keep it:
+        # a session rebuilt from them (onnxruntime's fallback after a provider fails, or
+        # ``set_providers``) reads it again, so the array lives as long as the session.
         options.add_external_initializers(
             ["rows_t"], [ort.OrtValue.ortvalue_from_numpy(transposed)]
         )
+        self._rows_t = transposed
         self._session = ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )

@@ -14,6 +14,7 @@ stored in the entry, since the list's position and the session's ``seq`` give it
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,14 +55,17 @@ def _rounded(sources: Sequence[Source]) -> list[list[Any]]:
     return [[s.title, s.source, round(s.score, 4)] for s in sources]
 
 
-def _dumps(value: Any) -> str:
+def _dumps(rows: list[list[Any]]) -> str:
     # orjson in C, as compact as the standard library's with these separators and
-    # ensure_ascii off (the same text for the same value: tested); a title with a lone
-    # surrogate, which orjson refuses, takes the standard library.
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # ensure_ascii off (the same text for the same rows: tested). Two cases take the
+    # standard library: a title with a lone surrogate, which orjson refuses, and a score
+    # that is not finite, which orjson would write as null rather than NaN.
+    if all(math.isfinite(row[2]) for row in rows):
+        try:
+            return orjson.dumps(rows).decode()
+        except TypeError:
+            pass
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def _loads(text: str) -> Any:

@@ -160,7 +160,7 @@ class LeanRedis(redis.Redis):
                 # Its pack, less the steps a script call never needs (the command name has
                 # no space to split at, and the store sends str, bytes, int and float, no
                 # bytearray or memoryview to convert): a genexpr and an isinstance call per
-                # argument, about 27,000 instructions for twenty. Any other type is left to
+                # argument, about 22,000 instructions for twenty. Any other type is left to
                 # redis-py's pack, which converts it or refuses it with its DataError.
                 try:
                     packed = hiredis.pack_command(args)
