@@ -337,16 +337,16 @@ class Retriever:
         candidates = (scores > 0).nonzero()[0]
         # Partial selection first (sorting all of a large corpus per query is waste): a few
         # times top_k is nearly always enough to find top_k different pages.
-        best = self._one_per_page(candidates, scores, top_k * PAGE_SHORTLIST)
+        best = self._one_per_page(candidates, scores, top_k * PAGE_SHORTLIST, top_k)
         if len(best) < top_k and candidates.size > top_k * PAGE_SHORTLIST:
-            best = self._one_per_page(candidates, scores, candidates.size)
-        return [Passage(self.chunks[i], score) for i, score in best[:top_k]]
+            best = self._one_per_page(candidates, scores, candidates.size, top_k)
+        return [Passage(self.chunks[i], score) for i, score in best]
 
     def _one_per_page(
-        self, candidates: np.ndarray, scores: np.ndarray, shortlist: int
+        self, candidates: np.ndarray, scores: np.ndarray, shortlist: int, pages_wanted: int
     ) -> list[tuple[int, float]]:
-        """The best ``shortlist`` candidates as (chunk, score), best first, keeping each page's
-        best chunk only.
+        """Of the best ``shortlist`` candidates, each page's best chunk as (chunk, score), best
+        first, for the first ``pages_wanted`` pages.
 
         A reply cites the pages of its passages: two passages of one page would spend a
         source on a page already cited, where the next page may be the one the reader
@@ -365,4 +365,6 @@ class Retriever:
             if pages[i] not in seen:
                 seen.add(pages[i])
                 best.append((i, -minus_score))
+                if len(best) == pages_wanted:
+                    break
         return best

@@ -33,12 +33,16 @@ _DEGRADED = "!"
 _FLAGS = "~" + _DEGRADED
 
 
+#: Every two-digit base-36 string, by its value: a millisecond stamp takes four steps, not eight.
+_PAIRS = [high + low for high in _DIGITS for low in _DIGITS]
+
+
 def _base36(number: int) -> str:
     out = ""
-    while number:
-        number, rest = divmod(number, 36)
-        out = _DIGITS[rest] + out
-    return out or "0"
+    while number >= 1296:
+        number, rest = divmod(number, 1296)
+        out = _PAIRS[rest] + out
+    return (_PAIRS[number].lstrip("0") or "0") + out
 
 
 def encode_message(message: NewMessage) -> str:

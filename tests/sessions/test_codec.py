@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatbot_sessions.domain import NewMessage, Source
-from chatbot_sessions.sessions.codec import decode_message, encode_message
+from chatbot_sessions.sessions.codec import _base36, decode_message, encode_message
 from chatbot_sessions.timestamps import iso_from_ms
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -98,3 +98,11 @@ def test_sources_are_stored_as_the_standard_library_would_write_them(rows) -> No
     assert repr([tuple(s.values()) for s in decoded.get("sources", [])]) == repr(
         [(s.title, s.source, round(s.score, 4)) for s in sources]
     )
+
+
+@given(st.integers(min_value=0, max_value=10**18))
+def test_base36_stamps_read_back_and_have_no_leading_zero(number) -> None:
+    text = _base36(number)
+    assert int(text, 36) == number
+    assert text == "0" or not text.startswith("0")
+    assert text == text.lower() and text.isalnum()
