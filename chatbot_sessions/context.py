@@ -25,10 +25,9 @@ from chatbot_sessions.domain import Message
 from chatbot_sessions.exceptions import SessionNotFound, StoreUnavailable
 from chatbot_sessions.replies.summary import Summariser, SummaryFailed
 from chatbot_sessions.replies.token_count import (
-    ESTIMATE_MARGIN,
-    MESSAGE_OVERHEAD,
     count_message_tokens,
     count_tokens,
+    most_message_tokens,
 )
 from chatbot_sessions.sessions.store import SessionStore, StoredContext
 
@@ -63,21 +62,6 @@ class Context:
         return summary + sum(count_message_tokens(m) for m in self.messages)
 
 
-_PER_BYTE = max(1.0, ESTIMATE_MARGIN)
-
-
-def most_tokens(message: Message) -> int:
-    """At least ``count_message_tokens(message)``, without tokenising: a token is at least one
-    byte of UTF-8, and the fallback estimate gives at most ``ESTIMATE_MARGIN`` tokens a byte
-    (each of its pieces at most one token a byte, before the margin; a margin under 1 would
-    not bound quicktok's counts, hence the max)."""
-    total = MESSAGE_OVERHEAD
-    for text in (message["type"], message["content"]):
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        total += int(size * _PER_BYTE + 0.5)
-    return total
-
-
 def _pairs(messages: Sequence[Message]) -> list[list[Message]]:
     """Group into turns from the newest: an assistant message with the user one before it."""
     groups: list[list[Message]] = []
@@ -96,7 +80,7 @@ def _pairs(messages: Sequence[Message]) -> list[list[Message]]:
 def build_context(session_id: str, stored: StoredContext, budget: int) -> Context:
     """Fit the stored summary and messages into ``budget`` tokens (see the module doc).
 
-    Turns are taken on their ``most_tokens`` bound while that fits: a turn whose bound fits
+    Turns are taken on their ``most_message_tokens`` bound while that fits: a turn whose bound fits
     fits. From the first that might not, the turns taken are counted and the rest decided on
     exact counts, so the messages chosen are the ones exact counting alone would choose.
     """
@@ -107,7 +91,7 @@ def build_context(session_id: str, stored: StoredContext, budget: int) -> Contex
     bounded = used
     undecided = len(turns)
     for index, turn in enumerate(turns):
-        most = sum(most_tokens(m) for m in turn)
+        most = sum(most_message_tokens(m) for m in turn)
         if chosen and bounded + most > budget:
             undecided = index
             break

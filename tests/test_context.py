@@ -15,11 +15,15 @@ import time
 import pytest
 
 from chatbot_sessions import create_app
-from chatbot_sessions.context import _pairs, build_context, most_tokens
+from chatbot_sessions.context import _pairs, build_context
 from chatbot_sessions.extensions import close_app
 from chatbot_sessions.replies.retriever import HISTORY_MESSAGES
 from chatbot_sessions.replies.summary import SUMMARY_PROMPT
-from chatbot_sessions.replies.token_count import count_message_tokens, count_tokens
+from chatbot_sessions.replies.token_count import (
+    count_message_tokens,
+    count_tokens,
+    most_message_tokens,
+)
 from chatbot_sessions.sessions.store import StoredContext
 from tests.support.api import send
 from tests.support.fake_llm import Answer, completion
@@ -248,4 +252,4 @@ def test_bounded_context_chooses_what_exact_counting_chooses(counter, monkeypatc
         assert context.messages == chosen, case
         assert context.tokens == used, case
         for message in messages:  # the bound bounds
-            assert most_tokens(message) >= count_message_tokens(message), case
+            assert most_message_tokens(message) >= count_message_tokens(message), case

@@ -81,7 +81,6 @@ class Int8Cosines:
         self._session = ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        self.rows = rows
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         """Dot product of ``vector`` (float32, the rows' dimension) with every row."""

@@ -51,6 +51,18 @@ def count_message_tokens(message: Mapping[str, Any]) -> int:
     return MESSAGE_OVERHEAD + count_tokens(role) + count_tokens(message.get("content") or "")
 
 
+def most_message_tokens(message: Mapping[str, Any]) -> int:
+    """At least ``count_message_tokens(message)``, without tokenising: a token is at least one
+    byte of UTF-8, and the fallback estimate gives at most ``ESTIMATE_MARGIN`` tokens a byte
+    (each of its pieces at most one token a byte, before the margin; a margin under 1 would
+    not bound quicktok's counts, hence ``_PER_BYTE``'s max)."""
+    total = MESSAGE_OVERHEAD
+    for text in (message.get("role") or message.get("type") or "", message.get("content") or ""):
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        total += int(size * _PER_BYTE + 0.5)
+    return total
+
+
 def counter_name() -> str:
     """What counts: ``quicktok o200k_base`` or ``estimate`` (the fallback)."""
     load_counter()
@@ -107,6 +119,8 @@ _LETTER_CHARS = 4.5  # Cyrillic, Greek, Arabic, Devanagari, accented Latin ...
 _WIDE_TOKENS = 0.7  # CJK, kana, hangul: per character
 _SYMBOL_TOKENS = 1.0  # emoji and other symbols: per code point
 ESTIMATE_MARGIN = 1.1
+#: Tokens a byte of text costs at most, under either counter (``most_message_tokens``).
+_PER_BYTE = max(1.0, ESTIMATE_MARGIN)
 
 
 def estimate_tokens(text: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -52,11 +52,8 @@ def encode_message(message: NewMessage) -> str:
     stamp = _base36(message.at_ms) + flags
     if not message.sources:
         return f"{code}{stamp}|{message.content}"
-    return f"{code.upper()}{stamp}|{_dumps(_rounded(message.sources))}\n{message.content}"
-
-
-def _rounded(sources: Sequence[Source]) -> list[list[Any]]:
-    return [[s.title, s.source, round(s.score, 4)] for s in sources]
+    sources = _dumps([[s.title, s.source, round(s.score, 4)] for s in message.sources])
+    return f"{code.upper()}{stamp}|{sources}\n{message.content}"
 
 
 def _dumps(rows: list[list[Any]]) -> str:

@@ -16,6 +16,7 @@ from chatbot_sessions.replies.token_count import (
     count_tokens,
     counter_name,
     estimate_tokens,
+    most_message_tokens,
 )
 from tests.support.processes import REPO_ROOT
 from tests.support.threads import run_in_threads
@@ -78,6 +79,21 @@ def test_estimate_is_close_and_errs_high_on_the_corpus() -> None:
         [estimate_tokens(r["text"]) for r in REFERENCE], [r["o200k_base"] for r in REFERENCE]
     )
     assert 0 < overall.total_err_pct < 20 and overall.mean_abs_err_pct < 15
+
+
+def test_the_message_bound_bounds_both_shapes_and_both_counters(monkeypatch) -> None:
+    from chatbot_sessions.replies import token_count
+
+    messages = [
+        {"role": "system", "content": "Answer from the passages. 会话 👍🏽 .a.b.c"},
+        {"type": "assistant", "content": "Grüße! " * 50},
+        {"role": "user"},
+    ]
+    for counter in (None, estimate_tokens):
+        if counter is not None:
+            monkeypatch.setattr(token_count, "_counter", counter)
+        for message in messages:
+            assert most_message_tokens(message) >= count_message_tokens(message) >= MESSAGE_OVERHEAD
 
 
 def test_message_adds_the_chat_format_overhead_and_role() -> None:
